@@ -1,0 +1,114 @@
+"""Read the residual stream through the model's own output head: next-token predictions and the logit lens.
+
+The readout is the chain of modules the model itself applies after its last block (final norm if any,
+OPT-350m's ``project_out`` 1024 -> 512, the unembedding), so layer L of the lens equals the model's logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .capture import Capture
+from .surgery import get_module
+from .tokens import display_tokens
+
+# Positions per readout call: bounds the [positions, vocab] block to ~50 MB for a 50k vocabulary.
+_POSITION_CHUNK = 256
+
+
+def readout(lm, resid: torch.Tensor) -> torch.Tensor:
+    """Logits the model would produce if ``resid`` (``[..., d_model]``) were its last residual stream."""
+    x = resid
+    with torch.inference_mode():
+        for path in lm.arch.paths.readout():
+            x = get_module(lm.model, path)(x)
+    return x  # [..., vocab]
+
+
+def logit_lens(lm, capture: Capture, position: int) -> torch.Tensor:
+    """``[n_layers + 1, vocab]``: row 0 read from the embeddings, row i after block i, the last row the model's logits."""
+    _check_position(capture, position)
+    return readout(lm, capture.resid[:, position])  # [layer + 1, vocab]
+
+
+def _check_position(capture: Capture, position: int) -> None:
+    assert -capture.seq_len <= position < capture.seq_len, f"position {position} outside 0..{capture.seq_len - 1}"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int
+    token: str
+    token_id: int
+    probability: float
+    logit: float
+
+
+def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Prediction]:
+    """The k most likely next tokens after ``position`` (default: after the whole prompt)."""
+    _check_position(capture, position)
+    if position in (-1, capture.seq_len - 1):
+        logits = capture.next_logits  # the model's own output, no recomputation
+    else:
+        logits = get_module(lm.model, lm.arch.paths.unembed)(capture.final_hidden[position])  # [vocab]
+    probs = torch.softmax(logits.float(), dim=-1)  # [vocab]
+    top = torch.topk(probs, k=min(k, probs.shape[0]))
+    ids = top.indices.tolist()
+    return [
+        Prediction(rank=i + 1, token=token, token_id=token_id, probability=p, logit=logits[token_id].item())
+        for i, (token, token_id, p) in enumerate(zip(display_tokens(lm.tokenizer, ids), ids, top.values.tolist()))
+    ]
+
+
+@dataclass(frozen=True)
+class LensMap:
+    """Each layer's top guess at each position; never the full ``[layer, seq, vocab]`` tensor."""
+
+    positions: list[int]
+    top_ids: torch.Tensor  # [layer + 1, position]
+    top_probs: torch.Tensor  # [layer + 1, position]
+    top_tokens: list[list[str]]  # [layer + 1][position]
+    # Probability each layer gives to the token the model finally predicts at that position.
+    final_token_probs: torch.Tensor  # [layer + 1, position]
+
+    def settled_layer(self) -> list[int]:
+        """Per position, the first layer from which the top guess stays equal to the final prediction."""
+        agrees = self.top_ids == self.top_ids[-1]  # [layer + 1, position]
+        n_rows = agrees.shape[0]
+        settled = []
+        for column in agrees.T.tolist():
+            layer = n_rows - 1
+            while layer > 0 and column[layer - 1]:
+                layer -= 1
+            settled.append(layer)
+        return settled
+
+
+def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> LensMap:
+    positions = list(range(capture.seq_len)) if positions is None else [p % capture.seq_len for p in positions]
+    for p in positions:
+        _check_position(capture, p)
+    n_rows = capture.resid.shape[0]
+    top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
+    top_probs = torch.empty(n_rows, len(positions))
+    final_token_probs = torch.empty(n_rows, len(positions))
+    for start in range(0, len(positions), _POSITION_CHUNK):
+        chunk = positions[start : start + _POSITION_CHUNK]
+        columns = slice(start, start + len(chunk))
+        final_ids = None
+        for layer in reversed(range(n_rows)):  # last layer first: it defines the final prediction
+            probs = torch.softmax(readout(lm, capture.resid[layer, chunk]).float(), dim=-1)  # [position, vocab]
+            best = probs.max(dim=-1)
+            if final_ids is None:
+                final_ids = best.indices
+            top_ids[layer, columns], top_probs[layer, columns] = best.indices, best.values
+            final_token_probs[layer, columns] = probs.gather(-1, final_ids[:, None])[:, 0]
+    return LensMap(
+        positions=positions,
+        top_ids=top_ids,
+        top_probs=top_probs,
+        top_tokens=[display_tokens(lm.tokenizer, row) for row in top_ids.tolist()],
+        final_token_probs=final_token_probs,
+    )

@@ -1,0 +1,174 @@
+"""Load a model safely: demo models, local folders, or Hugging Face Hub IDs, never running repository code.
+
+Order of checks for a hub model: the name is a plain model ID; the Hub knows it and lists its files; its
+config is a known decoder-only architecture (no custom code); its weights fit the memory this process
+may use; only then are the weights downloaded (safetensors preferred, ``.bin`` only through torch's
+weights-only loader) and loaded in float32 with eager attention, so attention patterns are available.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from . import hub
+from .architecture import Architecture, describe
+from .errors import OptLensError
+from .memory import format_bytes, memory_budget
+
+logger = logging.getLogger(__name__)
+
+DEMO_DIR = Path(__file__).parent / "demo_models"
+DEMO_MODELS = {"demo/tiny-gpt2": DEMO_DIR / "tiny-gpt2", "demo/tiny-opt": DEMO_DIR / "tiny-opt"}
+BYTES_PER_PARAM = 4  # weights are loaded in float32: CPU kernels and faithful numbers
+
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+_HUB_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+_CAUSAL_LM_CLASSES = {
+    name for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for name in ((names,) if isinstance(names, str) else names)
+}
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    name: str
+    model: PreTrainedModel  # eval mode, CPU, float32, eager attention
+    tokenizer: object
+    arch: Architecture
+    source: str  # "demo", "local" or "hub"
+    # One model object serves every student; captures on it take turns (see capture.py).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.arch.n_params * BYTES_PER_PARAM
+
+
+def validate_name(name_or_path: str, *, allow_local: bool = True) -> str:
+    """Return the cleaned name or raise ``OptLensError`` saying what a valid name looks like."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise OptLensError("Type a model name, for example gpt2 or facebook/opt-125m.")
+    name = name_or_path.strip()
+    if name in DEMO_MODELS:
+        return name
+    if re.match(r"^[a-z]+://", name, flags=re.IGNORECASE):
+        raise OptLensError("Paste the model's ID (like facebook/opt-125m), not a web address.")
+    if allow_local and Path(name).is_dir():
+        return name
+    if not _HUB_ID.match(name) or ".." in name or "--" in name:
+        raise OptLensError(f"'{name[:80]}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
+    return name
+
+
+def weights_fit(name: str, arch: Architecture) -> None:
+    """Refuse a model whose float32 weights would not fit the memory this process may still use."""
+    needed = arch.n_params * BYTES_PER_PARAM
+    budget = memory_budget()
+    if needed > budget.available_bytes:
+        raise OptLensError(
+            f"{name} needs about {format_bytes(needed)} for its weights, but only "
+            f"{format_bytes(budget.available_bytes)} of memory is free here (limit: {budget.source}, "
+            f"{format_bytes(budget.limit_bytes)}). Try a smaller model."
+        )
+
+
+def load(
+    name_or_path: str,
+    *,
+    progress: hub.ProgressCallback | None = None,
+    allow_local: bool = True,
+) -> LoadedModel:
+    """Load a demo name (``demo/tiny-gpt2``, ``demo/tiny-opt``), a local folder, or a Hugging Face model ID."""
+    name = validate_name(name_or_path, allow_local=allow_local)
+    if name in DEMO_MODELS:
+        folder, source = DEMO_MODELS[name], "demo"
+        if not (folder / "config.json").is_file():
+            raise OptLensError(f"The demo model {name} is missing from this installation.")
+        return _load_folder(name, folder, _checked_fit(name, folder), source)
+    if allow_local and Path(name).is_dir():
+        folder = Path(name)
+        if not (folder / "config.json").is_file():
+            raise OptLensError(f"The folder {name} has no config.json, so it is not a saved model.")
+        return _load_folder(name, folder, _checked_fit(name, folder), "local")
+    snapshot = hub.fetch_config(name)
+    config = _checked_fit(name, snapshot.folder)  # before any weights are downloaded
+    hub.fetch_files(snapshot, progress)
+    return _load_folder(name, snapshot.folder, config, "hub")
+
+
+def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
+    config = _checked_config(name, folder)
+    weights_fit(name, describe(config))
+    return config
+
+
+def _checked_config(name: str, folder: Path) -> PretrainedConfig:
+    """Read the config without running code from the repository, and refuse what is not a decoder-only LM."""
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise OptLensError(f"The config of {name} could not be read.") from error
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in CONFIG_MAPPING_NAMES:
+        if isinstance(raw, dict) and "auto_map" in raw:
+            raise OptLensError(f"{name} needs custom code from its repository, which this tool never runs.")
+        raise OptLensError(f"{name} is a '{model_type}' model, which this version of transformers does not know.")
+    architectures = raw.get("architectures") or []
+    if raw.get("is_encoder_decoder") or (architectures and not set(architectures) & _CAUSAL_LM_CLASSES):
+        kind = architectures[0] if architectures else model_type
+        raise OptLensError(f"{name} is a {kind}, not a decoder-only text generator (causal language model).")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise OptLensError(f"The config of {name} could not be read.") from error
+    config.name_or_path = name
+    return config
+
+
+def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str) -> LoadedModel:
+    has_safetensors = any(folder.glob("*.safetensors"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation="eager",  # sdpa and flash kernels return no attention patterns
+            trust_remote_code=False,
+            use_safetensors=has_safetensors or None,
+            local_files_only=True,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means unreadable files; the log keeps the cause
+        logger.exception("Loading %s from %s failed", name, folder)
+        raise OptLensError(f"The files of {name} could not be loaded: they may be corrupt or incomplete.") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise OptLensError(f"{name} has no fast tokenizer, which the token views need for character offsets.")
+    model.eval().requires_grad_(False)
+    loaded = LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=describe(model), source=source)
+    _self_check(loaded)
+    logger.info("Loaded %s (%s, %s parameters)", name, source, f"{loaded.arch.n_params:,}")
+    return loaded
+
+
+def _self_check(lm: LoadedModel) -> None:
+    """Refuse a model whose detected readout does not reproduce its own logits (the lens would lie)."""
+    from .capture import capture_ids
+    from .lens import readout
+
+    ids = torch.arange(min(4, lm.arch.vocab_size, lm.arch.max_positions))  # [seq]
+    probe = capture_ids(lm, ids)
+    rebuilt = readout(lm, probe.resid[-1, -1])  # [vocab]
+    scale = probe.next_logits.abs().max().clamp(min=1.0)
+    if not torch.allclose(rebuilt, probe.next_logits, atol=1e-4 * scale.item(), rtol=1e-4):
+        raise OptLensError(
+            f"{lm.name}'s output head does something this tool cannot reproduce, so its layer views would be wrong."
+        )
