@@ -12,7 +12,7 @@ from .architecture import Architecture, ModulePaths, describe
 from .capture import Capture, capture, capture_ids
 from .errors import OptLensError
 from .lens import LensMap, Prediction, logit_lens, logit_lens_map, readout, top_k_next
-from .loading import DEMO_MODELS, LoadedModel, load, validate_name
+from .loading import DEMO_MODELS, LoadedModel, describe_pretrained, load, validate_name
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -28,6 +28,7 @@ __all__ = [
     "capture",
     "capture_ids",
     "describe",
+    "describe_pretrained",
     "load",
     "logit_lens",
     "logit_lens_map",

@@ -105,6 +105,18 @@ def load(
     return _load_folder(name, snapshot.folder, config, "hub")
 
 
+def describe_pretrained(name_or_path: str, *, allow_local: bool = True) -> Architecture:
+    """Describe a model by name from its config alone: no weights are downloaded or loaded."""
+    name = validate_name(name_or_path, allow_local=allow_local)
+    if name in DEMO_MODELS:
+        folder = DEMO_MODELS[name]
+    elif allow_local and Path(name).is_dir():
+        folder = Path(name)
+    else:
+        folder = hub.fetch_config(name).folder
+    return describe(_checked_config(name, folder))
+
+
 def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
     config = _checked_config(name, folder)
     weights_fit(name, describe(config))
