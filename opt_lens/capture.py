@@ -26,7 +26,7 @@ FLOAT32_ATTENTION_BYTES = 64 * 2**20
 CAPTURE_POINTS = ("attn_out", "mlp_out")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Capture:
     model_name: str
     text: str
@@ -43,6 +43,9 @@ class Capture:
     mlp_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     _unembed: torch.nn.Module | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Capture({self.model_name!r}, {self.seq_len} tokens, truncated={self.truncated})"
 
     @property
     def seq_len(self) -> int:

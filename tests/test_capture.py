@@ -1,0 +1,234 @@
+"""Capture faithfulness against transformers' own eager outputs, invariants, hook hygiene, concurrency."""
+
+import threading
+
+import pytest
+import torch
+
+import opt_lens
+import tiny_models
+import importlib
+from opt_lens.surgery import get_module
+
+PROMPT = "The cat sat on the mat. Then the cat sat on the mat again! 😀 日本語 <b>bold</b>\n\tend"
+FAITHFUL_KINDS = ["gpt2", "opt", "opt-post-ln"]
+
+
+def reference(lm, cap):
+    """What transformers itself computes for the same ids (eager attention, all hidden states)."""
+    with torch.inference_mode():
+        out = lm.model(cap.input_ids[None], output_attentions=True, output_hidden_states=True, use_cache=False)
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(tiny_models.CONFIGS))
+def test_attention_and_logits_equal_transformers(tiny_lm, kind):
+    lm = tiny_lm(kind)
+    cap = opt_lens.capture(lm, PROMPT)
+    ref = reference(lm, cap)
+    expected_attention = torch.stack([a[0] for a in ref.attentions])  # [layer, head, query, key]
+    assert cap.attention.dtype == torch.float32
+    torch.testing.assert_close(cap.attention, expected_attention, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cap.logits, ref.logits[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cap.next_logits, ref.logits[0, -1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", FAITHFUL_KINDS)
+def test_residual_stream_matches_hidden_states(tiny_lm, kind):
+    lm = tiny_lm(kind)
+    cap = opt_lens.capture(lm, PROMPT)
+    hidden = reference(lm, cap).hidden_states
+    # transformers' hidden states are the embeddings and each block's output, except that the last entry
+    # has the final norm (and OPT-350m's project_out) applied; ours keeps the raw last block output.
+    for layer in range(lm.arch.n_layers):
+        torch.testing.assert_close(cap.resid[layer], hidden[layer][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(opt_lens.readout(lm, cap.resid[-1]), cap.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", FAITHFUL_KINDS)
+def test_residual_after_block_is_input_of_next_block(tiny_lm, kind):
+    lm = tiny_lm(kind)
+    inputs = {}
+
+    def remember(layer):
+        def hook(module, args, kwargs):
+            inputs[layer] = (args[0] if args else kwargs["hidden_states"])[0].clone()
+
+        return hook
+
+    handles = [
+        get_module(lm.model, lm.arch.paths.block(layer)).register_forward_pre_hook(remember(layer), with_kwargs=True)
+        for layer in range(lm.arch.n_layers)
+    ]
+    try:
+        cap = opt_lens.capture(lm, PROMPT)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in range(lm.arch.n_layers):
+        assert torch.equal(cap.resid[layer], inputs[layer]), f"resid[{layer}] is not block {layer}'s input"
+
+
+@pytest.mark.parametrize("kind", FAITHFUL_KINDS)
+def test_attention_rows_sum_to_one_and_are_causal(tiny_lm, kind):
+    cap = opt_lens.capture(tiny_lm(kind), PROMPT)
+    torch.testing.assert_close(cap.attention.sum(-1), torch.ones(cap.attention.shape[:-1]), rtol=0, atol=1e-5)
+    future = torch.triu(torch.ones(cap.seq_len, cap.seq_len, dtype=torch.bool), diagonal=1)
+    assert torch.all(cap.attention[..., future] == 0)
+
+
+@pytest.mark.parametrize("kind", FAITHFUL_KINDS)
+def test_logit_lens_ends_at_the_model_logits(tiny_lm, kind):
+    lm = tiny_lm(kind)
+    cap = opt_lens.capture(lm, PROMPT)
+    for position in (0, 5, -1):
+        lens = opt_lens.logit_lens(lm, cap, position)
+        assert lens.shape == (lm.arch.n_layers + 1, lm.arch.vocab_size)
+        torch.testing.assert_close(lens[-1], cap.logits[position], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(lens[0], lens[-1]), "the embedding row should differ from the output"
+
+
+def test_post_ln_lens_reads_through_project_out(tiny_lm):
+    lm = tiny_lm("opt-post-ln")
+    cap = opt_lens.capture(lm, PROMPT)
+    decoder = lm.model.model.decoder
+    by_hand = lm.model.lm_head(decoder.project_out(cap.resid[3, 4]))  # no final norm: post-LN
+    torch.testing.assert_close(opt_lens.logit_lens(lm, cap, 4)[3], by_hand)
+    assert cap.final_hidden.shape[-1] == 32 and cap.resid.shape[-1] == 64
+
+
+def test_logit_lens_map_agrees_with_the_full_lens(tiny_lm):
+    lm = tiny_lm("opt")
+    cap = opt_lens.capture(lm, PROMPT)
+    lens_map = opt_lens.logit_lens_map(lm, cap, positions=[1, 4, -1])
+    for column, position in enumerate(lens_map.positions):
+        probs = torch.softmax(opt_lens.logit_lens(lm, cap, position), dim=-1)  # [layer + 1, vocab]
+        assert torch.equal(lens_map.top_ids[:, column], probs.argmax(-1))
+        torch.testing.assert_close(lens_map.top_probs[:, column], probs.max(-1).values)
+        final = probs[-1].argmax()
+        torch.testing.assert_close(lens_map.final_token_probs[:, column], probs[:, final])
+    assert lens_map.top_tokens[-1][-1] == opt_lens.top_k_next(lm, cap, k=1)[0].token
+    assert all(0 <= s <= lm.arch.n_layers for s in lens_map.settled_layer())
+
+
+def test_top_k_next_matches_softmax_of_model_logits(tiny_lm):
+    lm = tiny_lm("gpt2")
+    cap = opt_lens.capture(lm, PROMPT)
+    predictions = opt_lens.top_k_next(lm, cap, k=5)
+    probs = torch.softmax(cap.logits[-1], dim=-1)
+    top = torch.topk(probs, 5)
+    assert [p.token_id for p in predictions] == top.indices.tolist()
+    assert [p.rank for p in predictions] == [1, 2, 3, 4, 5]
+    torch.testing.assert_close(torch.tensor([p.probability for p in predictions]), top.values, atol=1e-6, rtol=1e-5)
+    earlier = opt_lens.top_k_next(lm, cap, k=1, position=3)[0]
+    assert earlier.token_id == cap.logits[3].argmax().item()
+
+
+def test_capture_points_attn_and_mlp_out_rebuild_the_residual(tiny_lm):
+    lm = tiny_lm("gpt2")  # pre-LN: block output = input + attention output + MLP output
+    cap = opt_lens.capture(lm, PROMPT, points=("attn_out", "mlp_out"))
+    rebuilt = cap.resid[:-1] + cap.attn_out + cap.mlp_out  # [layer, seq, d_model]
+    torch.testing.assert_close(rebuilt, cap.resid[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_long_prompt_attention_is_float16_within_1e_3(tiny_lm, monkeypatch):
+    lm = tiny_lm("opt")
+    exact = opt_lens.capture(lm, PROMPT)
+    # opt_lens.capture is the function; the module holds the threshold.
+    monkeypatch.setattr(importlib.import_module("opt_lens.capture"), "FLOAT32_ATTENTION_BYTES", 0)
+    compact = opt_lens.capture(lm, PROMPT)
+    assert compact.attention.dtype == torch.float16
+    assert (compact.attention.float() - exact.attention).abs().max() <= 1e-3
+    assert compact.nbytes() < exact.nbytes()
+
+
+def test_hooks_are_removed_after_success_and_failure(tiny_lm):
+    lm = tiny_lm("gpt2")
+
+    def hook_count():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lm.model.modules())
+
+    before = hook_count()
+    opt_lens.capture(lm, PROMPT)
+    assert hook_count() == before
+
+    def explode(module, args, output):
+        raise RuntimeError("boom in the middle of the forward pass")
+
+    handle = get_module(lm.model, lm.arch.paths.mlp_out_of(1)).register_forward_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            opt_lens.capture(lm, PROMPT)
+    finally:
+        handle.remove()
+    assert hook_count() == before
+    assert not lm.lock.locked()
+    torch.testing.assert_close(opt_lens.capture(lm, PROMPT).attention, opt_lens.capture(lm, PROMPT).attention)
+
+
+def test_concurrent_captures_on_one_model_are_each_exact(tiny_lm):
+    lm = tiny_lm("opt")
+    prompts = [f"Student {i} asks: what does head {i % 4} attend to in sentence {i}?" * (1 + i % 3) for i in range(12)]
+    alone = {p: opt_lens.capture(lm, p) for p in prompts}
+    results, errors = {}, []
+    start = threading.Barrier(len(prompts))
+
+    def run(prompt):
+        try:
+            start.wait()
+            results[prompt] = opt_lens.capture(lm, prompt)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for prompt in prompts:
+        got, want = results[prompt], alone[prompt]
+        assert got.tokens == want.tokens
+        assert torch.equal(got.attention, want.attention) and torch.equal(got.resid, want.resid)
+        assert torch.equal(got.next_logits, want.next_logits)
+
+
+def test_prompt_longer_than_context_is_truncated(tiny_lm):
+    lm = tiny_lm("gpt2")  # context of 128 positions
+    cap = opt_lens.capture(lm, "word" + " word" * 299)
+    assert cap.truncated and cap.seq_len == 128 and cap.n_prompt_tokens == 300
+    assert cap.attention.shape == (3, 4, 128, 128)
+    assert not opt_lens.capture(lm, "word " * 10).truncated
+
+
+def test_opt_truncation_keeps_positions_within_the_offset_table(tiny_lm):
+    lm = tiny_lm("opt")  # 128 positions, stored as 130 rows because of the offset of 2
+    cap = opt_lens.capture(lm, "word " * 300)
+    assert cap.seq_len == 128 and cap.tokens[0] == "</s>"
+    assert lm.model.model.decoder.embed_positions.weight.shape[0] == 128 + lm.arch.position_offset
+
+
+@pytest.mark.parametrize("prompt", ["", 123, None])
+def test_empty_or_non_text_prompt_is_a_clear_error(tiny_lm, prompt):
+    with pytest.raises(opt_lens.OptLensError):
+        opt_lens.capture(tiny_lm("gpt2"), prompt)
+
+
+@pytest.mark.parametrize("prompt", ["😀", "日本語のテキスト", "\x00\x07 bell", "<script>alert(1)</script>", " ", "\n\n"])
+def test_odd_prompts_capture(tiny_lm, prompt):
+    for kind in ("gpt2", "opt"):
+        cap = opt_lens.capture(tiny_lm(kind), prompt)
+        assert len(cap.tokens) == cap.seq_len == len(cap.offsets)
+        assert all(isinstance(t, str) and t for t in cap.tokens)
+
+
+def test_capture_pickles_without_the_model(tiny_lm):
+    import pickle
+
+    lm = tiny_lm("gpt2")
+    cap = opt_lens.capture(lm, PROMPT)
+    copied = pickle.loads(pickle.dumps(cap))
+    assert len(pickle.dumps(cap)) < cap.nbytes() * 1.5, "the unembedding weights must not be pickled"
+    assert torch.equal(copied.attention, cap.attention)
+    with pytest.raises(opt_lens.OptLensError):
+        copied.logits
