@@ -48,6 +48,9 @@ class LoadedModel:
     # One model object serves every student; captures on it take turns (see capture.py).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.name!r}, {self.arch.family}, {self.arch.n_params:,} parameters, {self.source})"
+
     @property
     def weights_bytes(self) -> int:
         return self.arch.n_params * BYTES_PER_PARAM

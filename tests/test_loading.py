@@ -1,0 +1,244 @@
+"""Loading: demo names, local folders, the Hub (faked: it is unreachable here), and every refusal."""
+
+import json
+import pickle
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import opt_lens
+from opt_lens import hub, loading
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "   ", "../../etc/passwd", "/etc/passwd", "https://huggingface.co/gpt2", "http://evil.example/x",
+     "a/b/c", "gpt2; rm -rf /", "org/..", "x" * 200, "foo--bar/baz", "-gpt2", None],
+)
+def test_bad_names_get_a_clear_error(name):
+    with pytest.raises(opt_lens.OptLensError) as error:
+        opt_lens.load(name, allow_local=False)
+    assert "Traceback" not in str(error.value) and len(str(error.value)) < 200
+
+
+def test_url_gets_a_hint_to_paste_the_id():
+    with pytest.raises(opt_lens.OptLensError, match="ID"):
+        opt_lens.validate_name("https://huggingface.co/facebook/opt-125m")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "facebook/opt-125m", "EleutherAI/pythia-70m", "demo/tiny-opt", "a.b_c-d/x.y"])
+def test_good_names_pass_validation(name):
+    assert opt_lens.validate_name(name, allow_local=False) == name
+
+
+def test_local_folders_are_refused_when_not_allowed(tiny_folder):
+    folder = str(tiny_folder("gpt2"))
+    with pytest.raises(opt_lens.OptLensError):
+        opt_lens.load(folder, allow_local=False)
+    assert opt_lens.load(folder).source == "local"
+
+
+def test_loaded_model_is_eval_float32_eager(tiny_lm):
+    lm = tiny_lm("opt")
+    assert not lm.model.training
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in lm.model.parameters())
+    assert lm.model.config._attn_implementation == "eager"
+    assert lm.weights_bytes == lm.arch.n_params * 4
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_message():
+    start = time.perf_counter()
+    with pytest.raises(opt_lens.OptLensError, match="Hub"):
+        opt_lens.load("gpt2", allow_local=False)
+    assert time.perf_counter() - start < 5
+
+
+def copy_model(tiny_folder, kind, destination: Path) -> Path:
+    shutil.copytree(tiny_folder(kind), destination)
+    return destination
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_remote_code_is_never_run(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "custom")
+    marker = tmp_path / "code_ran"
+    (folder / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (folder / "configuration_custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    edit_config(
+        folder,
+        model_type="custom_gpt",
+        auto_map={"AutoConfig": "configuration_custom.C", "AutoModelForCausalLM": "modeling_custom.M"},
+    )
+    with pytest.raises(opt_lens.OptLensError, match="custom code"):
+        opt_lens.load(str(folder))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"model_type": "bert", "architectures": ["BertForMaskedLM"]}, "not a decoder-only"),
+        ({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "is_encoder_decoder": True}, "not a decoder-only"),
+        ({"model_type": "no_such_model"}, "does not know"),
+    ],
+)
+def test_non_causal_or_unknown_models_are_refused(tiny_folder, tmp_path, changes, message):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    edit_config(folder, **changes)
+    with pytest.raises(opt_lens.OptLensError, match=message):
+        opt_lens.load(str(folder))
+
+
+def test_unreadable_config_is_refused(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(opt_lens.OptLensError, match="config"):
+        opt_lens.load(str(folder))
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(opt_lens.OptLensError, match="config.json"):
+        opt_lens.load(str(tmp_path))
+
+
+def test_corrupt_weights_are_refused(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "opt", tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(opt_lens.OptLensError, match="corrupt"):
+        opt_lens.load(str(folder))
+
+
+def test_bin_checkpoint_loads_weights_only(tiny_folder, tiny_lm, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    state = opt_lens.load(str(folder)).model.state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    lm = opt_lens.load(str(folder))
+    cap = opt_lens.capture(lm, "Hello there")
+    torch.testing.assert_close(cap.next_logits, opt_lens.capture(tiny_lm("gpt2"), "Hello there").next_logits)
+
+
+class _Payload:
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_in_a_bin_checkpoint_never_runs(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    payload = _Payload()
+    payload.marker = tmp_path / "pickle_ran"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"transformer.wte.weight": payload}))
+    with pytest.raises(opt_lens.OptLensError):
+        opt_lens.load(str(folder))
+    assert not payload.marker.exists()
+
+
+def test_model_too_large_for_the_memory_limit_is_refused(tiny_folder, monkeypatch):
+    monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")
+    with pytest.raises(opt_lens.OptLensError) as error:
+        opt_lens.load(str(tiny_folder("gpt2")))
+    message = str(error.value)
+    assert "13.5 MB" in message and "OPT_LENS_MEMORY_LIMIT_MB" in message  # both sizes and where the limit came from
+
+
+def test_memory_limit_override_and_fallbacks(monkeypatch):
+    from opt_lens import memory
+
+    monkeypatch.setenv(memory.LIMIT_ENV, "2700")
+    assert memory.memory_limit() == (2700 * 2**20, f"{memory.LIMIT_ENV}=2700")
+    monkeypatch.setenv(memory.LIMIT_ENV, "lots")
+    limit, source = memory.memory_limit()
+    assert limit > 0 and memory.LIMIT_ENV not in source
+    assert 0 <= memory.memory_budget().available_bytes <= limit
+
+
+class FakeHub:
+    """Serves a local model folder as if it were a Hub repository, recording what was downloaded."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.downloaded: list[str] = []
+
+    def model_info(self, repo_id, files_metadata=False):
+        siblings = [SimpleNamespace(rfilename=p.name, size=p.stat().st_size) for p in self.folder.iterdir()]
+        return SimpleNamespace(sha="0" * 40, siblings=siblings)
+
+    def hf_hub_download(self, repo_id, file_name, revision=None, tqdm_class=None, local_files_only=False):
+        self.downloaded.append(file_name)
+        path = self.folder / file_name
+        if tqdm_class is not None:
+            with tqdm_class(total=path.stat().st_size, disable=True) as bar:
+                bar.update(path.stat().st_size)
+        return str(path)
+
+
+@pytest.fixture
+def fake_hub(tiny_folder, tmp_path, monkeypatch):
+    served = FakeHub(copy_model(tiny_folder, "opt", tmp_path / "snapshot"))
+    monkeypatch.setattr(hub, "HfApi", lambda: served)
+    monkeypatch.setattr(hub, "hf_hub_download", served.hf_hub_download)
+    return served
+
+
+def test_hub_download_reports_progress_and_loads(fake_hub):
+    events = []
+    lm = opt_lens.load("facebook/opt-tiny", progress=lambda done, total, name: events.append((done, total, name)))
+    assert lm.source == "hub" and lm.name == "facebook/opt-tiny"
+    assert fake_hub.downloaded[0] == "config.json" and "model.safetensors" in fake_hub.downloaded
+    totals = {total for _, total, _ in events}
+    assert len(totals) == 1 and events[-1][0] == totals.pop()
+    assert [done for done, _, _ in events] == sorted(done for done, _, _ in events)
+
+
+def test_hub_model_too_large_is_refused_before_downloading_weights(fake_hub, monkeypatch):
+    monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")
+    with pytest.raises(opt_lens.OptLensError, match="needs about"):
+        opt_lens.load("facebook/opt-tiny")
+    assert fake_hub.downloaded == ["config.json"]
+
+
+def test_hub_errors_become_clear_messages(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    response = SimpleNamespace(status_code=404, headers={}, request=None, url="")
+    for error, message in ((RepositoryNotFoundError("x", response=response), "no model called"),
+                           (GatedRepoError("x", response=response), "gated")):
+        def refuse(repo_id, files_metadata=False, error=error):
+            raise error
+
+        monkeypatch.setattr(hub, "HfApi", lambda refuse=refuse: SimpleNamespace(model_info=refuse))
+        with pytest.raises(opt_lens.OptLensError, match=message):
+            opt_lens.load("someone/private-model")
+
+
+def test_weight_file_choice_prefers_safetensors():
+    files = {"pytorch_model.bin": 10, "model.safetensors": 10, "tf_model.h5": 10, "config.json": 1}
+    assert hub.weight_files(files) == ["model.safetensors"]
+    sharded = {"pytorch_model-00001-of-00002.bin": 1, "pytorch_model-00002-of-00002.bin": 1, "pytorch_model.bin.index.json": 1}
+    assert hub.weight_files(sharded) == [*sorted(sharded)[:2], "pytorch_model.bin.index.json"]
+    assert hub.weight_files({"flax_model.msgpack": 1}) == []
+
+
+def test_describe_pretrained_needs_no_weights(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "opt-post-ln", tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    arch = opt_lens.describe_pretrained(str(folder))
+    assert arch.norm == "post" and arch.embed_dim == 32
+
+
+def test_demo_names_resolve_locally_before_the_hub():
+    assert set(opt_lens.DEMO_MODELS) == {"demo/tiny-gpt2", "demo/tiny-opt"}
+    assert all(Path(folder).is_relative_to(Path(loading.__file__).parent) for folder in opt_lens.DEMO_MODELS.values())
