@@ -21,7 +21,8 @@ _POSITION_CHUNK = 256
 def readout(lm, resid: torch.Tensor) -> torch.Tensor:
     """Logits the model would produce if ``resid`` (``[..., d_model]``) were its last residual stream."""
     x = resid
-    with torch.inference_mode():
+    # Take the model's lock like capture() does: a capture in another thread has hooks on these modules.
+    with lm.lock, torch.inference_mode():
         for path in lm.arch.paths.readout():
             x = get_module(lm.model, path)(x)
     return x  # [..., vocab]
@@ -52,7 +53,8 @@ def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Pr
     if position in (-1, capture.seq_len - 1):
         logits = capture.next_logits  # the model's own output, no recomputation
     else:
-        logits = get_module(lm.model, lm.arch.paths.unembed)(capture.final_hidden[position])  # [vocab]
+        with lm.lock, torch.inference_mode():
+            logits = get_module(lm.model, lm.arch.paths.unembed)(capture.final_hidden[position])  # [vocab]
     probs = torch.softmax(logits.float(), dim=-1)  # [vocab]
     top = torch.topk(probs, k=min(k, probs.shape[0]))
     ids = top.indices.tolist()

@@ -232,3 +232,25 @@ def test_capture_pickles_without_the_model(tiny_lm):
     assert torch.equal(copied.attention, cap.attention)
     with pytest.raises(opt_lens.OptLensError):
         copied.logits
+
+
+def test_lens_readouts_during_other_captures_are_exact(tiny_lm):
+    lm = tiny_lm("gpt2")
+    cap = opt_lens.capture(lm, PROMPT)
+    expected = opt_lens.logit_lens(lm, cap, -1)
+    results, errors = [], []
+
+    def read():
+        try:
+            results.append(opt_lens.logit_lens(lm, cap, -1))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    threads += [threading.Thread(target=opt_lens.capture, args=(lm, PROMPT * 2)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 6
+    assert all(torch.equal(r, expected) for r in results)
