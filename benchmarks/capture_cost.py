@@ -3,7 +3,8 @@
 Random-weight GPT-2-size (124M) and OPT-125m-size models, CPU, float32. For each prompt length it prints
 the median time of: a plain forward with transformers' default (sdpa) attention, a plain forward with
 eager attention (which patterns need), ``opt_lens.capture``, and a capture whose ``[seq, vocab]`` logits are
-then materialised; the ratios to the plain sdpa forward; and the bytes the capture holds.
+then materialised; the ratios to the plain sdpa forward; the bytes the capture holds; and the peak resident memory a
+capture (and, for reference, a plain forward) adds while it runs.
 
     python benchmarks/capture_cost.py [--lengths 64 256 1024] [--repeats 7]
 """
@@ -14,9 +15,11 @@ import argparse
 import copy
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, OPTConfig
 
@@ -39,6 +42,29 @@ MODELS = {
 }
 
 
+def peak_rss_increase(run) -> int:
+    """Peak resident memory above the starting point while ``run`` executes, sampled every millisecond."""
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak, done = start, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = run()
+    finally:
+        done.set()
+        sampler.join()
+    del result
+    return peak - start
+
+
 def median_seconds(run, repeats: int) -> float:
     run()  # warm-up: first calls allocate and pick kernels
     times = []
@@ -56,7 +82,7 @@ def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) 
     sdpa.load_state_dict(eager.state_dict())
     lm = LoadedModel(name=label, model=eager, tokenizer=make_tokenizer(), arch=opt_lens.describe(eager), source="local")
     print(f"\n{label}: {lm.arch.n_params:,} parameters, torch threads {torch.get_num_threads()}")
-    print(f"{'tokens':>6} {'sdpa fwd':>9} {'eager fwd':>9} {'capture':>9} {'+logits':>9} {'cap/sdpa':>8} {'cap/eager':>9} {'+lg/sdpa':>8} {'held MB':>8} {'attn':>7}")
+    print(f"{'tokens':>6} {'sdpa fwd':>9} {'eager fwd':>9} {'capture':>9} {'+logits':>9} {'cap/sdpa':>8} {'cap/eager':>9} {'+lg/sdpa':>8} {'held MB':>8} {'peak MB':>8} {'fwd pk':>7} {'attn':>7}")
     for length in lengths:
         ids = torch.randint(0, lm.arch.vocab_size, (length,), generator=torch.Generator().manual_seed(length))
 
@@ -69,10 +95,14 @@ def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) 
         t_capture = median_seconds(lambda: opt_lens.capture_ids(lm, ids), repeats)
         t_logits = median_seconds(lambda: opt_lens.capture_ids(lm, ids).logits, repeats)
         cap = opt_lens.capture_ids(lm, ids)
+        peak_forward = peak_rss_increase(lambda: plain(sdpa))
+        del cap
+        peak_capture = peak_rss_increase(lambda: opt_lens.capture_ids(lm, ids))
+        cap = opt_lens.capture_ids(lm, ids)
         print(
             f"{length:>6} {t_sdpa * 1e3:>7.1f}ms {t_eager * 1e3:>7.1f}ms {t_capture * 1e3:>7.1f}ms {t_logits * 1e3:>7.1f}ms"
             f" {t_capture / t_sdpa:>8.2f} {t_capture / t_eager:>9.2f} {t_logits / t_sdpa:>8.2f}"
-            f" {cap.nbytes() / 1e6:>8.1f} {str(cap.attention.dtype).replace('torch.', ''):>7}"
+            f" {cap.nbytes() / 1e6:>8.1f} {peak_capture / 1e6:>8.1f} {peak_forward / 1e6:>7.1f} {str(cap.attention.dtype).replace('torch.', ''):>7}"
         )
 
 
