@@ -239,9 +239,7 @@ def _positional(model: nn.Module, config: PretrainedConfig, positions: nn.Module
         return "learned"
     if any("rotary" in name for name, _ in model.named_modules()) or getattr(config, "rope_parameters", None):
         return "rotary"
-    if getattr(config, "alibi", False) or config.model_type in ("bloom", "mpt"):
-        return "alibi"
-    return "none"
+    return "none found"
 
 
 def _param_breakdown(model: nn.Module, paths: ModulePaths) -> dict[str, int]:
