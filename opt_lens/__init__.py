@@ -8,6 +8,7 @@
 
 import logging
 
+from . import compare
 from .architecture import Architecture, ModulePaths, describe
 from .capture import Capture, capture, capture_ids
 from .errors import OptLensError
@@ -26,6 +27,7 @@ __all__ = [
     "OptLensError",
     "Prediction",
     "capture",
+    "compare",
     "capture_ids",
     "describe",
     "describe_pretrained",
