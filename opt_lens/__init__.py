@@ -8,7 +8,7 @@
 
 import logging
 
-from . import compare
+from . import compare, heads
 from .architecture import Architecture, ModulePaths, describe
 from .capture import Capture, capture, capture_ids
 from .errors import OptLensError
@@ -31,6 +31,7 @@ __all__ = [
     "capture_ids",
     "describe",
     "describe_pretrained",
+    "heads",
     "load",
     "logit_lens",
     "logit_lens_map",

@@ -1,0 +1,87 @@
+"""Head scores on hand-made attention patterns whose answers are known, and on real captures."""
+
+import math
+
+import pytest
+import torch
+
+import opt_lens
+from opt_lens import heads
+
+
+def pattern(rows: torch.Tensor) -> torch.Tensor:
+    return rows[None, None]  # [layer=1, head=1, query, key]
+
+
+def previous_token_pattern(n: int) -> torch.Tensor:
+    rows = torch.zeros(n, n)
+    rows[0, 0] = 1
+    rows[torch.arange(1, n), torch.arange(n - 1)] = 1
+    return pattern(rows)
+
+
+def uniform_causal(n: int) -> torch.Tensor:
+    rows = torch.tril(torch.ones(n, n))
+    return pattern(rows / rows.sum(-1, keepdim=True))
+
+
+def test_pure_previous_token_head_scores_one():
+    assert heads.previous_token_scores(previous_token_pattern(6)).item() == 1.0
+    assert heads.first_token_scores(previous_token_pattern(6)).item() == pytest.approx(1 / 5)
+    assert heads.entropy_scores(previous_token_pattern(6)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_uniform_causal_attention_has_known_scores():
+    n = 5
+    expected_entropy = sum(math.log(q + 1) for q in range(1, n)) / (n - 1)
+    assert heads.entropy_scores(uniform_causal(n)).item() == pytest.approx(expected_entropy)
+    assert heads.previous_token_scores(uniform_causal(n)).item() == pytest.approx(sum(1 / (q + 1) for q in range(1, n)) / (n - 1))
+
+
+def test_induction_pattern_scores_one_and_previous_token_pattern_does_not():
+    ids, start, period = heads.repeated_random_tokens(100, 6, seed=0, prefix_ids=[2])
+    n = len(ids)
+    rows = torch.zeros(n, n)
+    rows[torch.arange(n), torch.arange(n)] = 1
+    second = torch.arange(start + period, n)
+    rows[second] = 0
+    rows[second, second - period + 1] = 1  # look at the token after the earlier copy
+    assert heads.induction_scores(pattern(rows), start, period).item() == 1.0
+    assert heads.induction_scores(previous_token_pattern(n), start, period).item() == 0.0
+
+
+def test_repeated_random_tokens_repeat_and_avoid_excluded_ids():
+    ids, start, period = heads.repeated_random_tokens(50, 10, seed=3, prefix_ids=[2], exclude_ids=[0, 1, 2, 3])
+    assert ids[0] == 2 and (start, period) == (1, 10) and len(ids) == 21
+    assert torch.equal(ids[1:11], ids[11:21])
+    assert not set(ids[1:].tolist()) & {0, 1, 2, 3}
+    again, _, _ = heads.repeated_random_tokens(50, 10, seed=3, prefix_ids=[2], exclude_ids=[0, 1, 2, 3])
+    assert torch.equal(ids, again)
+
+
+def test_duplicate_token_scores():
+    ids = torch.tensor([5, 6, 5, 7])
+    rows = torch.eye(4)
+    rows[2] = torch.tensor([0.75, 0.0, 0.25, 0.0])  # the repeated 5 puts 0.75 on its earlier copy
+    assert heads.duplicate_token_scores(pattern(rows), ids).item() == pytest.approx(0.75)
+    assert heads.duplicate_token_scores(pattern(torch.eye(3)), torch.tensor([1, 2, 3])).item() == 0.0
+
+
+def test_copying_loss_drop_by_hand():
+    ids = torch.tensor([9, 1, 2, 3, 1, 2, 3])  # prefix, then [1, 2, 3] twice
+    logits = torch.zeros(7, 10)
+    logits[4, 2] = logits[5, 3] = 10.0  # confident on the second copy only
+    drop = heads.copying_loss_drop(logits, ids, start=1, period=3)
+    confident = -torch.log_softmax(logits[4], -1)[2].item()
+    assert drop == pytest.approx(math.log(10) - confident)
+
+
+def test_head_scores_on_a_model(tiny_lm):
+    lm = tiny_lm("opt")
+    cap = opt_lens.capture(lm, "The cat sat on the mat. The cat sat on the mat.")
+    scores = heads.head_scores(lm, cap, length=20)
+    for name, values in scores.as_dict().items():
+        assert values.shape == (lm.arch.n_layers, lm.arch.n_heads), name
+    torch.testing.assert_close(scores.previous_token, heads.previous_token_scores(cap.attention))
+    probe, start, period = heads.induction_probe(lm, length=20)
+    assert probe.tokens[0] == "</s>" and start == 1 and period == 20
