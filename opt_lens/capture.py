@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +42,8 @@ class Capture:
     next_logits: torch.Tensor  # [vocab]: the model's own logits at the last position
     attn_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     mlp_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
-    _unembed: torch.nn.Module | None = field(default=None, repr=False)
+    # A weak reference: a cached capture must not keep an evicted model's weights alive.
+    _unembed: weakref.ref | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -58,10 +60,11 @@ class Capture:
         Materialising them costs 200 MB for 1024 GPT-2 tokens, which most views never need.
         """
         if self._logits is None:
-            if self._unembed is None:
-                raise OptLensError("This capture was copied without its model; run capture() again to get logits.")
+            unembed = self._unembed() if self._unembed is not None else None
+            if unembed is None:
+                raise OptLensError("This capture's model is no longer loaded; run capture() again to get logits.")
             with torch.inference_mode():
-                self._logits = self._unembed(self.final_hidden)  # [seq, vocab]
+                self._logits = unembed(self.final_hidden)  # [seq, vocab]
         return self._logits
 
     def __getstate__(self) -> dict:
@@ -198,7 +201,7 @@ def capture_ids(
         next_logits=next_logits,
         attn_out=extra.get("attn_out"),
         mlp_out=extra.get("mlp_out"),
-        _unembed=get_module(model, arch.paths.unembed),
+        _unembed=weakref.ref(get_module(model, arch.paths.unembed)),
     )
 
 

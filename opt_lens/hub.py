@@ -131,3 +131,13 @@ def _progress_bar(progress: ProgressCallback | None, done_before: int, total: in
             progress(done_before + int(self.n), total, file_name)
 
     return Forward
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (fails in milliseconds where there is no network)."""
+    try:
+        HfApi().model_info("gpt2", timeout=timeout)
+    except (HfHubHTTPError, *_NETWORK_ERRORS) as error:
+        logger.info("Hugging Face Hub unreachable: %s", error)
+        return False
+    return True

@@ -231,7 +231,7 @@ def test_capture_pickles_without_the_model(tiny_lm):
     assert len(pickle.dumps(cap)) < cap.nbytes() * 1.5, "the unembedding weights must not be pickled"
     assert torch.equal(copied.attention, cap.attention)
     with pytest.raises(opt_lens.OptLensError):
-        copied.logits
+        copied.logits  # noqa: B018
 
 
 def test_lens_readouts_during_other_captures_are_exact(tiny_lm):
@@ -254,3 +254,18 @@ def test_lens_readouts_during_other_captures_are_exact(tiny_lm):
         thread.join()
     assert not errors and len(results) == 6
     assert all(torch.equal(r, expected) for r in results)
+
+
+def test_capture_does_not_keep_its_model_alive(tiny_folder):
+    import gc
+    import weakref
+
+    lm = opt_lens.load(str(tiny_folder("gpt2")))
+    cap = opt_lens.capture(lm, PROMPT)
+    model = weakref.ref(lm.model)
+    del lm
+    gc.collect()
+    assert model() is None, "a cached capture must not pin the model's weights"
+    assert cap.attention.shape[0] == 3
+    with pytest.raises(opt_lens.OptLensError, match="no longer loaded"):
+        cap.logits

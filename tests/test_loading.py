@@ -242,3 +242,9 @@ def test_describe_pretrained_needs_no_weights(tiny_folder, tmp_path):
 def test_demo_names_resolve_locally_before_the_hub():
     assert set(opt_lens.DEMO_MODELS) == {"demo/tiny-gpt2", "demo/tiny-opt"}
     assert all(Path(folder).is_relative_to(Path(loading.__file__).parent) for folder in opt_lens.DEMO_MODELS.values())
+
+
+def test_hub_reachability_probe_is_fast_offline():
+    start = time.perf_counter()
+    assert hub.hub_reachable() is False  # no network in tests
+    assert time.perf_counter() - start < 5
