@@ -1,0 +1,51 @@
+import altair as alt
+import streamlit as st
+
+import app_support as app
+
+st.title("🏗️ Architecture")
+st.markdown(
+    "The numbers that define a model, read from its configuration and module tree (no weights are "
+    "downloaded for this page). **Notice** where the models differ: OPT-350m normalises *after* each "
+    "sublayer (post-LN) and squeezes its 512-wide word embeddings up to 1024; OPT counts positions from 2."
+)
+choices = app.default_models()
+options = sorted(set(app.DEMO_MODELS + (app.GPT2_FAMILY + app.OPT_FAMILY if app.hub_online() else [])
+                     + [st.session_state.model, *choices]))
+defaults = (["gpt2", "facebook/opt-125m", "facebook/opt-350m"] if app.hub_online() else list(app.DEMO_MODELS))
+names = st.multiselect("Models to compare", options, default=[n for n in defaults if n in options], max_selections=5)
+if not names:
+    st.info("Pick at least one model.")
+    st.stop()
+
+table, parts, errors = app.architecture_table(names)
+for error in errors:
+    st.warning(error)
+if table.empty:
+    st.stop()
+
+
+def highlight_differences(row):
+    differs = len(set(row)) > 1
+    return ["background-color: #fff3cd" if differs else "" for _ in row]
+
+
+st.subheader("Side by side")
+st.caption("Rows where the models differ are highlighted.")
+st.dataframe(table.style.apply(highlight_differences, axis=1), width="stretch", height=35 * len(table) + 40)
+st.download_button("Download the table as CSV", table.to_csv().encode(), "architecture.csv", "text/csv")
+
+st.subheader("Where the parameters live")
+st.caption("Embeddings include position embeddings and OPT-350m's projections; most of a large model's "
+           "parameters sit in the MLPs, most of a small model's in the embeddings.")
+chart = (
+    alt.Chart(parts)
+    .mark_bar()
+    .encode(
+        y=alt.Y("model:N", title=None),
+        x=alt.X("parameters:Q", stack="normalize", title="share of parameters", axis=alt.Axis(format="%")),
+        color=alt.Color("where:N", title="part", scale=alt.Scale(scheme="tableau10")),
+        tooltip=["model", "where", alt.Tooltip("parameters:Q", format=",")],
+    )
+)
+st.altair_chart(chart, width="stretch")

@@ -1,0 +1,99 @@
+import altair as alt
+import streamlit as st
+
+import app_support as app
+
+st.title("👀 Attention")
+st.markdown(
+    "Each **head** decides, for every token (a row, the *query*), how much to read from each earlier token "
+    "(a column, the *key*); each row sums to 1, and no token can look ahead. **Notice** heads with a clear job: "
+    "a diagonal just below the main one is a *previous-token* head; a column at the first token is a head "
+    "resting when it has nothing to do; the map below finds *induction* heads, which copy what followed an "
+    "earlier occurrence of the current token."
+)
+name, prompt = st.session_state.model, st.session_state.prompt
+cap = app.capture(name, prompt)
+lm = app.model(name)
+n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
+st.session_state.layer = app.clamp(st.session_state.layer, n_layers)
+st.session_state.head = app.clamp(st.session_state.head, n_heads)
+
+
+def open_clicked_head():
+    clicked = app.clicked_head(st.session_state.get("head_map"), n_layers, n_heads)
+    if clicked:
+        st.session_state.layer, st.session_state.head = clicked
+
+
+left, right = st.columns(2)
+layer = left.selectbox("Layer", range(n_layers), index=st.session_state.layer)
+head = right.selectbox("Head", range(n_heads), index=st.session_state.head)
+st.session_state.layer, st.session_state.head = layer, head
+
+window_size = 48
+start, end = 0, cap.seq_len
+if cap.seq_len > window_size:
+    end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len,
+                    help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
+    start = end - window_size
+frame = app.attention_frame(cap, layer, [head], (start, end))
+order = app.token_labels(cap)[start:end]
+heatmap = (
+    alt.Chart(frame)
+    .mark_rect()
+    .encode(
+        x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60)),
+        y=alt.Y("query:N", sort=order, title="query (the token attending)"),
+        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
+        tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
+    )
+    .properties(title=f"{name} · layer {layer} · head {head}", height=max(300, 14 * (end - start)))
+)
+st.altair_chart(heatmap, width="stretch")
+
+st.subheader(f"All {n_heads} heads of layer {layer}")
+small = min(end - start, 24)
+multiples = (
+    alt.Chart(app.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
+    .mark_rect()
+    .encode(
+        x=alt.X("key:N", sort=order[-small:], axis=None),
+        y=alt.Y("query:N", sort=order[-small:], axis=None),
+        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
+        tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
+    )
+    .properties(width=130, height=130)
+    .facet(facet=alt.Facet("head:N", title=None), columns=6)
+)
+st.altair_chart(multiples)
+if small < end - start:
+    st.caption(f"The small maps show the last {small} tokens of the window.")
+
+st.subheader("What every head does")
+scores = app.head_score_table(name, prompt)
+metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
+                  horizontal=True, help="Induction is measured on random tokens repeated once; the others on your prompt.")
+st.caption({
+    "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
+    "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
+                 "occurrence. High: an induction head (in-context copying).",
+    "first token": "Mean attention on the first token, where idle heads rest.",
+    "duplicate token": "Attention on earlier copies of the same token in your prompt.",
+    "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
+}[metric] + " Click a cell to open that head above.")
+picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+head_map = (
+    alt.Chart(scores[scores.metric == metric])
+    .mark_rect(stroke="white")
+    .encode(
+        x=alt.X("head:O", title="head"),
+        y=alt.Y("layer:O", title="layer", sort="descending"),
+        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis"), title=metric),
+        tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
+        opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
+    )
+    .add_params(picked)
+    .properties(height=max(160, 28 * n_layers))
+)
+st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
+st.download_button("Download all head scores as CSV", scores.to_csv(index=False).encode(), "head_scores.csv", "text/csv")

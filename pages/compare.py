@@ -1,0 +1,79 @@
+import altair as alt
+import streamlit as st
+
+import app_support as app
+
+st.title("⚖️ Compare two models")
+st.markdown(
+    "The same prompt through two models, usually GPT-2 and OPT-125M: similar sizes, different training "
+    "data and details. Tokens are matched by the characters they cover, predictions by the token text. "
+    "**Notice** whether they agree on the next token, at what depth each settles on its answer, and which "
+    "heads do the same job in both."
+)
+left, right = st.columns(2)
+with left:
+    app.model_picker("Model A", "model", "The model in the sidebar.")
+with right:
+    app.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
+name_a, name_b, prompt = st.session_state.model, st.session_state.model_b, st.session_state.prompt
+for name in (name_a, name_b):
+    app.capture(name, prompt)
+result = app.comparison(name_a, name_b, prompt)
+
+st.subheader("Next token")
+agreement = result.agreement
+metrics = st.columns(4)
+metrics[0].metric("Top-10 overlap", f"{agreement['top-k overlap']:.0%}", help="Share of the top-10 guesses both models make.")
+metrics[1].metric("KL(A‖B)", f"{agreement['KL(A‖B)']:.3f} nats", help="How surprised B is by A's guesses (0 = identical).")
+metrics[2].metric("KL(B‖A)", f"{agreement['KL(B‖A)']:.3f} nats")
+metrics[3].metric("Jensen-Shannon", f"{agreement['Jensen-Shannon']:.3f} nats", help="Symmetric; at most ln 2 ≈ 0.693.")
+columns = st.columns(2)
+for column, name, table in ((columns[0], name_a, result.next_a), (columns[1], name_b, result.next_b)):
+    chart = (
+        alt.Chart(table.assign(shared=table.token.isin(agreement["shared"])))
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", axis=alt.Axis(format="%")),
+            y=alt.Y("token:N", sort=None, title=None),
+            color=alt.Color("shared:N", title="in both top-10", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#bab0ac"])),
+            tooltip=["token", alt.Tooltip("probability:Q", format=".2%")],
+        )
+        .properties(title=name, height=260)
+    )
+    column.altair_chart(chart, width="stretch")
+
+st.subheader("When does each model settle?")
+st.caption("The logit lens at the last position on a common scale: 0 = embeddings, 1 = the model's output. "
+           "The line shows the probability each depth gives to the model's own final guess.")
+depth = (
+    alt.Chart(result.depth)
+    .mark_line(point=True)
+    .encode(
+        x=alt.X("depth:Q", title="depth (fraction of the layers)", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("probability of final guess:Q", axis=alt.Axis(format="%")),
+        color=alt.Color("model:N"),
+        tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
+    )
+)
+st.altair_chart(depth, width="stretch")
+st.caption(" · ".join(f"{model}: final guess “{agreement['final'][model]}”, top guess from depth "
+                      f"{agreement['settled'][model]:.2f} on" for model in agreement["final"]))
+
+st.subheader("Heads that behave alike")
+st.caption("For each head of A, the head of B whose attention pattern on the shared tokens is most similar "
+           "(1 = identical). The twelve closest pairs:")
+if result.head_pairs.empty:
+    st.info("The prompt is too short to compare attention patterns.")
+else:
+    st.dataframe(result.head_pairs, width="stretch", hide_index=True)
+
+st.subheader("Tokens, aligned")
+st.dataframe(result.tokens, width="stretch", hide_index=True)
+st.download_button("Download the aligned tokens as CSV", result.tokens.to_csv(index=False).encode(), "aligned_tokens.csv", "text/csv")
+
+st.subheader("Architecture differences")
+table, _, errors = app.architecture_table([name_a, name_b])
+for error in errors:
+    st.warning(error)
+differences = table[table.nunique(axis=1) > 1] if len(table.columns) == 2 else table
+st.dataframe(differences, width="stretch")

@@ -1,0 +1,26 @@
+import streamlit as st
+
+import app_support as app
+
+st.title("🔎 opt_lens: look inside a language model")
+st.markdown(
+    """
+A language model reads a text as a list of **tokens**, passes them through a stack of **layers** in which
+**attention heads** move information between positions, and ends with a guess for the **next token**.
+Each page shows one part of that, computed live from the model you pick in the sidebar, on the prompt
+you type there.
+
+| page | what you see |
+| --- | --- |
+| **Architecture** | how big the model is and how it is built, read from its configuration |
+| **Tokens** | how the prompt is cut into tokens, and how GPT-2 and OPT differ |
+| **Attention** | where each head looks, and which heads do recognisable jobs |
+| **Predictions & logit lens** | the next-token guess, and how it forms layer by layer |
+| **Compare two models** | GPT-2 and OPT on the same prompt, side by side |
+
+Everything you change (model, prompt, layer, head, page) is kept in the address bar: copy the link to
+share exactly the view you are looking at.
+"""
+)
+st.caption(f"Model in use: **{st.session_state.model}** · Memory this server allows: "
+           f"{app.format_bytes(app.memory_limit()[0])}")

@@ -1,0 +1,196 @@
+"""The Streamlit app, driven by AppTest offline on the bundled demo models."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import opt_lens
+
+PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
+         "pages/predictions.py", "pages/compare.py"]
+TIMEOUT = 120
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_in_frame(page: str) -> None:
+    """The entry's frame (sidebar, friendly errors, URL) around one page, without st.navigation.
+
+    AppTest 1.67 re-runs only the page script after the first run of a navigation app, skipping the
+    entry; running the same frame from a function keeps every rerun complete.
+    """
+    import runpy
+
+    import app_support
+
+    app_support.run_frame(lambda: runpy.run_path(page))
+
+
+def app(page: str = "pages/home.py", **query) -> AppTest:
+    at = AppTest.from_function(page_in_frame, args=(str(ROOT / page),), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    return at
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    at.args = (str(ROOT / page),)
+    return at.run()
+
+
+def charts(at: AppTest) -> list:
+    return at.get("vega_lite_chart")
+
+
+def chart_title(chart) -> str:
+    return json.loads(chart.proto.spec).get("title", "")
+
+
+def selectbox(at: AppTest, label: str):
+    return next(box for box in at.selectbox if box.label == label)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_offline_on_the_demo_models(page):
+    at = open_page(app(), page)
+    assert_clean(at)
+    assert at.title[0].value
+    assert at.session_state.model == "demo/tiny-gpt2"  # the Hub is unreachable: demo defaults
+
+
+def test_the_entry_point_registers_every_page():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    notes = [info.value for info in at.sidebar.info]
+    assert len(notes) == 1 and "demo models" in notes[0]  # said once, plainly
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert_clean(at)
+
+
+def test_pages_draw_their_charts_and_tables():
+    at = app()
+    expected = {"pages/architecture.py": (1, 1), "pages/attention.py": (3, 0), "pages/predictions.py": (2, 0),
+                "pages/compare.py": (2, 3), "pages/tokens.py": (0, 2)}
+    for page, (n_charts, n_tables) in expected.items():
+        open_page(at, page)
+        assert_clean(at)
+        assert len(charts(at)) >= n_charts, page
+        assert len(at.dataframe) >= n_tables, page
+
+
+def test_url_opens_the_matching_view():
+    at = open_page(app(model="demo/tiny-opt", layer="1", head="2", prompt="The dog ran to the"), "pages/attention.py")
+    assert_clean(at)
+    assert (at.session_state.layer, at.session_state.head) == (1, 2)
+    assert selectbox(at, "Layer").value == 1 and selectbox(at, "Head").value == 2
+    assert chart_title(charts(at)[0]) == "demo/tiny-opt · layer 1 · head 2"
+    assert at.sidebar.text_area[0].value == "The dog ran to the"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"model": "../../etc/passwd", "layer": "-3", "head": "x"},
+        {"model": "https://evil.example/model", "layer": "999999", "head": "1e9"},
+        {"model": "", "prompt": "", "layer": "", "head": ""},
+        {"layer": "7", "head": "9"},  # valid integers, but out of range for the tiny models
+    ],
+)
+def test_bad_query_parameters_fall_back_to_defaults(query):
+    at = open_page(app(**query), "pages/attention.py")
+    assert_clean(at)
+    assert at.session_state.model == "demo/tiny-gpt2"
+    lm = opt_lens.load("demo/tiny-gpt2")
+    assert 0 <= at.session_state.layer < lm.arch.n_layers and 0 <= at.session_state.head < lm.arch.n_heads
+    assert at.query_params["model"] == "demo/tiny-gpt2"
+
+
+def test_changing_layer_and_head_redraws_without_rerunning_the_model(monkeypatch):
+    at = open_page(app(), "pages/attention.py")
+    before = charts(at)[0].proto.spec
+    calls = []
+    original = opt_lens.capture
+    monkeypatch.setattr(opt_lens, "capture", lambda *a, **k: calls.append(a) or original(*a, **k))
+    selectbox(at, "Layer").set_value(1).run()
+    selectbox(at, "Head").set_value(3).run()
+    assert_clean(at)
+    assert chart_title(charts(at)[0]).endswith("layer 1 · head 3") and charts(at)[0].proto.spec != before
+    assert at.query_params["layer"] == "1" and at.query_params["head"] == "3"
+    assert calls == []
+
+
+def test_changing_the_model_changes_the_view():
+    at = open_page(app(), "pages/tokens.py")
+    gpt2_chips = at.markdown[1].value
+    at.sidebar.selectbox[0].set_value("demo/tiny-opt").run()
+    assert_clean(at)
+    assert at.session_state.model == "demo/tiny-opt" and at.query_params["model"] == "demo/tiny-opt"
+    opt_chips = at.markdown[1].value
+    assert opt_chips != gpt2_chips and "&lt;/s&gt;" in opt_chips  # OPT's </s> chip, escaped
+
+
+def test_changing_the_prompt_changes_the_predictions():
+    at = open_page(app(), "pages/predictions.py")
+    before = at.dataframe
+    at.sidebar.text_area[0].set_value("Bob went to the").run()
+    assert_clean(at)
+    assert at.query_params["prompt"] == "Bob went to the"
+    assert chart_title(charts(at)[0]) != "" or charts(at)[0].proto.spec != before
+
+
+def test_unknown_model_id_shows_a_message_not_an_exception():
+    at = open_page(app(), "pages/predictions.py")
+    at.sidebar.selectbox[0].set_value("Type a model ID…").run()
+    at.sidebar.text_input[0].set_value("someone/no-such-model").run()
+    assert not at.exception
+    assert at.session_state.model == "someone/no-such-model"
+    assert any("Hub" in e.value for e in at.error)
+
+
+def test_invalid_model_id_is_refused_in_the_sidebar():
+    at = open_page(app(), "pages/predictions.py")
+    at.sidebar.selectbox[0].set_value("Type a model ID…").run()
+    at.sidebar.text_input[0].set_value("../../etc/passwd").run()
+    assert not at.exception
+    assert any("not a model ID" in e.value for e in at.sidebar.error)
+    assert at.session_state.model == "demo/tiny-gpt2"
+
+
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        ({"selection": {"picked": [{"layer": 1, "head": 2}]}}, (1, 2)),
+        ({"selection": {"picked": []}}, None),
+        ({"selection": {"picked": [{"layer": 9, "head": 0}]}}, None),
+        ({"selection": {"picked": [{"layer": "x", "head": 0}]}}, None),
+        (None, None),
+    ],
+)
+def test_a_click_on_the_head_map_opens_that_head(event, expected):
+    import app_support
+
+    assert app_support.clicked_head(event, n_layers=2, n_heads=4) == expected
+
+
+def test_prompt_with_markup_is_shown_as_text():
+    prompt = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    at = open_page(app(prompt=prompt), "pages/tokens.py")
+    assert_clean(at)
+    chips = at.markdown[1].value
+    assert not re.search(r"<(?!/?(div|span|sub)\b)", chips), "only the chips' own tags may appear unescaped"
+    assert "&lt;" in chips and at.sidebar.text_area[0].value == prompt
+
+
+def test_prompt_longer_than_the_context_warns_and_still_draws():
+    at = open_page(app(prompt="The cat sat on the mat. " * 200), "pages/attention.py")
+    assert_clean(at)
+    assert at.slider, "a long prompt gets a window slider"
+    at = open_page(at, "pages/tokens.py")
+    assert any("cut off" in w.value for w in at.warning)
