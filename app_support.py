@@ -141,6 +141,13 @@ def capture(name: str, prompt: str, *, ui: bool = True) -> opt_lens.Capture:
         return _capture_cache().get((name, prompt), lambda: opt_lens.capture(lm, prompt), lambda cap: cap.nbytes())
 
 
+def current() -> tuple[str, str, opt_lens.LoadedModel, opt_lens.Capture]:
+    """The sidebar's model and prompt, the loaded model, and its capture of the prompt."""
+    name, prompt = st.session_state.model, st.session_state.prompt
+    cap = capture(name, prompt)
+    return name, prompt, model(name), cap
+
+
 # ------------------------------------------------------------------------------------ URL and state
 
 

@@ -11,9 +11,7 @@ st.markdown(
     "resting when it has nothing to do; the map below finds *induction* heads, which copy what followed an "
     "earlier occurrence of the current token."
 )
-name, prompt = st.session_state.model, st.session_state.prompt
-cap = app.capture(name, prompt)
-lm = app.model(name)
+name, prompt, lm, cap = app.current()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 st.session_state.layer = app.clamp(st.session_state.layer, n_layers)
 st.session_state.head = app.clamp(st.session_state.head, n_heads)

@@ -10,9 +10,7 @@ st.markdown(
     "state after *each* layer, showing what the model 'would say' if it stopped there. **Notice** at which "
     "layer the final guess first appears, and how confident each layer is."
 )
-name, prompt = st.session_state.model, st.session_state.prompt
-cap = app.capture(name, prompt)
-lm = app.model(name)
+name, prompt, lm, cap = app.current()
 
 st.subheader("Next-token guesses")
 k = st.slider("How many guesses", 3, 30, 10)

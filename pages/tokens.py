@@ -9,8 +9,7 @@ st.markdown(
     "tokens (emoji, many non-Latin scripts) shows as its raw bytes `<0x..>`. **Notice** that OPT starts every "
     "text with `</s>` and numbers the same pieces differently."
 )
-name, prompt = st.session_state.model, st.session_state.prompt
-cap = app.capture(name, prompt)
+name, prompt, _, cap = app.current()
 if cap.truncated:
     st.warning(f"The prompt has {cap.n_prompt_tokens} tokens; {name} reads at most {cap.seq_len}, so the rest is cut off.")
 st.subheader(f"{name}: {cap.seq_len} tokens")
