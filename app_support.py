@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 import opt_lens
 from opt_lens import compare, heads
@@ -22,6 +23,13 @@ from opt_lens.hub import hub_reachable
 from opt_lens.memory import format_bytes, memory_limit
 
 logger = logging.getLogger(__name__)
+
+# Streamlit treats a folder named pages/ as an old-style multipage app until some run calls st.navigation:
+# on a fresh server, a shared link to /attention would run that page alone, without streamlit_app.py.
+# Opt out once per process and restart that first run through the entry point.
+if PagesManager.uses_pages_directory:
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 DEMO_MODELS = list(opt_lens.DEMO_MODELS)
 GPT2_FAMILY = ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
@@ -233,7 +241,7 @@ def sidebar() -> None:
     with st.sidebar:
         if not hub_online():
             st.info("The Hugging Face Hub can't be reached from this server, so the app runs on the two bundled "
-                    "demo models (tiny toys trained on simple sentences).", icon="📦")
+                    "demo models (tiny toys trained on simple sentences).", icon=":material/cloud_off:")
         model_picker("Model", "model", "GPT-2 models and the demo models; choose 'Type a model ID' for others, "
                      "such as facebook/opt-125m or facebook/opt-350m.")
         st.session_state.prompt = st.text_area(
@@ -256,10 +264,10 @@ def friendly_errors():
     try:
         yield
     except opt_lens.OptLensError as error:
-        st.error(str(error), icon="⚠️")
+        st.error(str(error), icon=":material/error:")
     except Exception:  # noqa: BLE001 - no student ever sees a traceback; the server log keeps it
         logger.exception("Page failed")
-        st.error("Something went wrong while drawing this view. Try another prompt or model.", icon="⚠️")
+        st.error("Something went wrong while drawing this view. Try another prompt or model.", icon=":material/error:")
 
 
 # --------------------------------------------------------------------------------------- view data

@@ -3,7 +3,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("🏗️ Architecture")
+st.title("Architecture")
 st.markdown(
     "The numbers that define a model, read from its configuration and module tree (no weights are "
     "downloaded for this page). **Notice** where the models differ: OPT-350m normalises *after* each "

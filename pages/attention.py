@@ -3,7 +3,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("👀 Attention")
+st.title("Attention")
 st.markdown(
     "Each **head** decides, for every token (a row, the *query*), how much to read from each earlier token "
     "(a column, the *key*); each row sums to 1, and no token can look ahead. **Notice** heads with a clear job: "
@@ -28,7 +28,7 @@ layer = left.selectbox("Layer", range(n_layers), index=st.session_state.layer)
 head = right.selectbox("Head", range(n_heads), index=st.session_state.head)
 st.session_state.layer, st.session_state.head = layer, head
 
-window_size = 48
+window_size = 32
 start, end = 0, cap.seq_len
 if cap.seq_len > window_size:
     end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len,
@@ -40,12 +40,12 @@ heatmap = (
     alt.Chart(frame)
     .mark_rect()
     .encode(
-        x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60)),
-        y=alt.Y("query:N", sort=order, title="query (the token attending)"),
+        x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
+        y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
         color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
         tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
     )
-    .properties(title=f"{name} · layer {layer} · head {head}", height=max(300, 14 * (end - start)))
+    .properties(title=f"{name} · layer {layer} · head {head}", height=max(300, 18 * (end - start)))
 )
 st.altair_chart(heatmap, width="stretch")
 

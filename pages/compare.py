@@ -3,7 +3,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("⚖️ Compare two models")
+st.title("Compare two models")
 st.markdown(
     "The same prompt through two models, usually GPT-2 and OPT-125M: similar sizes, different training "
     "data and details. Tokens are matched by the characters they cover, predictions by the token text. "
@@ -34,7 +34,7 @@ for column, name, table in ((columns[0], name_a, result.next_a), (columns[1], na
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", axis=alt.Axis(format="%")),
-            y=alt.Y("token:N", sort=None, title=None),
+            y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("shared:N", title="in both top-10", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#bab0ac"])),
             tooltip=["token", alt.Tooltip("probability:Q", format=".2%")],
         )

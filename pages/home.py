@@ -2,7 +2,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("🔎 opt_lens: look inside a language model")
+st.title("opt_lens: look inside a language model")
 st.markdown(
     """
 A language model reads a text as a list of **tokens**, passes them through a stack of **layers** in which

@@ -3,7 +3,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("🎯 Predictions & logit lens")
+st.title("Predictions & logit lens")
 st.markdown(
     "After the last layer the model turns its internal state into a probability for every token in its "
     "vocabulary: its guess for what comes **next**. The **logit lens** applies that same final step to the "
@@ -21,7 +21,7 @@ bars = (
     .mark_bar()
     .encode(
         x=alt.X("probability:Q", axis=alt.Axis(format="%"), title="probability"),
-        y=alt.Y("token:N", sort=None, title=f"next token after “{last_token}”"),
+        y=alt.Y("token:N", sort=None, title=f"next token after “{last_token}”", axis=alt.Axis(labelOverlap=False)),
         tooltip=["rank", "token", "id", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("logit:Q", format=".2f")],
     )
     .properties(height=22 * len(predictions) + 30)
@@ -38,7 +38,7 @@ if cap.seq_len > width:
 lens = app.logit_lens_table(name, prompt, end - width, end)
 order = app.token_labels(cap)[end - width : end]
 base = alt.Chart(lens).encode(
-    x=alt.X("position:N", sort=order, title="position (the guess is for the token after it)", axis=alt.Axis(labelAngle=-45)),
+    x=alt.X("position:N", sort=order, title="position (the guess is for the token after it)", axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
     y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
 )
 cells = base.mark_rect().encode(
@@ -50,7 +50,7 @@ labels = base.mark_text(fontSize=10).encode(
     text="guess:N",
     color=alt.condition(alt.datum.probability > 0.5, alt.value("white"), alt.value("black")),
 )
-st.altair_chart((cells + labels).properties(height=max(200, 30 * (lm.arch.n_layers + 1))), width="stretch")
+st.altair_chart((cells + labels).properties(height=max(220, 40 * (lm.arch.n_layers + 1))), width="stretch")
 st.caption(f"Each cell is one layer's best guess. The top row is the model's real output; row 0 reads the "
            f"token embeddings directly. {name} has {lm.arch.n_layers} layers.")
 st.download_button("Download the logit lens as CSV", lens.to_csv(index=False).encode(), "logit_lens.csv", "text/csv")

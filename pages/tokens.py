@@ -2,7 +2,7 @@ import streamlit as st
 
 import app_support as app
 
-st.title("🔤 Tokens")
+st.title("Tokens")
 st.markdown(
     "A model never sees letters: the prompt is cut into **tokens**, each a number in the model's vocabulary. "
     "GPT-2 and OPT use byte-level pieces: `␣` marks a leading space, and a character split over several "
