@@ -1,32 +1,38 @@
 """Compare two models on one prompt: aligned tokens, next-token agreement, matching heads, depth curves.
 
 GPT-2 and OPT share most BPE pieces but number them differently, and OPT prepends ``</s>``; so tokens are
-aligned by their character spans in the prompt and distributions by the vocabulary piece strings, never by
+aligned by the characters they cover and distributions by what each vocabulary piece stands for, never by
 ids or positions.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import re
 import threading
 import weakref
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .capture import Capture
-from .lens import logit_lens_map
-from .tokens import display_tokens
+from .lens import LensMap, logit_lens_map
+from .tokens import _byte_decoder, display_tokens
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- tokens
 
 
 @dataclass(frozen=True)
 class AlignedToken:
-    start: int
+    """One row of the alignment: a token of A and its counterpart in B, or a token only one model has."""
+
+    start: int  # character span in the prompt; an empty span where an added special token (OPT's </s>) sits
     end: int
-    text: str  # the prompt's characters under this span ("" for added specials such as OPT's </s>)
+    text: str  # the prompt's characters under the span: the whole character for each piece of a split one
     position_a: int | None
     position_b: int | None
     token_a: str | None
@@ -45,8 +51,12 @@ class TokenAlignment:
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
-        """(position in A, position in B) of tokens covering the identical characters."""
+        """(position in A, position in B) of tokens that stand for the same characters, in prompt order."""
         return [(row.position_a, row.position_b) for row in self.rows if row.aligned]
+
+    @property
+    def unaligned(self) -> list[AlignedToken]:
+        return [row for row in self.rows if not row.aligned]
 
     def table(self) -> list[dict]:
         return [
@@ -56,36 +66,86 @@ class TokenAlignment:
         ]
 
 
-def _spans(capture: Capture) -> dict[tuple[int, int, int], int]:
-    """(start, end, occurrence) -> position. Occurrence separates tokens that share a span: the bytes of one
-    character split over several tokens all point at that character."""
-    seen: dict[tuple[int, int], int] = defaultdict(int)
-    keyed = {}
-    for position, (start, end) in enumerate(capture.offsets):
-        if start == end:
-            continue  # an added special token covers no text
-        keyed[(start, end, seen[(start, end)])] = position
-        seen[(start, end)] += 1
-    return keyed
+def _stretches(capture: Capture) -> dict[tuple[int, int], list[int]]:
+    """Tokens grouped into stretches of whole characters: (start, end) -> positions.
+
+    A byte-level BPE splits a multi-byte character (an emoji, most CJK) over tokens whose spans overlap, as
+    (7, 9) and (8, 9) for " 😀"; such tokens form one stretch, the others a stretch each. Added special tokens
+    cover no characters and belong to none.
+    """
+    stretches: dict[tuple[int, int], list[int]] = {}
+    start = end = 0
+    positions: list[int] = []
+    for position, (token_start, token_end) in enumerate(capture.offsets):
+        if token_start == token_end:
+            continue
+        if positions and token_start < end:  # shares a character with the stretch so far
+            end = max(end, token_end)
+            positions.append(position)
+            continue
+        if positions:
+            stretches[(start, end)] = positions
+        start, end, positions = token_start, token_end, [position]
+    if positions:
+        stretches[(start, end)] = positions
+    return stretches
 
 
 def align_tokens(capture_a: Capture, capture_b: Capture) -> TokenAlignment:
+    """Pair the tokens of two captures of one prompt that cover identical characters.
+
+    A token covering whole characters pairs with the token of the other model that has the identical span.
+    The pieces of split characters pair only where both models split that stretch into the same pieces
+    (same spans, same bytes): the spans alone do not say which bytes a piece holds. An added special token
+    pairs only with the same special at the same place. Everything else (OPT's ``</s>`` against GPT-2,
+    words the two tokenizers cut differently) is listed unaligned with its span.
+    """
     assert capture_a.text == capture_b.text, "align captures of the same prompt"
-    spans_a, spans_b = _spans(capture_a), _spans(capture_b)
-    rows = []
-    for key in sorted(set(spans_a) | set(spans_b)):
-        start, end, _ = key
-        a, b = spans_a.get(key), spans_b.get(key)
-        rows.append(_row(capture_a, capture_b, start, end, a, b))
-    # Added specials (OPT's </s>) have no span: list them first, where the model puts them.
-    for capture, side in ((capture_a, "a"), (capture_b, "b")):
-        for position, (start, end) in enumerate(capture.offsets):
-            if start == end:
-                rows.insert(0, _row(capture_a, capture_b, 0, 0, *((position, None) if side == "a" else (None, position))))
-    return TokenAlignment(rows=rows)
+    stretches_a, stretches_b = _stretches(capture_a), _stretches(capture_b)
+    partner: dict[int, int] = {}
+    for span in stretches_a.keys() & stretches_b.keys():
+        a, b = stretches_a[span], stretches_b[span]
+        same_pieces = [(capture_a.offsets[i], capture_a.tokens[i]) for i in a] == [
+            (capture_b.offsets[j], capture_b.tokens[j]) for j in b
+        ]
+        if len(a) == len(b) == 1 or same_pieces:
+            partner.update(zip(a, b))
+    specials_a, specials_b = _specials(capture_a), _specials(capture_b)
+    partner.update((specials_a[key], specials_b[key]) for key in specials_a.keys() & specials_b.keys())
+    paired_b = set(partner.values())
+    # Sorted by span; where spans tie, aligned rows first, then A's leftovers, then B's, each in token order.
+    keyed = sorted(
+        [(_anchor(capture_a, a), 0, a, a, b) for a, b in partner.items()]
+        + [(_anchor(capture_a, a), 1, a, a, None) for a in range(capture_a.seq_len) if a not in partner]
+        + [(_anchor(capture_b, b), 2, b, None, b) for b in range(capture_b.seq_len) if b not in paired_b]
+    )
+    return TokenAlignment(rows=[_row(capture_a, capture_b, span, a, b) for span, _, _, a, b in keyed])
 
 
-def _row(capture_a: Capture, capture_b: Capture, start: int, end: int, a: int | None, b: int | None) -> AlignedToken:
+def _specials(capture: Capture) -> dict[tuple[tuple[int, int], str, int], int]:
+    """Added special tokens by (where they sit, token, occurrence there) -> position: the same special at the
+    same place (OPT's </s> before the prompt, in two OPT models) pairs up."""
+    keyed: dict[tuple[tuple[int, int], str, int], int] = {}
+    seen: Counter = Counter()
+    for position, (start, end) in enumerate(capture.offsets):
+        if start == end:
+            special = (_anchor(capture, position), capture.tokens[position])
+            keyed[(*special, seen[special])] = position
+            seen[special] += 1
+    return keyed
+
+
+def _anchor(capture: Capture, position: int) -> tuple[int, int]:
+    """The token's span; for an added special token, the empty span where it sits (after the token before it)."""
+    start, end = capture.offsets[position]
+    if start != end:
+        return start, end
+    before = [offset_end for offset_start, offset_end in capture.offsets[:position] if offset_start != offset_end]
+    return (before[-1],) * 2 if before else (0, 0)
+
+
+def _row(capture_a: Capture, capture_b: Capture, span: tuple[int, int], a: int | None, b: int | None) -> AlignedToken:
+    start, end = span
     return AlignedToken(
         start=start,
         end=end,
@@ -101,137 +161,218 @@ def _row(capture_a: Capture, capture_b: Capture, start: int, end: int, a: int | 
 
 # ---------------------------------------------------------------------------------------- next token
 
-_pieces_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_pieces_lock = threading.Lock()
+_SENTENCEPIECE_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_meanings_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_meanings_lock = threading.Lock()
 
 
-def _vocabulary_pieces(tokenizer) -> dict[str, int]:
-    """Raw vocabulary piece -> id, special tokens excluded; computed once per tokenizer."""
-    with _pieces_lock:
-        if tokenizer not in _pieces_cache:
+def _meanings(tokenizer) -> list[bytes | str]:
+    """Per id, what the piece stands for: its bytes, or for a special token its own name (a str, which never
+    equals any bytes). Computed once per tokenizer: a vocabulary has ~50k pieces."""
+    with _meanings_lock:
+        if tokenizer not in _meanings_cache:
+            logger.debug("Reading the %d pieces of %s", len(tokenizer), type(tokenizer).__name__)
+            pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
             special = set(tokenizer.all_special_ids)
-            _pieces_cache[tokenizer] = {
-                piece: token_id for piece, token_id in tokenizer.get_vocab().items() if token_id not in special
-            }
-        return _pieces_cache[tokenizer]
+            added = tokenizer.added_tokens_decoder  # tokens added to the vocabulary hold their literal text
+            spell = _spelling([piece for token_id, piece in enumerate(pieces) if token_id not in added])
+            _meanings_cache[tokenizer] = [
+                piece if token_id in special else piece.encode() if token_id in added else spell(piece)
+                for token_id, piece in enumerate(pieces)
+            ]
+        return _meanings_cache[tokenizer]
+
+
+def _spelling(vocabulary: list[str]) -> Callable[[str], bytes]:
+    """How a vocabulary's own pieces spell bytes."""
+    decoder = _byte_decoder()
+    # A byte-level BPE (GPT-2, OPT) spells every byte as one printable stand-in, so every piece is spelt in them.
+    if all(char in decoder for piece in vocabulary for char in piece):
+        return lambda piece: bytes(decoder[char] for char in piece)
+    return _sentencepiece_bytes
+
+
+def _sentencepiece_bytes(piece: str) -> bytes:
+    """SentencePiece writes a space as "▁" and a byte with no piece of its own as "<0xNN>"."""
+    byte = _SENTENCEPIECE_BYTE.fullmatch(piece)
+    return bytes([int(byte[1], 16)]) if byte else piece.replace("▁", " ").encode()
 
 
 @dataclass(frozen=True)
 class NextTokenComparison:
     top_a: list[tuple[str, float]]  # (display token, probability), most likely first
     top_b: list[tuple[str, float]]
-    shared_top: list[str]  # display tokens in both top-k lists
+    shared_top: list[str]  # A's display tokens that are also in B's top k, in A's order
     top_k_overlap: float  # |top-k of A ∩ top-k of B| / k
-    kl_a_b: float  # KL(A || B) in nats over the shared vocabulary, renormalised
+    kl_a_b: float  # KL(A || B) in nats over the shared support, both renormalised
     kl_b_a: float
-    js: float  # Jensen-Shannon divergence in nats (0 .. ln 2)
-    mass_outside_a: float  # probability A puts on pieces B's vocabulary lacks (excluded from the divergences)
+    js: float  # Jensen-Shannon divergence in nats over the shared support (0 .. ln 2)
+    mass_outside_a: float  # probability A puts on ids outside the shared support (left out of the divergences)
     mass_outside_b: float
-    shared_vocabulary: int
+    shared_vocabulary: int  # size of the shared support
 
 
 def compare_next_tokens(lm_a, capture_a: Capture, lm_b, capture_b: Capture, k: int = 10) -> NextTokenComparison:
-    """Both models' next-token distributions after the whole prompt, matched by vocabulary piece.
+    """Both models' next-token distributions after the whole prompt, matched by what each piece stands for.
 
-    The divergences are computed over the pieces both vocabularies contain, each distribution renormalised
-    over that shared support; the mass left outside is reported separately.
+    The shared support is the set of byte strings that ordinary (non-special) pieces of both vocabularies
+    spell; an id whose bytes the other vocabulary lacks, a special token, and padding ids beyond the tokenizer
+    lie outside it. KL and Jensen-Shannon are computed over the shared support with each distribution
+    renormalised over it (a model's probability for a string is the sum over its ids that spell it); the
+    mass each model puts outside is reported beside them. The top-k lists are the models' own, specials
+    included, and the overlap counts the pieces (by bytes, specials by name) both lists contain.
     """
-    pieces_a, pieces_b = _vocabulary_pieces(lm_a.tokenizer), _vocabulary_pieces(lm_b.tokenizer)
-    vocab_a, vocab_b = capture_a.next_logits.shape[0], capture_b.next_logits.shape[0]
-    shared = sorted(p for p in pieces_a.keys() & pieces_b.keys() if pieces_a[p] < vocab_a and pieces_b[p] < vocab_b)
-    index_a = torch.tensor([pieces_a[p] for p in shared])
-    index_b = torch.tensor([pieces_b[p] for p in shared])
+    assert k >= 1, f"k must be at least 1, got {k}"
     log_p_a = torch.log_softmax(capture_a.next_logits.double(), dim=-1)  # [vocab_a]
     log_p_b = torch.log_softmax(capture_b.next_logits.double(), dim=-1)  # [vocab_b]
-    log_q_a = _renormalised(log_p_a[index_a])  # [shared]
-    log_q_b = _renormalised(log_p_b[index_b])  # [shared]
-    top_a, ids_a = _top(lm_a.tokenizer, log_p_a, k)
-    top_b, ids_b = _top(lm_b.tokenizer, log_p_b, k)
-    piece_sets = [set(lm.tokenizer.convert_ids_to_tokens(ids)) for lm, ids in ((lm_a, ids_a), (lm_b, ids_b))]
-    shared_top_pieces = piece_sets[0] & piece_sets[1]
+    meanings_a = _meanings(lm_a.tokenizer)[: log_p_a.shape[0]]
+    meanings_b = _meanings(lm_b.tokenizer)[: log_p_b.shape[0]]
+    shared = {m: i for i, m in enumerate(sorted(m for m in set(meanings_a) & set(meanings_b) if isinstance(m, bytes)))}
+    assert shared, "the two vocabularies share no ordinary piece"
+    q_a, outside_a = _on_support(log_p_a.exp(), meanings_a, shared)
+    q_b, outside_b = _on_support(log_p_b.exp(), meanings_b, shared)
+    top_a, keys_a = _top(lm_a.tokenizer, log_p_a, k)
+    top_b, keys_b = _top(lm_b.tokenizer, log_p_b, k)
+    in_both = set(keys_a) & set(keys_b)
     return NextTokenComparison(
         top_a=top_a,
         top_b=top_b,
-        shared_top=[token for (token, _), token_id in zip(top_a, ids_a)
-                    if lm_a.tokenizer.convert_ids_to_tokens(token_id) in shared_top_pieces],
-        top_k_overlap=len(shared_top_pieces) / k,
-        kl_a_b=kl_divergence(log_q_a, log_q_b),
-        kl_b_a=kl_divergence(log_q_b, log_q_a),
-        js=js_divergence(log_q_a, log_q_b),
-        mass_outside_a=float(1 - log_p_a[index_a].exp().sum()),
-        mass_outside_b=float(1 - log_p_b[index_b].exp().sum()),
+        shared_top=[token for (token, _), key in zip(top_a, keys_a) if key in in_both],
+        top_k_overlap=len(in_both) / k,
+        kl_a_b=kl_divergence(q_a, q_b),
+        kl_b_a=kl_divergence(q_b, q_a),
+        js=js_divergence(q_a, q_b),
+        mass_outside_a=outside_a,
+        mass_outside_b=outside_b,
         shared_vocabulary=len(shared),
     )
 
 
-def _renormalised(log_p: torch.Tensor) -> torch.Tensor:
-    return log_p - torch.logsumexp(log_p, dim=-1)
+def _on_support(probs: torch.Tensor, meanings: list, support: dict) -> tuple[torch.Tensor, float]:
+    """The distribution over the support's strings, renormalised, and the mass left outside it."""
+    index = torch.tensor([support.get(m, -1) for m in meanings] + [-1] * (probs.shape[0] - len(meanings)))  # [vocab]
+    inside = index >= 0  # [vocab]
+    on_support = torch.zeros(len(support), dtype=probs.dtype).index_add_(0, index[inside], probs[inside])  # [support]
+    mass = on_support.sum()
+    return on_support / mass, float(probs[~inside].sum())
 
 
-def _top(tokenizer, log_p: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[int]]:
-    top = torch.topk(log_p, k)
+def _top(tokenizer, log_p: torch.Tensor, k: int) -> tuple[list[tuple[str, float]], list[bytes | str]]:
+    top = torch.topk(log_p, min(k, log_p.shape[0]))
     ids = top.indices.tolist()
-    return list(zip(display_tokens(tokenizer, ids), top.values.exp().tolist())), ids
+    meanings = _meanings(tokenizer)
+    # A padding id beyond the tokenizer (OPT's vocabulary is padded to 50272) has no piece: name it by its id.
+    padding = {i: f"<id {i}>" for i in ids if i >= len(meanings)}
+    shown = iter(display_tokens(tokenizer, [i for i in ids if i not in padding]))
+    tokens = [padding[i] if i in padding else next(shown) for i in ids]
+    keys = [padding[i] if i in padding else meanings[i] for i in ids]
+    return list(zip(tokens, top.values.exp().tolist())), keys
 
 
-def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
-    """KL(P || Q) in nats from log-probabilities over the same support."""
-    p = log_p.exp()
-    return float(torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum())
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """KL(P || Q) in nats between two probability vectors over the same support (terms with p = 0 count 0)."""
+    assert p.shape == q.shape, f"distributions over different supports: {tuple(p.shape)} vs {tuple(q.shape)}"
+    p, q = p.double(), q.double()
+    terms = p * (p.log() - q.log())  # [support]
+    return float(torch.where(p > 0, terms, torch.zeros_like(terms)).sum())
 
 
-def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
-    log_m = torch.logaddexp(log_p, log_q) - math.log(2)
-    return 0.5 * kl_divergence(log_p, log_m) + 0.5 * kl_divergence(log_q, log_m)
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen-Shannon divergence in nats: the mean KL of P and Q to their average (0 .. ln 2)."""
+    m = (p.double() + q.double()) / 2
+    return 0.5 * kl_divergence(p, m) + 0.5 * kl_divergence(q, m)
 
 
 # ----------------------------------------------------------------------------------------------- heads
 
 
+# Cells (query, key) compared per block: bounds each [heads, cells] block to ~40 MB for 144 heads.
+_CELLS_PER_BLOCK = 2**15
+
+
 @dataclass(frozen=True)
 class HeadMatches:
-    heads_a: list[tuple[int, int]]  # (layer, head), layer-major
-    heads_b: list[tuple[int, int]]
-    similarity: torch.Tensor  # [heads_a, heads_b], 1 = identical patterns on the aligned tokens
-    best_b: list[int]  # per head of A, index into heads_b
+    heads_a: list[tuple[int, int]]  # (layer, head), layer-major: row i of `similarity`
+    heads_b: list[tuple[int, int]]  # column j of `similarity`
+    similarity: torch.Tensor  # [heads_a, heads_b]: 1 - mean total-variation distance; 1 = identical patterns
+    best_b: list[int]  # per head of A, the column of its most similar head of B
     best_score: list[float]
+    n_tokens: int  # aligned tokens the patterns were compared on
 
     def top_pairs(self, n: int = 10) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
-        order = sorted(range(len(self.heads_a)), key=lambda i: -self.best_score[i])[:n]
+        """The n heads of A with the closest match in B, closest first: (head of A, its best in B, similarity)."""
+        order = sorted(range(len(self.heads_a)), key=lambda i: (-self.best_score[i], i))[:n]
         return [(self.heads_a[i], self.heads_b[self.best_b[i]], self.best_score[i]) for i in order]
-
-
-def _aligned_patterns(attention: torch.Tensor, positions: list[int]) -> torch.Tensor:
-    """Patterns restricted to aligned queries and keys, rows renormalised, first row dropped, flattened."""
-    index = torch.tensor(positions)
-    sub = attention.float()[:, :, index][:, :, :, index]  # [layer, head, query, key]
-    sub = sub / sub.sum(-1, keepdim=True).clamp_min(1e-12)
-    # The first aligned query can only attend to itself in both models: identical for every head, no signal.
-    sub = sub[:, :, 1:]
-    return sub.reshape(sub.shape[0] * sub.shape[1], -1)  # [layer * head, query * key]
 
 
 def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignment) -> HeadMatches:
     """For each head of A, the head of B whose attention pattern on the aligned tokens is most alike.
 
-    Similarity is the cosine of the two patterns (rows renormalised over the aligned keys); since every row
-    sums to one, it is 1 exactly when the patterns are identical.
+    Each pattern is cut to the aligned query rows and key columns (attention to unaligned tokens such as OPT's
+    ``</s>`` is dropped) and each row renormalised over those keys. Similarity = 1 - the mean over query rows
+    of the total-variation distance between the two rows, so 1 means identical patterns and 0 disjoint ones.
+    The work grows as heads_a * heads_b * tokens**2 / 2: for GPT-2 against OPT-125m (144 x 144 heads) at 256
+    aligned tokens, about 0.7 s of CPU time (0.4 s on two idle cores), sixteen times that at 1024.
     """
     pairs = alignment.pairs
     assert len(pairs) >= 2, "need at least two aligned tokens to compare attention patterns"
-    flat_a = torch.nn.functional.normalize(_aligned_patterns(capture_a.attention, [a for a, _ in pairs]), dim=-1)
-    flat_b = torch.nn.functional.normalize(_aligned_patterns(capture_b.attention, [b for _, b in pairs]), dim=-1)
-    similarity = flat_a @ flat_b.T  # [heads_a, heads_b]
+    positions_a, positions_b = [a for a, _ in pairs], [b for _, b in pairs]
+    assert max(positions_a) < capture_a.seq_len and max(positions_b) < capture_b.seq_len, "alignment of other captures"
+    # The causal shortcut in _aligned_rows needs the aligned tokens in the same order in both models.
+    assert positions_a == sorted(positions_a) and positions_b == sorted(positions_b), "aligned pairs out of order"
+    heads_a, heads_b = _head_labels(capture_a.attention), _head_labels(capture_b.attention)
+    l1 = torch.zeros(len(heads_a), len(heads_b), dtype=torch.float64)  # [heads_a, heads_b]
+    for queries in _query_blocks(len(pairs)):
+        rows_a = _aligned_rows(capture_a.attention, positions_a, queries)  # [heads_a, cell]
+        rows_b = _aligned_rows(capture_b.attention, positions_b, queries)  # [heads_b, cell]
+        l1 += torch.cdist(rows_a, rows_b, p=1)
+    # Summed over a row's cells, |a - b| is twice that row's total-variation distance.
+    similarity = (1 - l1 / (2 * len(pairs))).float()  # [heads_a, heads_b]
     best = similarity.max(dim=-1)
-    layers_a, heads_a = capture_a.attention.shape[:2]
-    layers_b, heads_b = capture_b.attention.shape[:2]
     return HeadMatches(
-        heads_a=[(layer, head) for layer in range(layers_a) for head in range(heads_a)],
-        heads_b=[(layer, head) for layer in range(layers_b) for head in range(heads_b)],
+        heads_a=heads_a,
+        heads_b=heads_b,
         similarity=similarity,
         best_b=best.indices.tolist(),
         best_score=best.values.tolist(),
+        n_tokens=len(pairs),
     )
+
+
+def _query_blocks(n_queries: int) -> list[range]:
+    """Consecutive aligned query rows, about _CELLS_PER_BLOCK cells a block (query q has q + 1 keys)."""
+    blocks, start, cells = [], 0, 0
+    for query in range(n_queries):
+        cells += query + 1
+        if cells >= _CELLS_PER_BLOCK:
+            blocks.append(range(start, query + 1))
+            start, cells = query + 1, 0
+    if start < n_queries:
+        blocks.append(range(start, n_queries))
+    return blocks
+
+
+def _aligned_rows(attention: torch.Tensor, positions: list[int], queries: range) -> torch.Tensor:
+    """``[layer * head, cell]``: the aligned query rows ``queries`` over the aligned keys, each row renormalised.
+
+    A decoder-only model attends to nothing later, so of each row only the keys at or before the query are
+    kept (the cells): the rest is zero in both models, and leaving it out halves the work.
+    """
+    index = torch.tensor(positions)  # [aligned]
+    query, key = torch.tril_indices(queries.stop, queries.stop)  # [cell] each, in aligned order
+    in_block = query >= queries.start
+    query, key = query[in_block], key[in_block]
+    flat_cell = index[query] * attention.shape[-1] + index[key]  # [cell]: where the cell sits in query * key
+    cells = attention.flatten(2).index_select(2, flat_cell).flatten(0, 1).double()  # [layer * head, cell]
+    row = query - queries.start  # [cell]
+    row_mass = torch.zeros(cells.shape[0], len(queries), dtype=cells.dtype).index_add_(1, row, cells)  # [head, row]
+    # A query attends to itself, which is aligned, so no row's mass is zero.
+    return cells / row_mass[:, row]  # [layer * head, cell]
+
+
+def _head_labels(attention: torch.Tensor) -> list[tuple[int, int]]:
+    layers, heads = attention.shape[:2]
+    return [(layer, head) for layer in range(layers) for head in range(heads)]
 
 
 # ----------------------------------------------------------------------------------------------- depth
@@ -242,7 +383,8 @@ class DepthCurve:
     """How one model's guess at one position develops with depth, on a 0..1 scale shared across models."""
 
     model_name: str
-    depth: list[float]  # 0 = embeddings, 1 = after the last block
+    position: int
+    depth: list[float]  # layer / n_layers: 0 = embeddings, 1 = after the last block (the model's output)
     final_token: str  # the model's own prediction
     final_token_prob: list[float]  # probability each depth gives to that prediction
     top_token: list[str]  # each depth's own top guess
@@ -250,15 +392,29 @@ class DepthCurve:
     settled_depth: float  # from here on the top guess equals the final prediction
 
 
-def depth_curve(lm, capture: Capture, position: int = -1) -> DepthCurve:
-    lens = logit_lens_map(lm, capture, positions=[position])
+def lens_depth_curve(lens: LensMap, model_name: str = "", column: int = -1) -> DepthCurve:
+    """The depth curve of one column of a lens map (by default its last position)."""
     n_layers = lens.top_ids.shape[0] - 1
+    assert n_layers >= 1, "a lens map needs the embeddings and at least one block"
     return DepthCurve(
-        model_name=lm.name,
+        model_name=model_name,
+        position=lens.positions[column],
         depth=[layer / n_layers for layer in range(n_layers + 1)],
-        final_token=lens.top_tokens[-1][0],
-        final_token_prob=lens.final_token_probs[:, 0].tolist(),
-        top_token=[row[0] for row in lens.top_tokens],
-        top_prob=lens.top_probs[:, 0].tolist(),
-        settled_depth=lens.settled_layer()[0] / n_layers,
+        final_token=lens.top_tokens[-1][column],
+        final_token_prob=lens.final_token_probs[:, column].tolist(),
+        top_token=[row[column] for row in lens.top_tokens],
+        top_prob=lens.top_probs[:, column].tolist(),
+        settled_depth=lens.settled_layer()[column] / n_layers,
     )
+
+
+def depth_curves(
+    lens_a: LensMap, lens_b: LensMap, names: tuple[str, str] = ("A", "B")
+) -> tuple[DepthCurve, DepthCurve]:
+    """Both models' curves at the last position of their lens maps, on the shared depth scale."""
+    return lens_depth_curve(lens_a, names[0]), lens_depth_curve(lens_b, names[1])
+
+
+def depth_curve(lm, capture: Capture, position: int = -1) -> DepthCurve:
+    """One model's curve at ``position`` (default: the end of the prompt), reading only that position."""
+    return lens_depth_curve(logit_lens_map(lm, capture, positions=[position]), lm.name)

@@ -1,14 +1,19 @@
-"""Comparing two models on one prompt: alignment by characters, divergences by hand, head matching."""
+"""Comparing two models on one prompt: hand-built cases with known answers, then tiny GPT-2 against tiny OPT."""
 
 import math
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models
+from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 
 import opt_lens
 from opt_lens import compare
+from opt_lens.lens import LensMap
 
-PROMPT = "The cat 😀 sat on the 日本 mat. The cat sat."
+PROMPT = "The cat 😀 sat on the 日本 mat. 👩‍👧 The cat sat."
 
 
 @pytest.fixture(scope="module")
@@ -17,105 +22,242 @@ def pair(tiny_lm):
     return gpt2, opt, opt_lens.capture(gpt2, PROMPT), opt_lens.capture(opt, PROMPT)
 
 
-def test_alignment_pairs_identical_pieces_and_leaves_bos_unaligned(pair):
+def fake_capture(text: str, pieces: list[tuple[str, int, int]]) -> SimpleNamespace:
+    """What align_tokens reads of a capture: (display token, start, end) per token; ids are the positions."""
+    return SimpleNamespace(
+        text=text,
+        tokens=[token for token, _, _ in pieces],
+        offsets=[(start, end) for _, start, end in pieces],
+        input_ids=torch.arange(len(pieces)),
+        seq_len=len(pieces),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+def test_alignment_by_characters_leaves_bos_and_different_splits_unaligned():
+    text = "The 😀."
+    a = fake_capture(text, [("The", 0, 3), ("␣<0xF0><0x9F><0x98>", 3, 5), ("<0x80>", 4, 5), (".", 5, 6)])
+    b = fake_capture(text, [("</s>", 0, 0), ("T", 0, 1), ("he", 1, 3), ("␣<0xF0><0x9F><0x98>", 3, 5),
+                            ("<0x80>", 4, 5), (".", 5, 6), ("</s>", 0, 0)])
+    alignment = compare.align_tokens(a, b)
+    assert alignment.pairs == [(1, 3), (2, 4), (3, 5)]
+    assert [(row.token_a, row.token_b, row.start, row.end) for row in alignment.unaligned] == [
+        (None, "</s>", 0, 0), (None, "T", 0, 1), ("The", None, 0, 3), (None, "he", 1, 3), (None, "</s>", 6, 6)
+    ]
+    table = alignment.table()
+    assert table[0] == {"span": "0-0", "text": "", "token A": None, "token B": "</s>", "id A": None, "id B": 0,
+                        "aligned": False}
+    assert [row["text"] for row in table if row["aligned"]] == [" 😀", "😀", "."]
+
+
+def test_the_same_special_at_the_same_place_pairs_up():
+    text = "Hi"
+    b = fake_capture(text, [("</s>", 0, 0), ("Hi", 0, 2), ("</s>", 0, 0)])
+    other = fake_capture(text, [("<s>", 0, 0), ("Hi", 0, 2), ("</s>", 0, 0)])
+    assert compare.align_tokens(b, b).pairs == [(0, 0), (1, 1), (2, 2)]
+    alignment = compare.align_tokens(b, other)
+    assert alignment.pairs == [(1, 1), (2, 2)]
+    assert [(row.token_a, row.token_b) for row in alignment.unaligned] == [("</s>", None), (None, "<s>")]
+
+
+def test_split_characters_pair_only_where_both_split_them_alike():
+    text = "a😀"
+    a = fake_capture(text, [("a", 0, 1), ("<0xF0><0x9F>", 1, 2), ("<0x98><0x80>", 1, 2)])
+    # Same spans, other bytes in each piece: the spans alone would pair them wrongly.
+    b = fake_capture(text, [("a", 0, 1), ("<0xF0>", 1, 2), ("<0x9F><0x98><0x80>", 1, 2)])
+    assert compare.align_tokens(a, b).pairs == [(0, 0)]
+    assert compare.align_tokens(a, a).pairs == [(0, 0), (1, 1), (2, 2)]
+
+
+def test_real_models_align_every_piece_but_opts_bos(pair):
     _, _, a, b = pair
     alignment = compare.align_tokens(a, b)
-    unaligned = [row for row in alignment.rows if not row.aligned]
-    assert [(row.token_b, row.position_b) for row in unaligned] == [("</s>", 0)]
-    assert alignment.pairs == [(i, i + 1) for i in range(a.seq_len)]  # same BPE, shifted by OPT's </s>
+    assert [(row.token_b, row.position_b) for row in alignment.unaligned] == [("</s>", 0)]
+    assert alignment.pairs == [(i, i + 1) for i in range(a.seq_len)]  # the same BPE, shifted by OPT's </s>
     for row in alignment.rows[1:]:
-        assert row.token_a == row.token_b and row.text == PROMPT[row.start : row.end]
+        assert row.token_a == row.token_b and row.id_a == row.id_b and row.text == PROMPT[row.start : row.end]
+    split = [row for row in alignment.rows if row.text in ("😀", "日", "本", "👩", "\u200d", "👧")]
+    assert len(split) >= 6 and all(row.aligned for row in split), "pieces of split characters align one by one"
     assert len(alignment.table()) == a.seq_len + 1
 
 
-def test_split_characters_align_piece_by_piece(pair):
-    _, _, a, b = pair
-    emoji_rows = [row for row in compare.align_tokens(a, b).rows if "😀" in row.text]
-    assert len(emoji_rows) == 2 and all(row.aligned for row in emoji_rows)
-    assert "<0x80>" in emoji_rows[1].token_a
+# ---------------------------------------------------------------------------------------- next token
 
 
-def test_different_splits_stay_unaligned(pair):
-    gpt2, _, a, _ = pair
-    other = opt_lens.capture(gpt2, PROMPT)
-    # Pretend B split "The" into two tokens: neither half covers the same characters as A's "The".
-    other.offsets = [(0, 1), (1, 3)] + other.offsets[1:]
-    other.tokens = ["T", "he"] + other.tokens[1:]
-    other.input_ids = torch.cat([torch.tensor([51, 258]), other.input_ids[1:]])
-    alignment = compare.align_tokens(a, other)
-    unaligned = sorted((row.token_a or "", row.token_b or "") for row in alignment.rows if not row.aligned)
-    assert unaligned == [("", "T"), ("", "he"), ("The", "")]
+def byte_level_lm(vocab: dict[str, int], special: str) -> SimpleNamespace:
+    return SimpleNamespace(tokenizer=GPT2TokenizerFast(vocab=vocab, merges=[], eos_token=special, unk_token=special))
+
+
+def sentencepiece_lm(vocab: dict[str, int], special: str) -> SimpleNamespace:
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=special))
+    return SimpleNamespace(tokenizer=PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=special))
+
+
+def logits_of(probs: list[float]) -> SimpleNamespace:
+    return SimpleNamespace(next_logits=torch.tensor(probs, dtype=torch.float64).log())
+
+
+def test_next_token_divergences_by_hand():
+    # A spells bytes GPT-2's way, B SentencePiece's way ("▁" for a space, "<0x61>" for "a"), with other ids.
+    lm_a = byte_level_lm({"a": 0, "b": 1, "Ġc": 2, "<|endoftext|>": 3}, "<|endoftext|>")
+    lm_b = sentencepiece_lm({"▁c": 0, "<0x61>": 1, "d": 2, "b": 3, "</s>": 4}, "</s>")
+    a = logits_of([0.5, 0.25, 0.15, 0.1])
+    b = logits_of([0.3, 0.32, 0.08, 0.2, 0.06, 0.04])  # id 5: model padding beyond the tokenizer
+    result = compare.compare_next_tokens(lm_a, a, lm_b, b, k=2)
+
+    # Shared support: "a", "b", " c". A leaves out <|endoftext|>; B leaves out "d", </s> and the padding id.
+    q_a = [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9]
+    q_b = [0.32 / 0.82, 0.2 / 0.82, 0.3 / 0.82]
+    kl = lambda p, q: sum(x * math.log(x / y) for x, y in zip(p, q))  # noqa: E731
+    m = [(x + y) / 2 for x, y in zip(q_a, q_b)]
+    assert result.shared_vocabulary == 3
+    assert result.mass_outside_a == pytest.approx(0.1, abs=1e-12)
+    assert result.mass_outside_b == pytest.approx(0.18, abs=1e-12)
+    assert result.kl_a_b == pytest.approx(kl(q_a, q_b), abs=1e-12)
+    assert result.kl_b_a == pytest.approx(kl(q_b, q_a), abs=1e-12)
+    assert result.js == pytest.approx(0.5 * kl(q_a, m) + 0.5 * kl(q_b, m), abs=1e-12)
+    assert result.top_a == [("a", pytest.approx(0.5)), ("b", pytest.approx(0.25))]
+    assert result.top_b == [("<0x61>", pytest.approx(0.32)), ("␣c", pytest.approx(0.3))]
+    assert result.shared_top == ["a"] and result.top_k_overlap == 0.5  # B's "<0x61>" is A's "a"
+    everything = compare.compare_next_tokens(lm_a, a, lm_b, b, k=6)
+    assert [token for token, _ in everything.top_b][-2:] == ["</s>", "<id 5>"]
+    assert everything.top_k_overlap == 3 / 6  # "a", "b" and " c"; neither special nor padding is shared
 
 
 def test_kl_and_js_by_hand():
-    p = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
-    q = torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64)
-    expected = 0.5 * math.log(2) + 0.25 * math.log(0.5)
-    assert compare.kl_divergence(p.log(), q.log()) == pytest.approx(expected)
-    assert compare.kl_divergence(p.log(), p.log()) == 0
-    m = (p + q) / 2
-    expected_js = 0.5 * float((p * (p / m).log()).sum()) + 0.5 * float((q * (q / m).log()).sum())
-    assert compare.js_divergence(p.log(), q.log()) == pytest.approx(expected_js)
-    assert 0 < compare.js_divergence(p.log(), q.log()) <= math.log(2)
+    p = torch.tensor([0.5, 0.25, 0.25])
+    q = torch.tensor([0.25, 0.25, 0.5])
+    assert compare.kl_divergence(p, q) == pytest.approx(0.5 * math.log(2) + 0.25 * math.log(0.5))
+    assert compare.kl_divergence(p, p) == 0 and compare.js_divergence(p, p) == 0
+    # A zero in P contributes nothing; disjoint distributions reach the JS bound ln 2.
+    assert compare.kl_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])) == pytest.approx(math.log(2))
+    assert compare.js_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])) == pytest.approx(math.log(2))
 
 
 def test_model_against_itself_agrees_completely(pair):
     gpt2, _, a, _ = pair
     result = compare.compare_next_tokens(gpt2, a, gpt2, a, k=5)
-    assert result.kl_a_b == pytest.approx(0, abs=1e-12) and result.js == pytest.approx(0, abs=1e-12)
-    assert result.top_k_overlap == 1.0 and result.top_a == result.top_b
-    # Only <|endoftext|>, a special token, lies outside the compared vocabulary.
+    assert result.kl_a_b == 0 and result.kl_b_a == 0 and result.js == pytest.approx(0, abs=1e-15)
+    assert result.top_k_overlap == 1.0 and result.top_a == result.top_b and len(result.shared_top) == 5
+    # Only <|endoftext|>, a special token, lies outside the compared support.
     eos = torch.softmax(a.next_logits.double(), -1)[gpt2.tokenizer.eos_token_id].item()
-    assert result.mass_outside_a == pytest.approx(eos, rel=1e-6)
+    assert result.mass_outside_a == pytest.approx(eos, rel=1e-9)
 
 
 def test_gpt2_against_opt_matches_by_piece_not_id(pair):
     gpt2, opt, a, b = pair
     result = compare.compare_next_tokens(gpt2, a, opt, b, k=10)
-    assert result.shared_vocabulary == 50256  # GPT-2's vocabulary minus <|endoftext|>
-    assert result.kl_a_b > 0 and result.kl_b_a > 0 and 0 < result.js <= math.log(2)
+    assert result.shared_vocabulary == 50256  # GPT-2's vocabulary less <|endoftext|>
     assert result.top_a == [(p.token, pytest.approx(p.probability)) for p in opt_lens.top_k_next(gpt2, a, k=10)]
     assert result.top_k_overlap == len(result.shared_top) / 10
-
-
-def test_divergence_over_shared_support_by_hand(pair):
-    gpt2, opt, a, b = pair
-    result = compare.compare_next_tokens(gpt2, a, opt, b)
-    # GPT-2 and this OPT share ids for every ordinary piece, so the shared support is ids 0..50255 in both.
+    # This OPT's ordinary pieces have GPT-2's ids 0..50255; everything above is special or padding.
     log_a = torch.log_softmax(a.next_logits.double()[:50256], -1)
     log_b = torch.log_softmax(b.next_logits.double()[:50256], -1)
     assert result.kl_a_b == pytest.approx(float((log_a.exp() * (log_a - log_b)).sum()), rel=1e-9)
+    assert result.mass_outside_b == pytest.approx(torch.softmax(b.next_logits.double(), -1)[50256:].sum().item())
+    assert 0 < result.js < math.log(2)
 
 
-def test_each_head_best_matches_itself(pair):
-    _, _, a, _ = pair
-    matches = compare.match_heads(a, a, compare.align_tokens(a, a))
-    assert matches.best_b == list(range(len(matches.heads_a)))
-    assert matches.best_score == pytest.approx([1.0] * len(matches.heads_a), abs=1e-5)
+# ----------------------------------------------------------------------------------------------- heads
+
+
+def test_head_similarity_by_hand():
+    # A: one layer, two heads on three tokens. B: the same tokens after a </s> at position 0.
+    previous = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0]])  # attends to the token before
+    uniform = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]])
+    a = SimpleNamespace(attention=torch.stack([previous, uniform])[None], seq_len=3)  # [layer, head, query, key]
+    # B's head puts half of each row on </s>; over the aligned keys it is `uniform` again.
+    with_bos = torch.zeros(4, 4)
+    with_bos[:, 0] = 0.5
+    with_bos[1:, 1:] = uniform / 2
+    with_bos[0, 0] = 1
+    b = SimpleNamespace(attention=with_bos[None, None], seq_len=4)
+    alignment = SimpleNamespace(pairs=[(0, 1), (1, 2), (2, 3)])
+    matches = compare.match_heads(a, b, alignment)
+    # previous vs uniform, per row TV: 0, 0.5, 2/3; similarity 1 - mean.
+    assert matches.similarity.tolist() == [[pytest.approx(1 - (0 + 0.5 + 2 / 3) / 3)], [pytest.approx(1.0)]]
+    assert matches.heads_a == [(0, 0), (0, 1)] and matches.heads_b == [(0, 0)]
+    assert matches.best_b == [0, 0] and matches.n_tokens == 3
+    assert matches.top_pairs(1) == [((0, 1), (0, 0), pytest.approx(1.0))]
+
+
+@pytest.mark.parametrize("model", ["gpt2", "opt"])
+def test_each_real_head_best_matches_itself(pair, model):
+    capture = pair[2] if model == "gpt2" else pair[3]
+    alignment = compare.align_tokens(capture, capture)
+    assert alignment.pairs == [(i, i) for i in range(capture.seq_len)]  # OPT's </s> too
+    matches = compare.match_heads(capture, capture, alignment)
     assert matches.similarity.shape == (12, 12)
+    assert matches.best_b == list(range(12))
+    assert matches.best_score == pytest.approx([1.0] * 12, abs=1e-6)
 
 
-def test_head_matching_across_models_by_hand(pair):
+def test_real_heads_across_models_match_a_direct_computation(pair):
     _, _, a, b = pair
     matches = compare.match_heads(a, b, compare.align_tokens(a, b))
-    n = a.seq_len
-    # Head (2, 0) of A vs head (1, 3) of B, computed directly on the aligned positions (B shifted by one).
-    pa = a.attention[2, 0][1:, :]
-    pb = b.attention[1, 3][2:, 1:]
-    pb = pb / pb.sum(-1, keepdim=True)
-    cosine = torch.nn.functional.cosine_similarity(pa.reshape(-1), pb.reshape(-1), dim=0)
-    assert pa.shape == (n - 1, n)
-    assert matches.similarity[2 * 4 + 0, 1 * 4 + 3].item() == pytest.approx(cosine.item(), abs=1e-5)
-    assert all(-1e-6 <= s <= 1 + 1e-6 for s in matches.best_score)
-    top = matches.top_pairs(3)
-    assert [score for *_, score in top] == sorted((score for *_, score in top), reverse=True)
+    # Every A position aligns with the B position after it; drop B's </s> column and renormalise.
+    for i, (layer_a, head_a) in enumerate(matches.heads_a):
+        for j, (layer_b, head_b) in enumerate(matches.heads_b):
+            pa = a.attention[layer_a, head_a].double()
+            pb = b.attention[layer_b, head_b, 1:, 1:].double()
+            pb = pb / pb.sum(-1, keepdim=True)
+            mean_tv = 0.5 * (pa - pb).abs().sum(-1).mean()
+            assert matches.similarity[i, j].item() == pytest.approx(1 - mean_tv.item(), abs=1e-6)
+    assert all(0 <= s <= 1 for s in matches.best_score)
+    scores = [score for *_, score in matches.top_pairs(5)]
+    assert scores == sorted(scores, reverse=True) and scores[0] == max(matches.best_score)
 
 
-def test_depth_curves_share_one_scale(pair):
+def test_blocks_of_query_rows_add_up_to_the_whole(pair, monkeypatch):
+    _, _, a, b = pair
+    alignment = compare.align_tokens(a, b)
+    whole = compare.match_heads(a, b, alignment)
+    monkeypatch.setattr(compare, "_CELLS_PER_BLOCK", 7)  # many uneven blocks of query rows
+    assert torch.allclose(compare.match_heads(a, b, alignment).similarity, whole.similarity, atol=1e-6)
+
+
+def test_match_heads_is_fast_at_gpt2_size():
+    seq = 256
+    scores = torch.randn(12, 12, seq, seq, generator=torch.Generator().manual_seed(0))
+    attention = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), -math.inf).softmax(-1)
+    a = SimpleNamespace(attention=attention, seq_len=seq)
+    b = SimpleNamespace(attention=attention.flip(0, 1), seq_len=seq)  # the same heads in reverse order
+    start = time.perf_counter()
+    matches = compare.match_heads(a, b, SimpleNamespace(pairs=[(i, i) for i in range(seq)]))
+    # Under half a second on two idle cores; a loop over head pairs would take minutes.
+    assert time.perf_counter() - start < 5
+    assert matches.best_b == list(reversed(range(144)))
+
+
+# ----------------------------------------------------------------------------------------------- depth
+
+
+def test_depth_curve_by_hand():
+    # Two layers, one position: the top guess is "x" from the embeddings, "y" from layer 1 on.
+    lens = LensMap(
+        positions=[4],
+        top_ids=torch.tensor([[7], [8], [8]]),
+        top_probs=torch.tensor([[0.5], [0.4], [0.9]]),
+        top_tokens=[["x"], ["y"], ["y"]],
+        final_token_probs=torch.tensor([[0.1], [0.4], [0.9]]),
+    )
+    curve = compare.lens_depth_curve(lens, "m")
+    assert curve == compare.DepthCurve(
+        model_name="m", position=4, depth=[0, 0.5, 1], final_token="y",
+        final_token_prob=pytest.approx([0.1, 0.4, 0.9]), top_token=["x", "y", "y"],
+        top_prob=pytest.approx([0.5, 0.4, 0.9]), settled_depth=0.5,
+    )
+
+
+def test_real_depth_curves_share_one_scale(pair):
     gpt2, opt, a, b = pair
-    curve = compare.depth_curve(gpt2, a)
-    assert curve.depth[0] == 0 and curve.depth[-1] == 1 and len(curve.depth) == gpt2.arch.n_layers + 1
-    assert curve.final_token == opt_lens.top_k_next(gpt2, a, k=1)[0].token == curve.top_token[-1]
-    assert curve.final_token_prob[-1] == pytest.approx(curve.top_prob[-1])
-    assert 0 <= curve.settled_depth <= 1
-    assert compare.depth_curve(opt, b).depth == curve.depth  # both tiny models have 3 layers
+    curve_a, curve_b = compare.depth_curves(opt_lens.logit_lens_map(gpt2, a), opt_lens.logit_lens_map(opt, b))
+    assert curve_a.depth == curve_b.depth == [0, 1 / 3, 2 / 3, 1]  # both tiny models have three blocks
+    assert (curve_a.position, curve_b.position) == (a.seq_len - 1, b.seq_len - 1)
+    assert curve_a.final_token == opt_lens.top_k_next(gpt2, a, k=1)[0].token == curve_a.top_token[-1]
+    assert curve_a.final_token_prob[-1] == pytest.approx(curve_a.top_prob[-1])
+    direct = compare.depth_curve(opt, b)
+    assert direct.top_token == curve_b.top_token and direct.model_name == opt.name
+    assert direct.final_token_prob == pytest.approx(curve_b.final_token_prob, abs=1e-6)
