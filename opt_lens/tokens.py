@@ -40,8 +40,8 @@ def _show_text(text: str) -> str:
             shown.append(_WHITESPACE[char])
         elif 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that is not valid UTF-8 here (see _show_bytes)
             shown.append(f"<0x{ord(char) - 0xDC00:02X}>")
-        elif not char.isprintable():
-            shown.append(f"<0x{ord(char):02X}>")
+        elif not char.isprintable():  # a control or invisible character: name its code point
+            shown.append(f"<U+{ord(char):04X}>")
         else:
             shown.append(char)
     return "".join(shown)
@@ -63,9 +63,13 @@ def display_token(piece: str, special: bool = False) -> str:
 
 
 def display_tokens(tokenizer, input_ids: list[int]) -> list[str]:
+    """Readable pieces; ids the model has but its tokenizer lacks (OPT pads its vocabulary) show as ``<id N>``."""
     special = set(tokenizer.all_special_ids)
     pieces = tokenizer.convert_ids_to_tokens(list(input_ids))
-    return [display_token(piece, token_id in special) for piece, token_id in zip(pieces, input_ids)]
+    return [
+        display_token(piece, token_id in special) if piece is not None else f"<id {token_id}>"
+        for piece, token_id in zip(pieces, input_ids)
+    ]
 
 
 @dataclass(frozen=True)

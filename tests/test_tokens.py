@@ -31,8 +31,17 @@ def test_split_utf8_characters_show_bytes_not_mojibake(gpt2_tokenizer):
 
 def test_cjk_and_control_characters(gpt2_tokenizer):
     shown = pieces(gpt2_tokenizer, "日本\x07")
-    assert shown[-1] == "<0x07>"
+    assert shown[-1] == "<U+0007>"
     assert all(piece for piece in shown)
+
+
+def test_raw_bytes_and_invisible_characters_look_different(gpt2_tokenizer):
+    assert display_token("\u00a0") == "<U+00A0>"  # a no-break space, as text
+    assert display_token("ł") == "<0xA0>"  # byte 0xA0 on its own: half of a UTF-8 character
+
+
+def test_ids_beyond_the_tokenizer_are_named(gpt2_tokenizer):
+    assert display_tokens(gpt2_tokenizer, [464, 50270]) == ["The", "<id 50270>"]
 
 
 def test_special_tokens_show_as_themselves():
