@@ -206,8 +206,15 @@ def sync_url() -> None:
 
 
 def _model_options(current: str) -> list[str]:
-    options = DEMO_MODELS + (GPT2_FAMILY + OPT_FAMILY if hub_online() else [])
+    options = DEMO_MODELS + GPT2_FAMILY + (OPT_FAMILY if hub_online() else [])
     return options + ([current] if current not in options else []) + [TYPE_YOUR_OWN]
+
+
+def model_label(name: str) -> str:
+    """How a model shows in a dropdown: offline, Hub models say that they cannot load here."""
+    if name in DEMO_MODELS or name == TYPE_YOUR_OWN or hub_online():
+        return name
+    return f"{name} (needs the Hugging Face Hub)"
 
 
 def model_picker(label: str, key: str, help_text: str) -> None:
@@ -220,7 +227,7 @@ def model_picker(label: str, key: str, help_text: str) -> None:
     current = st.session_state[key]
     options = _model_options(current)
     index = len(options) - 1 if st.session_state.get(typing) else options.index(current)
-    choice = st.selectbox(label, options, index=index, help=help_text)
+    choice = st.selectbox(label, options, index=index, help=help_text, format_func=model_label)
     st.session_state[typing] = choice == TYPE_YOUR_OWN
     if choice != TYPE_YOUR_OWN:
         st.session_state[key] = choice
@@ -235,6 +242,18 @@ def model_picker(label: str, key: str, help_text: str) -> None:
             st.error(str(error))
 
 
+def typed_model_id(text: str) -> str | None:
+    """A model ID typed by a user, checked; a bad one shows a short warning and gives None."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return opt_lens.validate_name(text, allow_local=False)
+    except opt_lens.OptLensError as error:
+        st.warning(str(error), icon=":material/warning:")
+        return None
+
+
 def sidebar() -> None:
     """The shared controls, identical on every page."""
     init_state()
@@ -246,8 +265,12 @@ def sidebar() -> None:
                      "such as facebook/opt-125m or facebook/opt-350m.")
         st.session_state.prompt = st.text_area(
             "Prompt", value=st.session_state.prompt, max_chars=MAX_PROMPT_CHARS, height=140,
-            help="Every page shows what the model computes on this text.",
+            help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.",
         ) or st.session_state.prompt
+        cache = _model_cache()
+        loaded = ", ".join(cache.keys()) or "none yet"
+        st.caption(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
+                   "the least recently used is dropped first).")
 
 
 def run_frame(run_page) -> None:
@@ -391,6 +414,8 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
         next_b=pd.DataFrame(nxt.top_b, columns=["token", "probability"]),
         agreement={"KL(A‖B)": nxt.kl_a_b, "KL(B‖A)": nxt.kl_b_a, "Jensen-Shannon": nxt.js,
                    "top-k overlap": nxt.top_k_overlap, "shared": nxt.shared_top, "k": k,
+                   "shared vocabulary": nxt.shared_vocabulary, "outside A": nxt.mass_outside_a,
+                   "outside B": nxt.mass_outside_b,
                    "settled": {c.model_name: c.settled_depth for c in curves},
                    "final": {c.model_name: c.final_token for c in curves}},
         depth=depth,
@@ -399,9 +424,25 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
 
 
 def _alignment_frame(alignment: compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:
-    return pd.DataFrame(alignment.table()).rename(columns={
+    """The alignment as a table; a token one model lacks (OPT's </s>) shows an empty cell, not 'None'."""
+    table = pd.DataFrame(alignment.table())
+    for side in "AB":
+        table[f"token {side}"] = table[f"token {side}"].fillna("")
+        table[f"id {side}"] = table[f"id {side}"].astype("Int64")
+    return table.rename(columns={
         "token A": f"A: {name_a}", "token B": f"B: {name_b}", "id A": "id in A", "id B": "id in B",
     })
+
+
+def file_safe(name: str) -> str:
+    """A model name usable in a download's file name ("facebook/opt-125m" -> "facebook_opt-125m")."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+
+
+def csv_button(table: pd.DataFrame, label: str, file_name: str, *, index: bool = False) -> None:
+    """A download button for one table, as CSV (UTF-8, so token pieces like ␣ survive)."""
+    st.download_button(label, table.to_csv(index=index).encode("utf-8"), file_name, "text/csv",
+                       icon=":material/download:")
 
 
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)

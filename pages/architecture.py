@@ -14,6 +14,12 @@ options = sorted(set(app.DEMO_MODELS + (app.GPT2_FAMILY + app.OPT_FAMILY if app.
                      + [st.session_state.model, *choices]))
 defaults = (["gpt2", "facebook/opt-125m", "facebook/opt-350m"] if app.hub_online() else list(app.DEMO_MODELS))
 names = st.multiselect("Models to compare", options, default=[n for n in defaults if n in options], max_selections=5)
+typed = app.typed_model_id(st.text_input(
+    "Add any Hugging Face model ID", placeholder="facebook/opt-2.7b", max_chars=100,
+    help="Only the model's configuration is read, so even a model too large to run here can be described.",
+))
+if typed and typed not in names:
+    names.append(typed)
 if not names:
     st.info("Pick at least one model.")
     st.stop()
@@ -33,7 +39,7 @@ def highlight_differences(row):
 st.subheader("Side by side")
 st.caption("Rows where the models differ are highlighted.")
 st.dataframe(table.style.apply(highlight_differences, axis=1), width="stretch", height=35 * len(table) + 40)
-st.download_button("Download the table as CSV", table.to_csv().encode(), "architecture.csv", "text/csv")
+app.csv_button(table, "Download the table as CSV", "architecture.csv", index=True)
 
 st.subheader("Where the parameters live")
 st.caption("Embeddings include position embeddings and OPT-350m's projections; most of a large model's "

@@ -45,9 +45,11 @@ heatmap = (
         color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
         tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
     )
-    .properties(title=f"{name} · layer {layer} · head {head}", height=max(300, 18 * (end - start)))
+    .properties(title=f"{name} · layer {layer} · head {head}", height=140 + 20 * (end - start))
 )
 st.altair_chart(heatmap, width="stretch")
+app.csv_button(frame.assign(layer=layer), "Download this head's attention as CSV",
+               f"attention_layer{layer}_head{head}.csv")
 
 st.subheader(f"All {n_heads} heads of layer {layer}")
 small = min(end - start, 24)
@@ -80,18 +82,25 @@ st.caption({
     "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
 }[metric] + " Click a cell to open that head above.")
 picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+shown = scores[scores.metric == metric]
+# Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.
+domain = [0, max(float(shown.score.max()), 1e-6)] if metric == "entropy" else [0, 1]
+is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
 head_map = (
-    alt.Chart(scores[scores.metric == metric])
-    .mark_rect(stroke="white")
+    alt.Chart(shown)
+    .mark_rect()
     .encode(
         x=alt.X("head:O", title="head"),
         y=alt.Y("layer:O", title="layer", sort="descending"),
-        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis"), title=metric),
+        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
         tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
         opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
+        stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
+        strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
     )
     .add_params(picked)
     .properties(height=max(160, 28 * n_layers))
 )
 st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
-st.download_button("Download all head scores as CSV", scores.to_csv(index=False).encode(), "head_scores.csv", "text/csv")
+st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
+app.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")

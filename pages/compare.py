@@ -41,6 +41,11 @@ for column, name, table in ((columns[0], name_a, result.next_a), (columns[1], na
         .properties(title=name, height=260)
     )
     column.altair_chart(chart, width="stretch")
+    with column:
+        app.csv_button(table, f"Download {name}'s guesses as CSV", f"next_tokens_{app.file_safe(name)}.csv")
+st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agreement['shared vocabulary']:,} "
+           f"pieces both vocabularies have; {name_a} puts {agreement['outside A']:.1%} and {name_b} "
+           f"{agreement['outside B']:.1%} of its probability on pieces the other lacks (left out).")
 
 st.subheader("When does each model settle?")
 st.caption("The logit lens at the last position on a common scale: 0 = embeddings, 1 = the model's output. "
@@ -66,14 +71,20 @@ if result.head_pairs.empty:
     st.info("The prompt is too short to compare attention patterns.")
 else:
     st.dataframe(result.head_pairs, width="stretch", hide_index=True)
+    app.csv_button(result.head_pairs, "Download the head pairs as CSV", "head_pairs.csv")
 
 st.subheader("Tokens, aligned")
 st.dataframe(result.tokens, width="stretch", hide_index=True)
-st.download_button("Download the aligned tokens as CSV", result.tokens.to_csv(index=False).encode(), "aligned_tokens.csv", "text/csv")
+app.csv_button(result.tokens, "Download the aligned tokens as CSV", "aligned_tokens.csv")
 
 st.subheader("Architecture differences")
 table, _, errors = app.architecture_table([name_a, name_b])
 for error in errors:
     st.warning(error)
-differences = table[table.nunique(axis=1) > 1] if len(table.columns) == 2 else table
-st.dataframe(differences, width="stretch")
+differences = table[table.nunique(axis=1) > 1]
+if differences.empty:
+    st.info("The two architectures are identical in every listed fact.")
+else:
+    st.caption("Only the facts where the two models differ; the Architecture page shows them all.")
+    st.dataframe(differences, width="stretch")
+    app.csv_button(differences, "Download the differences as CSV", "architecture_differences.csv", index=True)

@@ -27,7 +27,7 @@ bars = (
     .properties(height=22 * len(predictions) + 30)
 )
 st.altair_chart(bars, width="stretch")
-st.download_button("Download the guesses as CSV", predictions.to_csv(index=False).encode(), "predictions.csv", "text/csv")
+app.csv_button(predictions, "Download the guesses as CSV", "predictions.csv")
 
 st.subheader("Logit lens")
 width = min(16, cap.seq_len)
@@ -53,4 +53,4 @@ labels = base.mark_text(fontSize=10).encode(
 st.altair_chart((cells + labels).properties(height=max(220, 40 * (lm.arch.n_layers + 1))), width="stretch")
 st.caption(f"Each cell is one layer's best guess. The top row is the model's real output; row 0 reads the "
            f"token embeddings directly. {name} has {lm.arch.n_layers} layers.")
-st.download_button("Download the logit lens as CSV", lens.to_csv(index=False).encode(), "logit_lens.csv", "text/csv")
+app.csv_button(lens, "Download the logit lens as CSV", "logit_lens.csv")

@@ -10,19 +10,31 @@ st.markdown(
     "text with `</s>` and numbers the same pieces differently."
 )
 name, prompt, _, cap = app.current()
-if cap.truncated:
-    st.warning(f"The prompt has {cap.n_prompt_tokens} tokens; {name} reads at most {cap.seq_len}, so the rest is cut off.")
-st.subheader(f"{name}: {cap.seq_len} tokens")
-st.markdown(app.token_chips(cap.tokens, cap.input_ids.tolist()), unsafe_allow_html=True)
+
+
+def show_chips(model_name, capture):
+    if capture.truncated:
+        st.warning(f"The prompt has {capture.n_prompt_tokens} tokens; {model_name} reads at most "
+                   f"{capture.seq_len}, so the rest is cut off.")
+    st.markdown(f"**{model_name}**: {capture.seq_len} tokens")
+    # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
+    st.markdown(app.token_chips(capture.tokens, capture.input_ids.tolist()), unsafe_allow_html=True)
+
+
+show_chips(name, cap)
+st.caption("Each chip is one token; the small number is its id in the vocabulary. Hover a chip to see its id.")
 with st.expander("As a table"):
     table = app.token_table(cap)
     st.dataframe(table, width="stretch", hide_index=True)
-    st.download_button("Download as CSV", table.to_csv(index=False).encode(), "tokens.csv", "text/csv")
+    app.csv_button(table, "Download as CSV", "tokens.csv")
 
 st.subheader("Two tokenizers on the same text")
 app.model_picker("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with GPT-2's.")
 other = st.session_state.model_b
-app.capture(other, prompt)
-st.caption("Rows pair tokens that cover exactly the same characters; a token with no partner (like OPT's "
-           "`</s>`) has an empty cell on the other side.")
-st.dataframe(app.aligned_tokens(name, other, prompt), width="stretch", hide_index=True)
+other_cap = app.capture(other, prompt)
+show_chips(other, other_cap)
+st.caption("Below, rows pair tokens that cover exactly the same characters; a token with no partner (like "
+           "OPT's `</s>`, or a word the two tokenizers cut differently) has an empty cell on the other side.")
+aligned = app.aligned_tokens(name, other, prompt)
+st.dataframe(aligned, width="stretch", hide_index=True)
+app.csv_button(aligned, "Download the aligned tokens as CSV", "aligned_tokens.csv")

@@ -47,6 +47,11 @@ def chart_title(chart) -> str:
     return json.loads(chart.proto.spec).get("title", "")
 
 
+def chips(at: AppTest, index: int = 0) -> str:
+    """The HTML of the index-th row of token chips on the Tokens page."""
+    return [m.value for m in at.markdown if m.value.startswith('<div style="line-height')][index]
+
+
 def selectbox(at: AppTest, label: str):
     return next(box for box in at.selectbox if box.label == label)
 
@@ -128,11 +133,11 @@ def test_changing_layer_and_head_redraws_without_rerunning_the_model(monkeypatch
 
 def test_changing_the_model_changes_the_view():
     at = open_page(app(), "pages/tokens.py")
-    gpt2_chips = at.markdown[1].value
+    gpt2_chips = chips(at)
     at.sidebar.selectbox[0].set_value("demo/tiny-opt").run()
     assert_clean(at)
     assert at.session_state.model == "demo/tiny-opt" and at.query_params["model"] == "demo/tiny-opt"
-    opt_chips = at.markdown[1].value
+    opt_chips = chips(at)
     assert opt_chips != gpt2_chips and "&lt;/s&gt;" in opt_chips  # OPT's </s> chip, escaped
 
 
@@ -183,9 +188,10 @@ def test_prompt_with_markup_is_shown_as_text():
     prompt = "<img src=x onerror=alert(1)><script>alert(2)</script>"
     at = open_page(app(prompt=prompt), "pages/tokens.py")
     assert_clean(at)
-    chips = at.markdown[1].value
-    assert not re.search(r"<(?!/?(div|span|sub)\b)", chips), "only the chips' own tags may appear unescaped"
-    assert "&lt;" in chips and at.sidebar.text_area[0].value == prompt
+    for row in (chips(at, 0), chips(at, 1)):  # both models' chips
+        assert not re.search(r"<(?!/?(div|span|sub)\b)", row), "only the chips' own tags may appear unescaped"
+        assert "&lt;" in row
+    assert at.sidebar.text_area[0].value == prompt
 
 
 def test_prompt_longer_than_the_context_warns_and_still_draws():
@@ -194,3 +200,61 @@ def test_prompt_longer_than_the_context_warns_and_still_draws():
     assert at.slider, "a long prompt gets a window slider"
     at = open_page(at, "pages/tokens.py")
     assert any("cut off" in w.value for w in at.warning)
+
+
+def test_offline_the_dropdown_still_lists_the_gpt2_family_and_says_it_needs_the_hub():
+    at = open_page(app(), "pages/predictions.py")
+    options = at.sidebar.selectbox[0].options
+    assert options[:2] == ["demo/tiny-gpt2", "demo/tiny-opt"]
+    assert "gpt2 (needs the Hugging Face Hub)" in options and "gpt2-xl (needs the Hugging Face Hub)" in options
+    at.sidebar.selectbox[0].set_value("gpt2").run()
+    assert not at.exception
+    assert any("Cannot reach the Hugging Face Hub" in e.value for e in at.error)
+
+
+def test_architecture_adds_a_typed_model_id_or_says_why_not():
+    at = open_page(app(), "pages/architecture.py")
+    at.text_input[0].set_value("facebook/opt-2.7b").run()  # its config needs the Hub: a warning, the rest stays
+    assert not at.exception and any("facebook/opt-2.7b" in w.value for w in at.warning)
+    assert at.dataframe[0].value.columns.tolist() == ["demo/tiny-gpt2", "demo/tiny-opt"]
+    at.text_input[0].set_value("<b>../x</b>").run()
+    assert not at.exception and any("is not a model ID" in w.value for w in at.warning)
+
+
+def test_every_table_can_be_downloaded_as_csv():
+    at = app()
+    for page in PAGES[1:]:
+        open_page(at, page)
+        assert_clean(at)
+        buttons = at.get("download_button")
+        assert len(buttons) >= len(at.dataframe), page
+
+
+def test_a_model_too_large_for_the_memory_budget_is_refused_with_its_size(monkeypatch):
+    import app_support
+
+    monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")  # the demo models need ~2 MB of weights
+    app_support._model_cache.clear()
+    try:
+        at = open_page(app(), "pages/predictions.py")
+        assert not at.exception
+        assert any("needs about" in e.value and "Try a smaller model" in e.value for e in at.error)
+        at = open_page(at, "pages/architecture.py")  # configs alone still work
+        assert_clean(at)
+    finally:
+        monkeypatch.delenv("OPT_LENS_MEMORY_LIMIT_MB")
+        app_support._model_cache.clear()
+
+
+def test_the_budget_cache_evicts_the_least_recently_used_before_going_over():
+    import app_support
+
+    cache = app_support.BudgetCache(budget_bytes=10)
+    built = []
+
+    def get(key, size):
+        return cache.get(key, lambda: built.append(key) or key, lambda _: size)
+
+    get("a", 4), get("b", 4), get("a", 4)  # "a" is used again: "b" is now the oldest
+    get("c", 4)
+    assert cache.keys() == ["a", "c"] and built == ["a", "b", "c"]
