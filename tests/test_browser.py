@@ -1,0 +1,189 @@
+"""The app in a real browser: ``streamlit run`` on a free port, driven by Playwright with Debian's Chromium.
+
+Offline, on the bundled demo models. Screenshots of every page go to ``artifacts/screenshots/`` (not
+committed). Without Chromium the module is skipped, unless ``OPT_LENS_REQUIRE_BROWSER=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+
+import pytest
+
+import opt_lens
+
+from browser_support import CHROMIUM, StreamlitServer, exception_texts, launch_chromium, main_text, screenshot, wait_for_app
+
+if not CHROMIUM.exists():
+    if os.environ.get("OPT_LENS_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install -y chromium)", pytrace=False)
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+PAGES = {  # sidebar link text -> the page's title
+    "Start here": "opt_lens: look inside a language model",
+    "Architecture": "Architecture",
+    "Tokens": "Tokens",
+    "Attention": "Attention",
+    "Predictions & logit lens": "Predictions & logit lens",
+    "Compare two models": "Compare two models",
+}
+XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+ERROR_WORDS = ("Traceback", "Something went wrong", "Error:")
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = StreamlitServer()
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(45_000)
+    tab.dialogs = []
+    tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
+    yield tab
+    context.close()
+
+
+def open_app(page, server, query: dict | None = None, path: str = ""):
+    url = f"{server.url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    page.goto(url)
+    wait_for_app(page)
+
+
+def assert_clean(page, server):
+    assert exception_texts(page) == [], server.log()[-2000:]
+    text = main_text(page)
+    assert not [word for word in ERROR_WORDS if word in text], text[:2000]
+
+
+def click_nav(page, label: str):
+    page.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+    wait_for_app(page)
+
+
+def chart_titles(page) -> str:
+    """The titles Vega draws into the charts (SVG text, so read from the DOM rather than inner_text)."""
+    page.wait_for_selector('[data-testid="stVegaLiteChart"] .role-title-text')
+    return " | ".join(page.eval_on_selector_all(
+        '[data-testid="stVegaLiteChart"] .role-title-text', "els => els.map(e => e.textContent)"))
+
+
+def title(page) -> str:
+    return page.locator('[data-testid="stMain"] h1').first.inner_text().strip()
+
+
+def choose(page, label: str, option: str, container='[data-testid="stMain"]'):
+    """Pick ``option`` in the selectbox labelled ``label``."""
+    page.locator(container).get_by_role("combobox", name=label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    wait_for_app(page)
+
+
+def set_prompt(page, text: str):
+    area = page.locator('[data-testid="stSidebar"] textarea').first
+    area.fill(text)
+    area.press("Control+Enter")
+    wait_for_app(page)
+
+
+def test_every_page_through_the_sidebar_shows_no_exception(page, server):
+    open_app(page, server)
+    assert_clean(page, server)
+    for label, heading in PAGES.items():
+        click_nav(page, label)
+        assert title(page) == heading
+        assert_clean(page, server)
+        if label != "Start here":
+            page.wait_for_selector('[data-testid="stVegaLiteChart"], [data-testid="stDataFrame"]', state="attached")
+            page.wait_for_timeout(300)  # let charts finish drawing before the screenshot
+        screenshot(page, f"page-{label.split()[0].lower()}")
+    assert page.dialogs == []
+
+
+def test_model_prompt_layer_and_head_follow_the_ui(page, server):
+    open_app(page, server)
+    click_nav(page, "Attention")
+    assert "layer=0" in page.url and "head=0" in page.url
+    choose(page, "Layer", "1")
+    choose(page, "Head", "2")
+    assert "layer=1" in page.url and "head=2" in page.url
+    assert "All 4 heads of layer 1" in main_text(page)
+    assert "demo/tiny-gpt2 · layer 1 · head 2" in chart_titles(page)
+    assert_clean(page, server)
+    screenshot(page, "attention-layer1-head2")
+
+    choose(page, "Model", "demo/tiny-opt", container='[data-testid="stSidebar"]')
+    assert "model=demo%2Ftiny-opt" in page.url or "model=demo/tiny-opt" in page.url
+    assert_clean(page, server)
+
+    click_nav(page, "Tokens")
+    assert "demo/tiny-opt:" in main_text(page)
+    set_prompt(page, "Hello world")
+    text = main_text(page)
+    expected = opt_lens.capture(opt_lens.load("demo/tiny-opt"), "Hello world").seq_len
+    assert f"demo/tiny-opt: {expected} tokens" in text, text[:500]
+    assert "prompt=Hello" in page.url
+    assert_clean(page, server)
+    screenshot(page, "tokens-opt-hello")
+
+
+def test_a_shared_url_restores_the_view(page, server):
+    query = {"model": "demo/tiny-opt", "model_b": "demo/tiny-gpt2", "prompt": "The cat sat on the mat",
+             "layer": "1", "head": "3"}
+    open_app(page, server, query, path="attention")
+    assert title(page) == "Attention"
+    assert_clean(page, server)
+    text = main_text(page)
+    assert "All 4 heads of layer 1" in text, text[:1500]
+    assert "demo/tiny-opt · layer 1 · head 3" in chart_titles(page)
+    assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == "The cat sat on the mat"
+    screenshot(page, "shared-url-attention")
+
+
+def test_bad_url_parameters_fall_back_to_defaults(page, server):
+    open_app(page, server, {"model": "../../etc/passwd", "layer": "-5", "head": "x" * 50}, path="attention")
+    assert_clean(page, server)
+    assert "demo/tiny-gpt2 · layer 0 · head 0" in chart_titles(page)
+
+
+def test_a_prompt_with_markup_shows_as_text_and_runs_no_script(page, server):
+    open_app(page, server, path="tokens")
+    page.evaluate("window.__xss = undefined")
+    set_prompt(page, XSS)
+    for label in ("Tokens", "Attention", "Predictions & logit lens", "Compare two models"):
+        click_nav(page, label)
+        assert_clean(page, server)
+    click_nav(page, "Tokens")
+    page.wait_for_timeout(500)
+    assert page.dialogs == []
+    assert page.evaluate("window.__xss") is None
+    # The markup appears as characters, not as elements: no <img src=x> or injected <script> in the page.
+    assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
+    assert page.locator('[data-testid="stMain"] script').count() == 0
+    pieces = page.eval_on_selector_all(  # each token chip: its text, then its id in a <sub>
+        '[data-testid="stMain"] [data-testid="stMarkdownContainer"] span[title^="id "]',
+        "els => els.map(e => e.firstChild.textContent)")
+    assert "".join(pieces).replace("␣", " ").endswith(XSS)
+    assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == XSS
+    screenshot(page, "tokens-markup-prompt")
