@@ -58,29 +58,49 @@ def duplicate_token_scores(attention: torch.Tensor, input_ids: torch.Tensor) -> 
     return mass[..., has_copy].mean(-1)
 
 
+def random_tokens(vocab_size: int, length: int, generator: torch.Generator, exclude_ids=()) -> torch.Tensor:
+    """``[length]`` ids drawn uniformly from the vocabulary minus ``exclude_ids`` (special tokens)."""
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[list(exclude_ids)] = False
+    candidates = allowed.nonzero()[:, 0]
+    return candidates[torch.randint(len(candidates), (length,), generator=generator)]
+
+
 def repeated_random_tokens(
     vocab_size: int, length: int, *, seed: int, prefix_ids=(), exclude_ids=()
 ) -> tuple[torch.Tensor, int, int]:
     """``prefix + R + R`` for ``length`` random tokens R; returns (input_ids, start of R, period)."""
-    generator = torch.Generator().manual_seed(seed)
-    allowed = torch.ones(vocab_size, dtype=torch.bool)
-    allowed[list(exclude_ids)] = False
-    candidates = allowed.nonzero()[:, 0]
-    random_part = candidates[torch.randint(len(candidates), (length,), generator=generator)]
+    random_part = random_tokens(vocab_size, length, torch.Generator().manual_seed(seed), exclude_ids)
     prefix = torch.tensor(list(prefix_ids), dtype=torch.long)
     return torch.cat([prefix, random_part, random_part]), len(prefix), length
 
 
-def copying_loss_drop(logits: torch.Tensor, input_ids: torch.Tensor, start: int, period: int) -> float:
-    """Mean next-token loss on the first copy minus that on the second copy, in nats.
+@dataclass(frozen=True)
+class CopyLosses:
+    """Mean next-token loss (nats) on the first and on the second copy of a repeated span."""
 
-    The first token of each copy is skipped: nothing in the context predicts it.
-    """
+    first: float
+    second: float
+
+    @property
+    def drop(self) -> float:
+        return self.first - self.second
+
+
+def copy_losses(logits: torch.Tensor, input_ids: torch.Tensor, start: int, period: int) -> CopyLosses:
+    """Losses predicting each token of the two copies from its prefix. The first token of each copy is
+    skipped: nothing in the context predicts it."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # [seq, vocab]
     token_loss = -log_probs[:-1].gather(-1, input_ids[1:, None])[:, 0]  # [seq - 1]: loss of predicting token t+1
     first = token_loss[start : start + period - 1]
     second = token_loss[start + period : start + 2 * period - 1]
-    return float(first.mean() - second.mean())
+    assert len(second) == period - 1, f"the sequence ({len(input_ids)} tokens) holds no full second copy"
+    return CopyLosses(float(first.mean()), float(second.mean()))
+
+
+def copying_loss_drop(logits: torch.Tensor, input_ids: torch.Tensor, start: int, period: int) -> float:
+    """Nats by which the second copy is easier to predict than the first: what copying from context gains."""
+    return copy_losses(logits, input_ids, start, period).drop
 
 
 @dataclass(frozen=True)
@@ -102,18 +122,18 @@ class HeadScores:
         }
 
 
-def induction_probe(lm, *, length: int = 40, seed: int = 0) -> tuple[Capture, int, int]:
-    """Capture the model on random tokens repeated once (after its BOS, if its tokenizer adds one)."""
+def induction_probe(lm, *, length: int = 40, seed: int = 0, noise: int = 0) -> tuple[Capture, int, int]:
+    """Capture the model on random tokens repeated once, after its BOS (if its tokenizer adds one) and
+    ``noise`` random tokens, so the repeat does not start at a fixed position."""
     # Whatever the tokenizer adds before a text (OPT's </s>) goes first, as in any real prompt.
     with_text = lm.tokenizer("x")["input_ids"]
-    prefix = with_text[: with_text.index(lm.tokenizer("x", add_special_tokens=False)["input_ids"][0])]
+    bos = with_text[: with_text.index(lm.tokenizer("x", add_special_tokens=False)["input_ids"][0])]
+    vocab_size = min(lm.arch.vocab_size, len(lm.tokenizer))
+    special = lm.tokenizer.all_special_ids
+    prefix = bos + random_tokens(vocab_size, noise, torch.Generator().manual_seed(seed + 1), special).tolist()
     length = min(length, (lm.arch.max_positions - len(prefix)) // 2)
     ids, start, period = repeated_random_tokens(
-        min(lm.arch.vocab_size, len(lm.tokenizer)),
-        length,
-        seed=seed,
-        prefix_ids=prefix,
-        exclude_ids=lm.tokenizer.all_special_ids,
+        vocab_size, length, seed=seed, prefix_ids=prefix, exclude_ids=special
     )
     return capture_ids(lm, ids), start, period
 

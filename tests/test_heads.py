@@ -71,9 +71,11 @@ def test_copying_loss_drop_by_hand():
     ids = torch.tensor([9, 1, 2, 3, 1, 2, 3])  # prefix, then [1, 2, 3] twice
     logits = torch.zeros(7, 10)
     logits[4, 2] = logits[5, 3] = 10.0  # confident on the second copy only
-    drop = heads.copying_loss_drop(logits, ids, start=1, period=3)
+    losses = heads.copy_losses(logits, ids, start=1, period=3)
     confident = -torch.log_softmax(logits[4], -1)[2].item()
-    assert drop == pytest.approx(math.log(10) - confident)
+    assert losses.first == pytest.approx(math.log(10)), "uniform logits on the first copy"
+    assert losses.second == pytest.approx(confident)
+    assert heads.copying_loss_drop(logits, ids, start=1, period=3) == pytest.approx(math.log(10) - confident)
 
 
 def test_head_scores_on_a_model(tiny_lm):
