@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ DEFAULT_PROMPT = "Alice went to the park. Bob gave the ball to Alice. Then Alice
 MAX_PROMPT_CHARS = 4000
 # Share of the memory limit that cached models and captures may hold; the rest is the server and the UI.
 MODEL_SHARE, CAPTURE_SHARE = 0.55, 0.15
+
+
+# Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
+
+
+def plain(text) -> str:
+    """Text (a model ID, an error quoting one, a token) made safe for st.error/st.markdown: shown as typed."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
 
 
 # ------------------------------------------------------------------------------------------ caches
@@ -239,7 +249,7 @@ def model_picker(label: str, key: str, help_text: str) -> None:
             st.session_state[typing] = False
             st.rerun()
         except opt_lens.OptLensError as error:
-            st.error(str(error))
+            st.error(plain(error))
 
 
 def typed_model_id(text: str) -> str | None:
@@ -250,11 +260,11 @@ def typed_model_id(text: str) -> str | None:
     try:
         return opt_lens.validate_name(text, allow_local=False)
     except opt_lens.OptLensError as error:
-        st.warning(str(error), icon=":material/warning:")
+        st.warning(plain(error), icon=":material/warning:")
         return None
 
 
-def sidebar() -> None:
+def sidebar():
     """The shared controls, identical on every page."""
     init_state()
     with st.sidebar:
@@ -267,18 +277,25 @@ def sidebar() -> None:
             "Prompt", value=st.session_state.prompt, max_chars=MAX_PROMPT_CHARS, height=140,
             help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.",
         ) or st.session_state.prompt
-        cache = _model_cache()
-        loaded = ", ".join(cache.keys()) or "none yet"
-        st.caption(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
-                   "the least recently used is dropped first).")
+        return st.empty()  # filled after the page has run, when its models are loaded
+
+
+def memory_note(placeholder) -> None:
+    cache = _model_cache()
+    loaded = ", ".join(cache.keys()) or "none yet"
+    placeholder.caption(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
+                        "the least recently used is dropped first).")
 
 
 def run_frame(run_page) -> None:
     """What every rerun does around the current page: the shared sidebar, friendly errors, the URL."""
-    sidebar()
-    with friendly_errors():
-        run_page()
-    sync_url()
+    note = sidebar()
+    try:
+        with friendly_errors():
+            run_page()
+    finally:  # also after st.stop() or st.rerun() in a page: the URL always matches the view
+        memory_note(note)
+        sync_url()
 
 
 @contextlib.contextmanager
@@ -287,7 +304,7 @@ def friendly_errors():
     try:
         yield
     except opt_lens.OptLensError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(plain(error), icon=":material/error:")
     except Exception:  # noqa: BLE001 - no student ever sees a traceback; the server log keeps it
         logger.exception("Page failed")
         st.error("Something went wrong while drawing this view. Try another prompt or model.", icon=":material/error:")
@@ -396,11 +413,14 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
     alignment = compare.align_tokens(cap_a, cap_b)
     nxt = compare.compare_next_tokens(lm_a, cap_a, lm_b, cap_b, k=k)
     curves = [compare.depth_curve(lm, cap) for lm, cap in ((lm_a, cap_a), (lm_b, cap_b))]
+    # Each layer also gets a cell on the common depth scale: from half a layer before it to half a layer after.
     depth = pd.DataFrame([
-        {"model": curve.model_name, "depth": d, "layer": i, "probability of final guess": p, "guess": g}
+        {"model": curve.model_name, "depth": d, "layer": i, "probability of final guess": p, "guess": g,
+         "from": max(0.0, (i - 0.5) / (len(curve.depth) - 1)), "to": min(1.0, (i + 0.5) / (len(curve.depth) - 1))}
         for curve in curves
         for i, (d, p, g) in enumerate(zip(curve.depth, curve.final_token_prob, curve.top_token))
     ])
+    depth["middle"] = (depth["from"] + depth["to"]) / 2
     head_pairs = pd.DataFrame()
     if len(alignment.pairs) >= 2:
         matches = compare.match_heads(cap_a, cap_b, alignment)
@@ -421,6 +441,16 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
         depth=depth,
         head_pairs=head_pairs,
     )
+
+
+def settle_table(result: Comparison) -> pd.DataFrame:
+    """Per model: its final guess and the depth from which the logit lens already shows it on top."""
+    layers = result.depth.groupby("model")["layer"].max()
+    return pd.DataFrame([
+        {"model": name, "layers": int(layers[name]), "final guess": result.agreement["final"][name],
+         "top guess from depth": round(result.agreement["settled"][name], 2)}
+        for name in result.agreement["final"]
+    ])
 
 
 def _alignment_frame(alignment: compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:
@@ -472,7 +502,7 @@ def architecture_table(names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, li
         try:
             facts = describe(name)
         except opt_lens.OptLensError as error:
-            errors.append(f"{name}: {error}")
+            errors.append(plain(f"{name}: {error}"))
             continue
         columns[name] = [_show_fact(key, facts.get(key)) for key in FACT_LABELS]
         parts += [{"model": name, "where": where, "parameters": count}

@@ -61,8 +61,26 @@ depth = (
     )
 )
 st.altair_chart(depth, width="stretch")
-st.caption(" · ".join(f"{model}: final guess “{agreement['final'][model]}”, top guess from depth "
-                      f"{agreement['settled'][model]:.2f} on" for model in agreement["final"]))
+st.caption("Both logit lenses at the last position, layer by layer on the same depth scale: each cell is that "
+           "layer's top guess, darker where it gives more probability to the model's final guess.")
+lens_base = alt.Chart(result.depth).encode(
+    x=alt.X("from:Q", title="depth (fraction of the layers)", scale=alt.Scale(domain=[0, 1])),
+    x2="to:Q",
+    y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=200)),
+    tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
+)
+lens_cells = lens_base.mark_rect(stroke="white").encode(
+    color=alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
+                    title="probability of final guess"),
+)
+lens_text = lens_base.mark_text(fontSize=11).encode(
+    x=alt.X("middle:Q"), text="guess:N",
+    color=alt.condition(alt.datum["probability of final guess"] > 0.5, alt.value("white"), alt.value("black")),
+)
+st.altair_chart((lens_cells + lens_text).properties(height=150), width="stretch")
+settled = app.settle_table(result)
+st.dataframe(settled, width="stretch", hide_index=True)
+app.csv_button(result.depth, "Download both depth curves as CSV", "depth_curves.csv")
 
 st.subheader("Heads that behave alike")
 st.caption("For each head of A, the head of B whose attention pattern on the shared tokens is most similar "

@@ -22,5 +22,5 @@ Everything you change (model, prompt, layer, head, page) is kept in the address 
 share exactly the view you are looking at.
 """
 )
-st.caption(f"Model in use: **{st.session_state.model}** · Memory this server allows: "
+st.caption(f"Model in use: **{app.plain(st.session_state.model)}** · Memory this server allows: "
            f"{app.format_bytes(app.memory_limit()[0])}")

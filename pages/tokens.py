@@ -14,9 +14,9 @@ name, prompt, _, cap = app.current()
 
 def show_chips(model_name, capture):
     if capture.truncated:
-        st.warning(f"The prompt has {capture.n_prompt_tokens} tokens; {model_name} reads at most "
+        st.warning(f"The prompt has {capture.n_prompt_tokens} tokens; {app.plain(model_name)} reads at most "
                    f"{capture.seq_len}, so the rest is cut off.")
-    st.markdown(f"**{model_name}**: {capture.seq_len} tokens")
+    st.markdown(f"**{app.plain(model_name)}**: {capture.seq_len} tokens")
     # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
     st.markdown(app.token_chips(capture.tokens, capture.input_ids.tolist()), unsafe_allow_html=True)
 

@@ -215,7 +215,7 @@ def test_offline_the_dropdown_still_lists_the_gpt2_family_and_says_it_needs_the_
 def test_architecture_adds_a_typed_model_id_or_says_why_not():
     at = open_page(app(), "pages/architecture.py")
     at.text_input[0].set_value("facebook/opt-2.7b").run()  # its config needs the Hub: a warning, the rest stays
-    assert not at.exception and any("facebook/opt-2.7b" in w.value for w in at.warning)
+    assert not at.exception and any("facebook/opt\\-2\\.7b" in w.value for w in at.warning)
     assert at.dataframe[0].value.columns.tolist() == ["demo/tiny-gpt2", "demo/tiny-opt"]
     at.text_input[0].set_value("<b>../x</b>").run()
     assert not at.exception and any("is not a model ID" in w.value for w in at.warning)
@@ -258,3 +258,12 @@ def test_the_budget_cache_evicts_the_least_recently_used_before_going_over():
     get("a", 4), get("b", 4), get("a", 4)  # "a" is used again: "b" is now the oldest
     get("c", 4)
     assert cache.keys() == ["a", "c"] and built == ["a", "b", "c"]
+
+
+def test_a_typed_model_id_is_quoted_as_text_not_as_markdown():
+    at = open_page(app(), "pages/predictions.py")
+    at.sidebar.selectbox[0].set_value("Type a model ID…").run()
+    at.sidebar.text_input[0].set_value("[click me](javascript:alert(1)) $x$").run()
+    assert not at.exception
+    shown = [e.value for e in at.sidebar.error]
+    assert shown and all("\\[click me\\]\\(javascript\\:alert\\(1\\)\\) \\$x\\$" in e for e in shown), shown
