@@ -360,6 +360,12 @@ def attention_frame(cap: opt_lens.Capture, layer: int, heads_: list[int], window
     return pd.concat(frames, ignore_index=True)
 
 
+def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> pd.DataFrame:
+    """How much one query token attends to each key up to itself."""
+    weights = cap.attention[layer, head, query, : query + 1].float().numpy()
+    return pd.DataFrame({"position": range(query + 1), "token": cap.tokens[: query + 1], "weight": weights})
+
+
 @st.cache_data(ttl=3600, max_entries=64, show_spinner="Scoring every head…")
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = model(name, ui=False), capture(name, prompt, ui=False)
@@ -373,8 +379,8 @@ def head_score_table(name: str, prompt: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
-def predictions_table(name: str, prompt: str, k: int) -> pd.DataFrame:
-    rows = opt_lens.top_k_next(model(name, ui=False), capture(name, prompt, ui=False), k=k)
+def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.DataFrame:
+    rows = opt_lens.top_k_next(model(name, ui=False), capture(name, prompt, ui=False), k=k, position=position)
     return pd.DataFrame([{"rank": p.rank, "token": p.token, "id": p.token_id, "probability": p.probability,
                           "logit": p.logit} for p in rows])
 

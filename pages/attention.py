@@ -51,6 +51,24 @@ st.altair_chart(heatmap, width="stretch")
 app.csv_button(frame.assign(layer=layer), "Download this head's attention as CSV",
                f"attention_layer{layer}_head{head}.csv")
 
+st.subheader("Where one token looks")
+st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
+labels = app.token_labels(cap)
+focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1])
+focus_row = app.attention_row(cap, layer, head, labels.index(focus))
+bars = (
+    alt.Chart(focus_row)
+    .mark_bar(color="#4c78a8")
+    .encode(
+        x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
+                axis=alt.Axis(labelOverlap=True, labelAngle=0)),
+        y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
+    )
+    .properties(title=f"Where “{focus}” looks · layer {layer} · head {head}", height=220)
+)
+st.altair_chart(bars, width="stretch")
+
 st.subheader(f"All {n_heads} heads of layer {layer}")
 small = min(end - start, 24)
 multiples = (

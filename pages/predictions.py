@@ -13,9 +13,17 @@ st.markdown(
 name, prompt, lm, cap = app.current()
 
 st.subheader("Next-token guesses")
-k = st.slider("How many guesses", 3, 30, 10)
-predictions = app.predictions_table(name, prompt, k)
-last_token = cap.tokens[-1]
+left, right = st.columns([1, 2])
+k = left.slider("How many guesses", 3, 30, 10)
+positions = app.token_labels(cap)
+after = right.select_slider("Guess what follows", options=positions, value=positions[-1],
+                            help="The last token is the real next-token guess; earlier ones show what the model "
+                                 "expected at that point of the prompt (compare with the token that really came).")
+position = positions.index(after)
+predictions = app.predictions_table(name, prompt, k, position)
+last_token = cap.tokens[position]
+if position < cap.seq_len - 1:
+    st.caption(f"The token that really came next: “{app.plain(cap.tokens[position + 1])}”.")
 bars = (
     alt.Chart(predictions)
     .mark_bar()

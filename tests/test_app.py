@@ -267,3 +267,18 @@ def test_a_typed_model_id_is_quoted_as_text_not_as_markdown():
     assert not at.exception
     shown = [e.value for e in at.sidebar.error]
     assert shown and all("\\[click me\\]\\(javascript\\:alert\\(1\\)\\) \\$x\\$" in e for e in shown), shown
+
+
+def test_predictions_after_an_earlier_token_and_the_focus_token_view():
+    at = open_page(app(prompt="The cat sat on the mat"), "pages/predictions.py")
+    slider = next(s for s in at.select_slider if s.label == "Guess what follows")
+    before = charts(at)[0].proto.spec
+    slider.set_value(slider.options[1]).run()
+    assert_clean(at)
+    assert charts(at)[0].proto.spec != before
+    assert any("really came next" in c.value for c in at.caption)
+    at = open_page(at, "pages/attention.py")
+    focus = next(s for s in at.select_slider if s.label == "Focus token (query)")
+    focus.set_value(focus.options[2]).run()
+    assert_clean(at)
+    assert any(chart_title(c).startswith("Where “2 ") for c in charts(at))
