@@ -529,8 +529,9 @@ def _show_fact(key: str, value) -> str:
     return str(value)
 
 
-def token_chips(tokens: list[str], ids: list[int]) -> str:
+def token_chips(cap: opt_lens.Capture) -> str:
     """Token chips as HTML; every piece of user text is escaped, so a prompt can never inject markup."""
+    tokens, ids = cap.tokens, cap.input_ids.tolist()
     chips = "".join(
         f'<span title="id {token_id}" style="display:inline-block;margin:2px;padding:2px 6px;border-radius:6px;'
         f'background:{"#e8eefc" if i % 2 else "#fdf0e0"};font-family:monospace;white-space:pre">'

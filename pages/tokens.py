@@ -18,7 +18,7 @@ def show_chips(model_name, capture):
                    f"{capture.seq_len}, so the rest is cut off.")
     st.markdown(f"**{app.plain(model_name)}**: {capture.seq_len} tokens")
     # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
-    st.markdown(app.token_chips(capture.tokens, capture.input_ids.tolist()), unsafe_allow_html=True)
+    st.markdown(app.token_chips(capture), unsafe_allow_html=True)
 
 
 show_chips(name, cap)

@@ -282,3 +282,27 @@ def test_predictions_after_an_earlier_token_and_the_focus_token_view():
     focus.set_value(focus.options[2]).run()
     assert_clean(at)
     assert any(chart_title(c).startswith("Where “2 ") for c in charts(at))
+
+
+def test_a_download_reports_its_progress_and_the_page_still_draws(monkeypatch):
+    import app_support
+
+    seen = []
+    real_load = opt_lens.load
+
+    def downloading_load(name, *, progress=None, allow_local=True):
+        assert allow_local is False and progress is not None  # the app never reads local folders
+        for done in (0, 1_000_000, 2_000_000):
+            progress(done, 2_000_000, "model.safetensors")
+            seen.append(done)
+        return real_load(name, allow_local=False)
+
+    monkeypatch.setattr(app_support.opt_lens, "load", downloading_load)
+    app_support._model_cache.clear()
+    try:
+        at = open_page(app(), "pages/predictions.py")
+        assert_clean(at)
+        assert seen == [0, 1_000_000, 2_000_000]
+        assert not at.get("progress")  # the bar is gone once the model is in memory
+    finally:
+        app_support._model_cache.clear()
