@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 import opt_lens
 from opt_lens import compare, heads
@@ -28,7 +27,11 @@ logger = logging.getLogger(__name__)
 # Streamlit treats a folder named pages/ as an old-style multipage app until some run calls st.navigation:
 # on a fresh server, a shared link to /attention would run that page alone, without streamlit_app.py.
 # Opt out once per process and restart that first run through the entry point.
-if PagesManager.uses_pages_directory:
+try:
+    from streamlit.runtime.pages_manager import PagesManager  # internal: guarded, the app runs without it
+except ImportError:  # pragma: no cover - a Streamlit that moved it
+    PagesManager = None
+if getattr(PagesManager, "uses_pages_directory", False):
     PagesManager.uses_pages_directory = False
     st.rerun()
 

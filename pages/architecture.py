@@ -44,12 +44,15 @@ app.csv_button(table, "Download the table as CSV", "architecture.csv", index=Tru
 st.subheader("Where the parameters live")
 st.caption("Embeddings include position embeddings and OPT-350m's projections; most of a large model's "
            "parameters sit in the MLPs, most of a small model's in the embeddings.")
+as_share = st.radio("Show", ["share of each model", "number of parameters"], horizontal=True) == "share of each model"
+x = (alt.X("parameters:Q", stack="normalize", title="share of parameters", axis=alt.Axis(format="%")) if as_share
+     else alt.X("parameters:Q", title="parameters", axis=alt.Axis(format="~s")))
 chart = (
     alt.Chart(parts)
     .mark_bar()
     .encode(
-        y=alt.Y("model:N", title=None),
-        x=alt.X("parameters:Q", stack="normalize", title="share of parameters", axis=alt.Axis(format="%")),
+        y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=250)),
+        x=x,
         color=alt.Color("where:N", title="part", scale=alt.Scale(scheme="tableau10")),
         tooltip=["model", "where", alt.Tooltip("parameters:Q", format=",")],
     )

@@ -306,3 +306,11 @@ def test_a_download_reports_its_progress_and_the_page_still_draws(monkeypatch):
         assert not at.get("progress")  # the bar is gone once the model is in memory
     finally:
         app_support._model_cache.clear()
+
+
+def test_parameter_chart_switches_between_shares_and_counts():
+    at = open_page(app(), "pages/architecture.py")
+    assert '"stack": "normalize"' in charts(at)[0].proto.spec
+    at.radio[0].set_value("number of parameters").run()
+    assert_clean(at)
+    assert '"stack": "normalize"' not in charts(at)[0].proto.spec
