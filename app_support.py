@@ -77,7 +77,12 @@ class BudgetCache:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            value = build()
+            try:
+                value = build()
+            except BaseException:
+                with self._lock:
+                    self._building.pop(key, None)
+                raise
             size = size_of(value)
             with self._lock:
                 self._make_room(size)

@@ -314,3 +314,16 @@ def test_parameter_chart_switches_between_shares_and_counts():
     at.radio[0].set_value("number of parameters").run()
     assert_clean(at)
     assert '"stack": "normalize"' not in charts(at)[0].proto.spec
+
+
+def test_a_failed_build_is_not_cached_and_can_be_retried():
+    import app_support
+
+    cache = app_support.BudgetCache(budget_bytes=10)
+
+    def fail():
+        raise opt_lens.OptLensError("no such model")
+
+    with pytest.raises(opt_lens.OptLensError):
+        cache.get("x", fail, lambda _: 1)
+    assert cache.keys() == [] and cache.get("x", lambda: "ok", lambda _: 1) == "ok"
