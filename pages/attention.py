@@ -88,6 +88,9 @@ if small < end - start:
     st.caption(f"The small maps show the last {small} tokens of the window.")
 
 st.subheader("What every head does")
+if cap.seq_len < 2:
+    st.info("Head scores need a prompt of at least two tokens.")
+    st.stop()
 scores = app.head_score_table(name, prompt)
 metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
                   horizontal=True, help="Induction is measured on random tokens repeated once; the others on your prompt.")

@@ -28,7 +28,7 @@ metrics[1].metric("KL(A‖B)", f"{agreement['KL(A‖B)']:.3f} nats", help="How s
 metrics[2].metric("KL(B‖A)", f"{agreement['KL(B‖A)']:.3f} nats")
 metrics[3].metric("Jensen-Shannon", f"{agreement['Jensen-Shannon']:.3f} nats", help="Symmetric; at most ln 2 ≈ 0.693.")
 columns = st.columns(2)
-for column, name, table in ((columns[0], name_a, result.next_a), (columns[1], name_b, result.next_b)):
+for column, side, name, table in ((columns[0], "A", name_a, result.next_a), (columns[1], "B", name_b, result.next_b)):
     chart = (
         alt.Chart(table.assign(shared=table.token.isin(agreement["shared"])))
         .mark_bar()
@@ -42,7 +42,7 @@ for column, name, table in ((columns[0], name_a, result.next_a), (columns[1], na
     )
     column.altair_chart(chart, width="stretch")
     with column:
-        app.csv_button(table, f"Download {name}'s guesses as CSV", f"next_tokens_{app.file_safe(name)}.csv")
+        app.csv_button(table, f"Download model {side}'s guesses as CSV", f"next_tokens_{app.file_safe(name)}.csv")
 st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agreement['shared vocabulary']:,} "
            f"pieces both vocabularies have; {name_a} puts {agreement['outside A']:.1%} and {name_b} "
            f"{agreement['outside B']:.1%} of its probability on pieces the other lacks (left out).")

@@ -327,3 +327,18 @@ def test_a_failed_build_is_not_cached_and_can_be_retried():
     with pytest.raises(opt_lens.OptLensError):
         cache.get("x", fail, lambda _: 1)
     assert cache.keys() == [] and cache.get("x", lambda: "ok", lambda _: 1) == "ok"
+
+
+@pytest.mark.parametrize(
+    "query, page",
+    [
+        ({"model_b": "demo/tiny-gpt2"}, "pages/compare.py"),  # one model against itself
+        ({"prompt": "a"}, "pages/attention.py"),  # a single token for GPT-2
+        ({"prompt": "a"}, "pages/compare.py"),
+        ({"prompt": "😀 Ωmega 中文 $x$ **b** [l](u)"}, "pages/compare.py"),
+        ({"prompt": "   "}, "pages/predictions.py"),
+    ],
+)
+def test_edge_cases_draw_without_errors(query, page):
+    at = open_page(app(**query), page)
+    assert_clean(at)
