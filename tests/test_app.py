@@ -128,7 +128,10 @@ def test_changing_layer_and_head_redraws_without_rerunning_the_model(monkeypatch
     assert_clean(at)
     assert chart_title(charts(at)[0]).endswith("layer 1 · head 3") and charts(at)[0].proto.spec != before
     assert at.query_params["layer"] == "1" and at.query_params["head"] == "3"
-    assert calls == []
+    for page in ("pages/predictions.py", "pages/tokens.py", "pages/attention.py"):  # nor does changing page
+        open_page(at, page)
+        assert_clean(at)
+    assert [lm.name for lm, _ in calls if lm.name == "demo/tiny-gpt2"] == []  # Tokens may run model B once
 
 
 def test_changing_the_model_changes_the_view():
