@@ -18,7 +18,6 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from opt_lens import compare, heads
 from opt_lens.hub import hub_reachable
 from opt_lens.memory import format_bytes, memory_limit
 
@@ -377,7 +376,7 @@ def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> p
 @st.cache_data(ttl=3600, max_entries=64, show_spinner="Scoring every head…")
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = model(name, ui=False), capture(name, prompt, ui=False)
-    scores = heads.head_scores(lm, cap)
+    scores = opt_lens.heads.head_scores(lm, cap)
     rows = []
     for metric, values in scores.as_dict().items():
         for layer in range(values.shape[0]):
@@ -424,9 +423,9 @@ class Comparison:
 def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison:
     lm_a, lm_b = model(name_a, ui=False), model(name_b, ui=False)
     cap_a, cap_b = capture(name_a, prompt, ui=False), capture(name_b, prompt, ui=False)
-    alignment = compare.align_tokens(cap_a, cap_b)
-    nxt = compare.compare_next_tokens(lm_a, cap_a, lm_b, cap_b, k=k)
-    curves = [compare.depth_curve(lm, cap) for lm, cap in ((lm_a, cap_a), (lm_b, cap_b))]
+    alignment = opt_lens.compare.align_tokens(cap_a, cap_b)
+    nxt = opt_lens.compare.compare_next_tokens(lm_a, cap_a, lm_b, cap_b, k=k)
+    curves = [opt_lens.compare.depth_curve(lm, cap) for lm, cap in ((lm_a, cap_a), (lm_b, cap_b))]
     # Each layer also gets a cell on the common depth scale: from half a layer before it to half a layer after.
     depth = pd.DataFrame([
         {"model": curve.model_name, "depth": d, "layer": i, "probability of final guess": p, "guess": g,
@@ -437,7 +436,7 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
     depth["middle"] = (depth["from"] + depth["to"]) / 2
     head_pairs = pd.DataFrame()
     if len(alignment.pairs) >= 2:
-        matches = compare.match_heads(cap_a, cap_b, alignment)
+        matches = opt_lens.compare.match_heads(cap_a, cap_b, alignment)
         head_pairs = pd.DataFrame([
             {f"head in {name_a}": f"L{a[0]}.H{a[1]}", f"best match in {name_b}": f"L{b[0]}.H{b[1]}", "similarity": s}
             for a, b, s in matches.top_pairs(12)
@@ -467,7 +466,7 @@ def settle_table(result: Comparison) -> pd.DataFrame:
     ])
 
 
-def _alignment_frame(alignment: compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:
+def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:
     """The alignment as a table; a token one model lacks (OPT's </s>) shows an empty cell, not 'None'."""
     table = pd.DataFrame(alignment.table())
     for side in "AB":
@@ -492,7 +491,7 @@ def csv_button(table: pd.DataFrame, label: str, file_name: str, *, index: bool =
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
 def aligned_tokens(name_a: str, name_b: str, prompt: str) -> pd.DataFrame:
     """Both tokenizations of the prompt, paired by the characters each token covers."""
-    alignment = compare.align_tokens(capture(name_a, prompt, ui=False), capture(name_b, prompt, ui=False))
+    alignment = opt_lens.compare.align_tokens(capture(name_a, prompt, ui=False), capture(name_b, prompt, ui=False))
     return _alignment_frame(alignment, name_a, name_b)
 
 

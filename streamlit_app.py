@@ -1,8 +1,19 @@
 """opt_lens: look inside small language models. The entry point: shared sidebar, then the chosen page."""
 
+import logging
+
 import streamlit as st
 
 import app_support as app
+
+# Failures reach students as short messages; the details go to the server log (Cloud: "Manage app").
+# The entry reruns on every interaction, so the handler is added once per process.
+for logger in (logging.getLogger("opt_lens"), logging.getLogger("app_support")):
+    if not any(isinstance(handler, logging.StreamHandler) for handler in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 st.set_page_config(page_title="opt_lens", page_icon=":material/search:", layout="wide")
 

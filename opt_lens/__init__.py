@@ -4,38 +4,48 @@
     cap = opt_lens.capture(lm, "The cat sat on the")
     cap.attention      # [layer, head, query, key]
     opt_lens.logit_lens(lm, cap, position=-1)  # [layer + 1, vocab]
+
+Names are imported on first use, so that ``import opt_lens`` (and the app's first page) does not wait
+for torch and transformers.
 """
 
+import importlib
 import logging
 
-from . import compare, heads
-from .architecture import Architecture, ModulePaths, describe
-from .capture import Capture, capture, capture_ids
 from .errors import OptLensError
-from .lens import LensMap, Prediction, logit_lens, logit_lens_map, readout, top_k_next
-from .loading import DEMO_MODELS, LoadedModel, describe_pretrained, load, validate_name
+from .names import DEMO_MODELS, validate_name
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = [
-    "DEMO_MODELS",
-    "Architecture",
-    "Capture",
-    "LensMap",
-    "LoadedModel",
-    "ModulePaths",
-    "OptLensError",
-    "Prediction",
-    "capture",
-    "compare",
-    "capture_ids",
-    "describe",
-    "describe_pretrained",
-    "heads",
-    "load",
-    "logit_lens",
-    "logit_lens_map",
-    "readout",
-    "top_k_next",
-    "validate_name",
-]
+_LAZY = {
+    "Architecture": "architecture",
+    "ModulePaths": "architecture",
+    "describe": "architecture",
+    "Capture": "capturing",
+    "capture": "capturing",
+    "capture_ids": "capturing",
+    "LensMap": "lens",
+    "Prediction": "lens",
+    "logit_lens": "lens",
+    "logit_lens_map": "lens",
+    "readout": "lens",
+    "top_k_next": "lens",
+    "LoadedModel": "loading",
+    "describe_pretrained": "loading",
+    "load": "loading",
+}
+# No submodule shares a name with a function above: importing it would replace the function on the package.
+_SUBMODULES = {"compare", "heads", "hub", "memory", "lens", "loading", "architecture", "tokens", "surgery", "capturing"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'opt_lens' has no attribute {name!r}")
+
+
+__all__ = ["DEMO_MODELS", "OptLensError", "compare", "heads", "validate_name", *_LAZY]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .capture import Capture
+from .capturing import Capture
 from .lens import LensMap, logit_lens_map
 from .tokens import _byte_decoder, display_tokens
 

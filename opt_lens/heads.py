@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .capture import Capture, capture_ids
+from .capturing import Capture, capture_ids
 
 
 def _from_second_query(attention: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .capture import Capture
+from .capturing import Capture
 from .surgery import get_module
 from .tokens import display_tokens
 

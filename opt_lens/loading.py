@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,12 @@ from . import hub
 from .architecture import Architecture, describe
 from .errors import OptLensError
 from .memory import format_bytes, memory_budget
+from .names import DEMO_MODELS, validate_name
 
 logger = logging.getLogger(__name__)
 
-DEMO_DIR = Path(__file__).parent / "demo_models"
-DEMO_MODELS = {"demo/tiny-gpt2": DEMO_DIR / "tiny-gpt2", "demo/tiny-opt": DEMO_DIR / "tiny-opt"}
 BYTES_PER_PARAM = 4  # weights are loaded in float32: CPU kernels and faithful numbers
 
-_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
-_HUB_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
 _CAUSAL_LM_CLASSES = {
     name for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for name in ((names,) if isinstance(names, str) else names)
 }
@@ -45,7 +41,7 @@ class LoadedModel:
     tokenizer: object
     arch: Architecture
     source: str  # "demo", "local" or "hub"
-    # One model object serves every student; captures on it take turns (see capture.py).
+    # One model object serves every student; captures on it take turns (see capturing.py).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __repr__(self) -> str:
@@ -54,22 +50,6 @@ class LoadedModel:
     @property
     def weights_bytes(self) -> int:
         return self.arch.n_params * BYTES_PER_PARAM
-
-
-def validate_name(name_or_path: str, *, allow_local: bool = True) -> str:
-    """Return the cleaned name or raise ``OptLensError`` saying what a valid name looks like."""
-    if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise OptLensError("Type a model name, for example gpt2 or facebook/opt-125m.")
-    name = name_or_path.strip()
-    if name in DEMO_MODELS:
-        return name
-    if re.match(r"^[a-z]+://", name, flags=re.IGNORECASE):
-        raise OptLensError("Paste the model's ID (like facebook/opt-125m), not a web address.")
-    if allow_local and Path(name).is_dir():
-        return name
-    if not _HUB_ID.match(name) or ".." in name or "--" in name:
-        raise OptLensError(f"'{name[:80]}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
-    return name
 
 
 def weights_fit(name: str, arch: Architecture) -> None:
@@ -176,7 +156,7 @@ def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str)
 
 def _self_check(lm: LoadedModel) -> None:
     """Refuse a model whose detected readout does not reproduce its own logits (the lens would lie)."""
-    from .capture import capture_ids
+    from .capturing import capture_ids
     from .lens import readout
 
     ids = torch.arange(min(4, lm.arch.vocab_size, lm.arch.max_positions))  # [seq]

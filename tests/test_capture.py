@@ -135,7 +135,7 @@ def test_long_prompt_attention_is_float16_within_1e_3(tiny_lm, monkeypatch):
     lm = tiny_lm("opt")
     exact = opt_lens.capture(lm, PROMPT)
     # opt_lens.capture is the function; the module holds the threshold.
-    monkeypatch.setattr(importlib.import_module("opt_lens.capture"), "FLOAT32_ATTENTION_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("opt_lens.capturing"), "FLOAT32_ATTENTION_BYTES", 0)
     compact = opt_lens.capture(lm, PROMPT)
     assert compact.attention.dtype == torch.float16
     assert (compact.attention.float() - exact.attention).abs().max() <= 1e-3
