@@ -16,24 +16,31 @@ from .capturing import Capture, capture_ids
 def _from_second_query(attention: torch.Tensor) -> torch.Tensor:
     assert attention.dim() == 4, f"expected [layer, head, query, key], got {tuple(attention.shape)}"
     assert attention.shape[-1] >= 2, "scores need at least two tokens"
-    return attention.float()[:, :, 1:]  # query 0 can only attend to itself
+    return attention[:, :, 1:]  # query 0 can only attend to itself
+
+
+# Long prompts store attention as float16; every score slices before converting, or works one layer at
+# a time, so scoring a 1024-token GPT-2 capture never makes a 600 MB float32 copy of it.
 
 
 def previous_token_scores(attention: torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean attention from each token (after the first) to the token just before it."""
     _from_second_query(attention)  # shape checks
-    return attention.float().diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)
+    return attention.diagonal(offset=-1, dim1=-2, dim2=-1).float().mean(-1)
 
 
 def first_token_scores(attention: torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean attention on position 0 (a resting place for heads with nothing to do)."""
-    return _from_second_query(attention)[..., 0].mean(-1)
+    return _from_second_query(attention)[..., 0].float().mean(-1)
 
 
 def entropy_scores(attention: torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean row entropy in nats; low = focused, ln(n) = spread evenly over n tokens."""
-    rows = _from_second_query(attention)
-    return -(rows * rows.clamp_min(1e-30).log()).sum(-1).mean(-1)
+    per_layer = []
+    for rows in _from_second_query(attention):
+        rows = rows.float()  # [head, query, key]
+        per_layer.append(-(rows * rows.clamp_min(1e-30).log()).sum(-1).mean(-1))
+    return torch.stack(per_layer)
 
 
 def induction_scores(attention: torch.Tensor, start: int, period: int) -> torch.Tensor:
@@ -42,7 +49,7 @@ def induction_scores(attention: torch.Tensor, start: int, period: int) -> torch.
     seq = attention.shape[-1]
     queries = torch.arange(start + period, min(start + 2 * period, seq))
     assert len(queries) > 0, "the sequence holds no second copy"
-    return attention.float()[:, :, queries, queries - period + 1].mean(-1)
+    return attention[:, :, queries, queries - period + 1].float().mean(-1)
 
 
 def duplicate_token_scores(attention: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -54,8 +61,8 @@ def duplicate_token_scores(attention: torch.Tensor, input_ids: torch.Tensor) -> 
     has_copy = earlier_copy.any(-1)
     if not has_copy.any():
         return torch.zeros(attention.shape[:2])
-    mass = (attention.float() * earlier_copy).sum(-1)  # [layer, head, query]
-    return mass[..., has_copy].mean(-1)
+    mass = torch.stack([(layer[:, has_copy].float() * earlier_copy[has_copy]).sum(-1) for layer in attention])
+    return mass.mean(-1)  # mass: [layer, head, query with a copy]
 
 
 def random_tokens(vocab_size: int, length: int, generator: torch.Generator, exclude_ids=()) -> torch.Tensor:
