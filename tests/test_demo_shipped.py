@@ -1,0 +1,113 @@
+"""The bundled demo models: small, offline, OPT's tokenizer conventions, and cards that report what the
+models measure."""
+
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import opt_lens
+from opt_lens import heads
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from measure_demo_models import measure  # noqa: E402
+
+DEMO_MODELS = opt_lens.DEMO_MODELS
+GRAMMAR_TEXT = (
+    "Alice saw a small cat in the garden. The dog sat on the mat. Bob gave the ball to Alice. "
+    "There were three cows on the farm. Emma and Bob went to the park with the dog."
+)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    loaded = {}
+
+    def get(name: str) -> opt_lens.LoadedModel:
+        if name not in loaded:
+            loaded[name] = opt_lens.load(name)
+        return loaded[name]
+
+    return get
+
+
+def card_figures(name: str) -> dict:
+    card = (DEMO_MODELS[name] / "README.md").read_text()
+    previous = re.search(r"previous-token head \*\*L(\d+)\.H(\d+)\*\*: [^0-9-]*?(-?\d+\.\d+)", card)
+    induction = re.search(r"induction head \*\*L(\d+)\.H(\d+)\*\*: (-?\d+\.\d+)", card)
+    assert previous and induction, f"{name}'s card names no previous-token/induction head"
+    return {"previous head": (int(previous[1]), int(previous[2])), "previous": float(previous[3]),
+            "induction head": (int(induction[1]), int(induction[2])), "induction": float(induction[3])}
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_folder_is_small_and_has_a_card(name):
+    folder = DEMO_MODELS[name]
+    size = sum(path.stat().st_size for path in folder.iterdir())
+    assert size <= 8 * 2**20, f"{name} takes {size:,} bytes"
+    for file in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"):
+        assert (folder / file).is_file(), f"{name} lacks {file}"
+    assert "toy" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_loads_offline_and_fast(name, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo models must load without the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    started = time.perf_counter()
+    lm = opt_lens.load(name)
+    assert lm.source == "demo" and time.perf_counter() - started < 2
+
+
+def test_tiny_opt_is_opt_shaped(demo):
+    lm = demo("demo/tiny-opt")
+    assert lm.arch.model_class == "OPTForCausalLM" and lm.arch.position_offset == 2
+    assert lm.arch.norm == "pre" and lm.arch.activation == "relu"
+    text = "The cat sat on the mat."
+    encoded = lm.tokenizer(text, return_offsets_mapping=True)
+    assert encoded["input_ids"][0] == 2, "OPT's tokenizer starts every text with </s>"
+    assert lm.tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<s>", "<pad>", "</s>", "<unk>"]
+    assert encoded["offset_mapping"][0] == (0, 0)
+    assert "".join(text[a:b] for a, b in encoded["offset_mapping"][1:]) == text
+
+
+def test_tiny_gpt2_is_gpt2_shaped(demo):
+    lm = demo("demo/tiny-gpt2")
+    assert lm.arch.model_class == "GPT2LMHeadModel" and lm.arch.activation == "gelu_new"
+    assert lm.arch.tied_embeddings and lm.arch.positional == "learned" and lm.arch.norm == "pre"
+    text = "The cat sat on the mat."
+    encoded = lm.tokenizer(text, return_offsets_mapping=True)
+    assert lm.tokenizer.convert_ids_to_tokens(encoded["input_ids"][:1]) == ["The"], "GPT-2 prepends nothing"
+    assert "".join(text[a:b] for a, b in encoded["offset_mapping"]) == text
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_model_continues_its_grammar_with_a_word(name, demo):
+    lm = demo(name)
+    best = opt_lens.top_k_next(lm, opt_lens.capture(lm, "The cat sat on the"), k=1)[0].token
+    assert best.startswith("␣") and best[1:].isalpha(), f"{name} continues 'The cat sat on the' with {best!r}"
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_the_card_reports_what_the_model_measures(name, demo):
+    figures = measure(demo(name))
+    card = card_figures(name)
+    assert card["previous head"] == figures.previous_token_head
+    assert card["previous"] == pytest.approx(figures.previous_token_score, abs=0.006)
+    assert card["induction head"] == figures.induction_head
+    assert card["induction"] == pytest.approx(figures.induction_score, abs=0.006)
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_previous_token_head_beats_even_attention(name, demo):
+    lm = demo(name)
+    cap = opt_lens.capture(lm, GRAMMAR_TEXT)
+    previous = heads.previous_token_scores(cap.attention)  # [layer, head]
+    even = sum(1 / (q + 1) for q in range(1, cap.seq_len)) / (cap.seq_len - 1)
+    assert previous[card_figures(name)["previous head"]] > 2 * even
