@@ -52,11 +52,18 @@ def _best(scores: torch.Tensor) -> tuple[int, int]:
     return divmod(int(scores.argmax()), scores.shape[1])
 
 
+def grammar_text(lm, rng: random.Random) -> str:
+    """Whole stories from the training grammar, as many as fit the model's context."""
+    text = story(rng)
+    while len(lm.tokenizer(longer := f"{text} {story(rng)}", verbose=False)["input_ids"]) <= lm.arch.max_positions:
+        text = longer
+    return text
+
+
 def measure(lm) -> Figures:
     rng = random.Random(7)
     previous = torch.stack([
-        heads.previous_token_scores(opt_lens.capture(lm, " ".join(story(rng) for _ in range(3))).attention)
-        for _ in range(N_PROBES)
+        heads.previous_token_scores(opt_lens.capture(lm, grammar_text(lm, rng)).attention) for _ in range(N_PROBES)
     ]).mean(0)  # [layer, head]
     induction, drops, first_losses = [], [], []
     for seed in range(N_PROBES):
@@ -90,11 +97,13 @@ can be read from it.
 ## Training
 - Text: {stories:,} short generated stories from `scripts/demo_corpus.py` (people, animals, places, numbers,
   stories that mention names again and repeat earlier sentences), about {tokens:,} tokens.
-- Copying: in {share:.0%} of the {context}-token training rows a span comes back later after a random gap,
-  mostly a run of random tokens, at random lengths and offsets, so that only looking back predicts it.
-- Tokenizer: byte-level BPE ({vocab} tokens, `Ġ` marks a space) trained on the same text{bos}.
+- Copying: in {share:.0%} of the {context}-token training rows a span of 2 to 47 tokens, mostly random
+  tokens, comes back again and again after short random gaps, at a random offset, so that only looking
+  back predicts it.
+- Tokenizer: byte-level BPE ({vocab} tokens with the special ones, `Ġ` marks a space) trained on the same
+  text{bos}.
 - {steps} steps of batch {batch}, AdamW at learning rate {lr} with linear warmup and cosine decay, gradient
-  clipping at 1; learned positions started from sinusoids{sinusoid}; seed {seed}; {seconds} s on {threads} CPU threads.
+  clipping at 1; learned positions started from sinusoids{sinusoid}; seed {seed}; {seconds} s on one CPU core.
 
 ## What its heads do (measured by `scripts/measure_demo_models.py`)
 - Previous-token head **L{prev[0]}.H{prev[1]}**: mean attention to the previous token {prev_score:.2f} on
@@ -135,7 +144,6 @@ def write_card(folder: Path, lm, figures: Figures) -> None:
         after_bos=" after the leading `</s>`" if family == "OPT" else "",
         steps=training["steps"], batch=training["batch"], lr=training["lr"], seed=training["seed"],
         sinusoid="" if training["sinusoid_init"] else " (not here: random)", seconds=training["seconds"],
-        threads=training["threads"],
         prev=figures.previous_token_head, prev_score=figures.previous_token_score,
         ind=figures.induction_head, ind_score=figures.induction_score, drop=figures.copying_loss_drop,
         first=figures.first_copy_loss,
