@@ -19,7 +19,7 @@ import streamlit as st
 
 import opt_lens
 from opt_lens.hub import hub_reachable
-from opt_lens.memory import format_bytes, memory_limit
+from opt_lens.memory import format_bytes, memory_limit, release_freed_memory, return_large_blocks_when_freed
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ if getattr(PagesManager, "uses_pages_directory", False):
     PagesManager.uses_pages_directory = False
     st.rerun()
 
+return_large_blocks_when_freed()
+
 DEMO_MODELS = list(opt_lens.DEMO_MODELS)
 GPT2_FAMILY = ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
 OPT_FAMILY = ["facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b"]
@@ -42,6 +44,9 @@ DEFAULT_PROMPT = "Alice went to the park. Bob gave the ball to Alice. Then Alice
 MAX_PROMPT_CHARS = 4000
 # Share of the memory limit that cached models and captures may hold; the rest is the server and the UI.
 MODEL_SHARE, CAPTURE_SHARE = 0.55, 0.15
+# The Compare page matches heads on the first tokens only: at 1024 tokens, both models' full attention would
+# take 700 MB and the matching 10 s, and 256 tokens are plenty to tell which patterns agree.
+HEAD_MATCH_TOKENS = 256
 
 
 # Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
@@ -142,7 +147,7 @@ def model(name: str, *, ui: bool = True) -> opt_lens.LoadedModel:
             )
         cache.make_room(needed)  # evict before loading, not after
         if not ui:
-            return opt_lens.load(name, allow_local=False)
+            return released(opt_lens.load(name, allow_local=False))
         bar = st.progress(0.0, text=f"Preparing {name}…")
 
         def progress(done: int, total: int, file_name: str) -> None:
@@ -151,19 +156,37 @@ def model(name: str, *, ui: bool = True) -> opt_lens.LoadedModel:
 
         try:
             with st.spinner(f"Loading {name} into memory…"):
-                return opt_lens.load(name, progress=progress, allow_local=False)
+                return released(opt_lens.load(name, progress=progress, allow_local=False))
         finally:
             bar.empty()
 
     return cache.get(name, build, lambda lm: lm.weights_bytes)
 
 
-def capture(name: str, prompt: str, *, ui: bool = True) -> opt_lens.Capture:
-    """The capture of ``prompt`` on model ``name``, shared read-only by everyone who asks for the same pair."""
+def released(value):
+    """``value``, after handing the memory freed while building it back to the system (models, captures)."""
+    release_freed_memory()
+    return value
+
+
+def capture(name: str, prompt: str, *, ui: bool = True, attention_prefix: int | None = None) -> opt_lens.Capture:
+    """The capture of ``prompt`` on model ``name``, shared read-only by everyone who asks for the same pair.
+
+    ``attention_prefix`` keeps the attention of the first tokens only (see ``opt_lens.capture``).
+    """
     lm = model(name, ui=ui)
     spinner = st.spinner(f"Running {name} on the prompt…") if ui else contextlib.nullcontext()
     with spinner:
-        return _capture_cache().get((name, prompt), lambda: opt_lens.capture(lm, prompt), lambda cap: cap.nbytes())
+        return _capture_cache().get(
+            (name, prompt, attention_prefix),
+            lambda: released(opt_lens.capture(lm, prompt, attention_prefix=attention_prefix)),
+            lambda cap: cap.nbytes(),
+        )
+
+
+def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:
+    """What the Compare page runs: both models on the prompt, attention kept for head matching only."""
+    return tuple(capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))
 
 
 def current() -> tuple[str, str, opt_lens.LoadedModel, opt_lens.Capture]:
@@ -417,12 +440,14 @@ class Comparison:
     agreement: dict
     depth: pd.DataFrame
     head_pairs: pd.DataFrame
+    head_tokens: int  # aligned tokens the head patterns were compared on
+    aligned_tokens: int
 
 
 @st.cache_data(ttl=3600, max_entries=32, show_spinner="Comparing the two models…")
 def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison:
     lm_a, lm_b = model(name_a, ui=False), model(name_b, ui=False)
-    cap_a, cap_b = capture(name_a, prompt, ui=False), capture(name_b, prompt, ui=False)
+    cap_a, cap_b = comparison_captures(name_a, name_b, prompt, ui=False)
     alignment = opt_lens.compare.align_tokens(cap_a, cap_b)
     nxt = opt_lens.compare.compare_next_tokens(lm_a, cap_a, lm_b, cap_b, k=k)
     curves = [opt_lens.compare.depth_curve(lm, cap) for lm, cap in ((lm_a, cap_a), (lm_b, cap_b))]
@@ -434,9 +459,10 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
         for i, (d, p, g) in enumerate(zip(curve.depth, curve.final_token_prob, curve.top_token))
     ])
     depth["middle"] = (depth["from"] + depth["to"]) / 2
-    head_pairs = pd.DataFrame()
+    head_pairs, head_tokens = pd.DataFrame(), 0
     if len(alignment.pairs) >= 2:
         matches = opt_lens.compare.match_heads(cap_a, cap_b, alignment)
+        head_tokens = matches.n_tokens
         head_pairs = pd.DataFrame([
             {f"head in {name_a}": f"L{a[0]}.H{a[1]}", f"best match in {name_b}": f"L{b[0]}.H{b[1]}", "similarity": s}
             for a, b, s in matches.top_pairs(12)
@@ -453,6 +479,8 @@ def comparison(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison
                    "final": {c.model_name: c.final_token for c in curves}},
         depth=depth,
         head_pairs=head_pairs,
+        head_tokens=head_tokens,
+        aligned_tokens=len(alignment.pairs),
     )
 
 

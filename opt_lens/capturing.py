@@ -36,7 +36,7 @@ class Capture:
     offsets: list[tuple[int, int]]  # character span of each token in `text`
     truncated: bool
     n_prompt_tokens: int  # before truncation
-    attention: torch.Tensor  # [layer, head, query, key]
+    attention: torch.Tensor  # [layer, head, query, key] over the first `attention_tokens` tokens
     resid: torch.Tensor  # [layer + 1, seq, d_model]: embeddings, then the output of each block
     final_hidden: torch.Tensor  # [seq, embed_dim]: what the unembedding reads (after final norm / project_out)
     next_logits: torch.Tensor  # [vocab]: the model's own logits at the last position
@@ -52,6 +52,11 @@ class Capture:
     @property
     def seq_len(self) -> int:
         return self.input_ids.shape[0]
+
+    @property
+    def attention_tokens(self) -> int:
+        """How many leading tokens ``attention`` covers: all, unless captured with an ``attention_prefix``."""
+        return self.attention.shape[-1]
 
     @property
     def logits(self) -> torch.Tensor:
@@ -78,8 +83,19 @@ class Capture:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def capture(lm, text: str, *, points: tuple[str, ...] = (), attention_dtype: torch.dtype | None = None) -> Capture:
-    """Tokenize ``text`` (truncating to the model's context) and capture one forward pass."""
+def capture(
+    lm,
+    text: str,
+    *,
+    points: tuple[str, ...] = (),
+    attention_dtype: torch.dtype | None = None,
+    attention_prefix: int | None = None,
+) -> Capture:
+    """Tokenize ``text`` (truncating to the model's context) and capture one forward pass.
+
+    ``attention_prefix=n`` keeps the attention among the first ``n`` tokens only: as attention is causal,
+    exactly the patterns a run on those ``n`` tokens gives, at a fraction of the memory of a long prompt's.
+    """
     tokenized = tokenize(lm.tokenizer, text, lm.arch.max_positions)
     return capture_ids(
         lm,
@@ -90,6 +106,7 @@ def capture(lm, text: str, *, points: tuple[str, ...] = (), attention_dtype: tor
         n_prompt_tokens=tokenized.n_prompt_tokens,
         points=points,
         attention_dtype=attention_dtype,
+        attention_prefix=attention_prefix,
     )
 
 
@@ -103,6 +120,7 @@ def capture_ids(
     n_prompt_tokens: int | None = None,
     points: tuple[str, ...] = (),
     attention_dtype: torch.dtype | None = None,
+    attention_prefix: int | None = None,
 ) -> Capture:
     """Capture a forward pass on token ids (for synthetic inputs such as repeated random tokens)."""
     arch = lm.arch
@@ -114,11 +132,13 @@ def capture_ids(
         raise OptLensError("There are no tokens to run.")
     if seq > arch.max_positions:
         raise OptLensError(f"{seq} tokens is more than this model's context of {arch.max_positions}.")
+    assert attention_prefix is None or attention_prefix > 0, f"attention_prefix must be positive, not {attention_prefix}"
+    kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is stored
     if attention_dtype is None:
-        full_bytes = arch.n_layers * arch.n_heads * seq * seq * 4
+        full_bytes = arch.n_layers * arch.n_heads * kept * kept * 4
         attention_dtype = torch.float32 if full_bytes <= FLOAT32_ATTENTION_BYTES else torch.float16
 
-    attention = torch.empty(arch.n_layers, arch.n_heads, seq, seq, dtype=attention_dtype)  # [layer, head, query, key]
+    attention = torch.empty(arch.n_layers, arch.n_heads, kept, kept, dtype=attention_dtype)  # [layer, head, query, key]
     resid = torch.empty(arch.n_layers + 1, seq, arch.d_model)  # [layer + 1, seq, d_model]
     extra = {point: torch.empty(arch.n_layers, seq, arch.d_model) for point in points}
     final_hidden: list[torch.Tensor] = []
@@ -152,7 +172,7 @@ def capture_ids(
             weights = output[1]  # [batch, head, query, key]
             if weights is None:
                 raise OptLensError("This model was not loaded with eager attention, so it returns no patterns.")
-            record("attention", layer, attention, weights)
+            record("attention", layer, attention, weights[:, :, :kept, :kept])
             if "attn_out" in extra:
                 record("attn_out", layer, extra["attn_out"], output[0])
 

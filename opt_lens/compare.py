@@ -286,8 +286,9 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------- heads
 
 
-# Cells (query, key) compared per block: bounds each [heads, cells] block to ~40 MB for 144 heads.
-_CELLS_PER_BLOCK = 2**15
+# Cells (query, key) compared per block: each [heads, cells] block of float64 is ~10 MB for 144 heads, and a
+# block's intermediates about four times that; larger blocks are no faster.
+_CELLS_PER_BLOCK = 2**13
 
 
 @dataclass(frozen=True)
@@ -314,10 +315,12 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
     The work grows as heads_a * heads_b * tokens**2 / 2: for GPT-2 against OPT-125m (144 x 144 heads) at 256
     aligned tokens, about 0.7 s of CPU time (0.4 s on two idle cores), sixteen times that at 1024.
     """
-    pairs = alignment.pairs
+    assert all(a < capture_a.seq_len and b < capture_b.seq_len for a, b in alignment.pairs), "alignment of other captures"
+    # Captures with an attention_prefix hold the patterns of their first tokens only: compare those.
+    kept_a, kept_b = capture_a.attention.shape[-1], capture_b.attention.shape[-1]
+    pairs = [(a, b) for a, b in alignment.pairs if a < kept_a and b < kept_b]
     assert len(pairs) >= 2, "need at least two aligned tokens to compare attention patterns"
     positions_a, positions_b = [a for a, _ in pairs], [b for _, b in pairs]
-    assert max(positions_a) < capture_a.seq_len and max(positions_b) < capture_b.seq_len, "alignment of other captures"
     # The causal shortcut in _aligned_rows needs the aligned tokens in the same order in both models.
     assert positions_a == sorted(positions_a) and positions_b == sorted(positions_b), "aligned pairs out of order"
     heads_a, heads_b = _head_labels(capture_a.attention), _head_labels(capture_b.attention)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -40,6 +43,44 @@ def process_rss_bytes() -> int:
         return resident_pages * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+# glibc's mallopt parameter number for the size from which a block gets pages of its own (malloc.h).
+_M_MMAP_THRESHOLD = -3
+
+
+def return_large_blocks_when_freed(threshold_bytes: int = 2**20) -> None:
+    """Give every block of ``threshold_bytes`` or more (activations, captured tensors) pages of its own, which go
+    back to the operating system the moment the block is freed.
+
+    By default glibc raises that threshold to the largest block freed so far (up to 32 MB), after which a
+    forward pass's activations land in heaps that stay resident after the pass. For a server that holds
+    models and captures for a whole class this matters more than the few page faults it costs; it is a
+    process-wide setting, so the app makes it, not the library. A no-op outside glibc.
+    """
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed after a forward pass back to the operating system.
+
+    glibc keeps freed blocks in per-thread heaps for reuse: after a 1024-token forward pass on a GPT-2-size
+    model that is about 100 MB of resident memory nobody uses, which a shared 2.7 GB server cannot spare.
+    A no-op where the C library has no ``malloc_trim`` (macOS, musl).
+    """
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def memory_limit() -> tuple[int, str]:

@@ -16,8 +16,7 @@ with left:
 with right:
     app.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
 name_a, name_b, prompt = st.session_state.model, st.session_state.model_b, st.session_state.prompt
-for name in (name_a, name_b):
-    app.capture(name, prompt)
+app.comparison_captures(name_a, name_b, prompt)
 result = app.comparison(name_a, name_b, prompt)
 
 st.subheader("Next token")
@@ -83,7 +82,9 @@ st.dataframe(settled, width="stretch", hide_index=True)
 app.csv_button(result.depth, "Download both depth curves as CSV", "depth_curves.csv")
 
 st.subheader("Heads that behave alike")
-st.caption("For each head of A, the head of B whose attention pattern on the shared tokens is most similar "
+shared_tokens = (f"the {result.aligned_tokens} shared tokens" if result.head_tokens == result.aligned_tokens
+                 else f"the first {result.head_tokens} of the {result.aligned_tokens} shared tokens")
+st.caption(f"For each head of A, the head of B whose attention pattern on {shared_tokens} is most similar "
            "(1 = identical). The twelve closest pairs:")
 if result.head_pairs.empty:
     st.info("The prompt is too short to compare attention patterns.")

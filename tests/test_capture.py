@@ -142,6 +142,21 @@ def test_long_prompt_attention_is_float16_within_1e_3(tiny_lm, monkeypatch):
     assert compact.nbytes() < exact.nbytes()
 
 
+@pytest.mark.parametrize("kind", FAITHFUL_KINDS)
+def test_attention_prefix_keeps_exactly_the_first_tokens_patterns(tiny_lm, kind):
+    lm = tiny_lm(kind)
+    full = opt_lens.capture(lm, PROMPT)
+    prefix = opt_lens.capture(lm, PROMPT, attention_prefix=7)
+    assert prefix.attention_tokens == 7 and full.attention_tokens == full.seq_len > 7
+    assert torch.equal(prefix.attention, full.attention[:, :, :7, :7])
+    assert torch.equal(prefix.resid, full.resid) and torch.equal(prefix.next_logits, full.next_logits)
+    # Causal attention: the first tokens' patterns are what a run on those tokens alone gives.
+    alone = opt_lens.capture_ids(lm, full.input_ids[:7])
+    assert torch.allclose(prefix.attention, alone.attention, atol=1e-6)
+    assert prefix.nbytes() < full.nbytes()
+    assert torch.equal(opt_lens.capture(lm, PROMPT, attention_prefix=10_000).attention, full.attention)
+
+
 def test_hooks_are_removed_after_success_and_failure(tiny_lm):
     lm = tiny_lm("gpt2")
 

@@ -218,6 +218,18 @@ def test_blocks_of_query_rows_add_up_to_the_whole(pair, monkeypatch):
     assert torch.allclose(compare.match_heads(a, b, alignment).similarity, whole.similarity, atol=1e-6)
 
 
+def test_heads_match_on_the_tokens_both_prefix_captures_hold(pair, tiny_lm):
+    gpt2, opt, a, b = pair
+    short_a = opt_lens.capture(gpt2, PROMPT, attention_prefix=6)
+    short_b = opt_lens.capture(opt, PROMPT, attention_prefix=9)
+    alignment = compare.align_tokens(short_a, short_b)
+    within = [(i, j) for i, j in alignment.pairs if i < 6 and j < 9]
+    matches = compare.match_heads(short_a, short_b, alignment)
+    assert matches.n_tokens == len(within) < len(alignment.pairs)
+    expected = compare.match_heads(a, b, SimpleNamespace(pairs=within))  # full captures, the same tokens
+    assert torch.allclose(matches.similarity, expected.similarity, atol=1e-6)
+
+
 def test_match_heads_is_fast_at_gpt2_size():
     seq = 256
     scores = torch.randn(12, 12, seq, seq, generator=torch.Generator().manual_seed(0))

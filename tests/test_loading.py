@@ -3,6 +3,8 @@
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,6 +165,37 @@ def test_memory_limit_override_and_fallbacks(monkeypatch):
     limit, source = memory.memory_limit()
     assert limit > 0 and memory.LIMIT_ENV not in source
     assert 0 <= memory.memory_budget().available_bytes <= limit
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FREED_TENSORS_SCRIPT = """
+import sys, torch
+from opt_lens import memory
+if sys.argv[1] == "return": memory.return_large_blocks_when_freed()
+large = torch.ones(30 * 2**20 // 4)  # left to itself, glibc now keeps blocks up to 30 MB in its heaps once freed
+del large
+before = memory.process_rss_bytes()
+block = torch.ones(16 * 2**20 // 4)  # written, so that its pages are resident
+grown = memory.process_rss_bytes() - before
+del block
+kept = memory.process_rss_bytes() - before
+memory.release_freed_memory()
+print(grown // 2**20, kept // 2**20, (memory.process_rss_bytes() - before) // 2**20)
+"""
+
+
+@pytest.mark.parametrize("policy", ["return", "glibc default"])
+def test_freed_tensors_go_back_to_the_system(policy):
+    # A fresh process: the setting is for a server's start, before its heaps hold free space.
+    done = subprocess.run([sys.executable, "-c", FREED_TENSORS_SCRIPT, policy], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    grown_mb, kept_mb, kept_after_trim_mb = map(int, done.stdout.split())
+    assert grown_mb >= 15
+    if policy == "return":
+        assert kept_mb <= 1, "a freed 16 MB tensor should leave no resident memory behind"
+    else:
+        assert kept_mb >= 15, "without the setting glibc keeps the block (else this test proves nothing)"
+    assert kept_after_trim_mb <= 1, "release_freed_memory hands the heaps' free pages back"
 
 
 class FakeHub:
