@@ -156,7 +156,9 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker]()), flush=True)
         return
     build_standins()
-    print(f"app speed and memory (torch threads default, OPT_LENS_MEMORY_LIMIT_MB={args.memory_limit_mb})\n")
+    print(f"app speed and memory (torch threads default, OPT_LENS_MEMORY_LIMIT_MB={args.memory_limit_mb}, "
+          f"Python {sys.executable}; run it in an environment made from requirements.txt alone, as the cloud has:\n"
+          f"packages that happen to be installed elsewhere, such as scipy, add to what transformers imports)\n")
 
     entry = run_worker("entry", args.memory_limit_mb)
     print(f"(b) entry page, first render before any model, fresh server process: {entry['first_run_s']:.2f} s "
@@ -170,8 +172,9 @@ def main() -> None:
               f"max {max(values):.0f} ms over {len(values)} reruns (target <= 150 ms) {values}")
 
     memory = run_worker("memory", args.memory_limit_mb)
-    print(f"(c) Compare page, gpt2 + opt-125m stand-ins, 1024 tokens: peak RSS {memory['peak_rss_mb'] / 1024:.2f} GB "
-          f"(target < 1.8 GB); RSS before the app {memory['rss_before_mb']:.0f} MB, after {memory['rss_after_mb']:.0f} MB; "
+    peak_bytes = memory["peak_rss_mb"] * 2**20
+    print(f"(c) Compare page, gpt2 + opt-125m stand-ins, 1024 tokens: peak RSS {memory['peak_rss_mb']:.0f} MiB = "
+          f"{peak_bytes / 1e9:.2f} GB = {peak_bytes / 2**30:.2f} GiB (target < 1.8 GB); RSS before the app {memory['rss_before_mb']:.0f} MB, after {memory['rss_after_mb']:.0f} MB; "
           f"models cached {memory['models_cached']}; messages shown: {memory['problems'] or 'none'}")
 
 

@@ -111,7 +111,7 @@ head_map = (
     alt.Chart(shown)
     .mark_rect()
     .encode(
-        x=alt.X("head:O", title="head"),
+        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("layer:O", title="layer", sort="descending"),
         color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
         tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],

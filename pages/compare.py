@@ -29,12 +29,12 @@ metrics[3].metric("Jensen-Shannon", f"{agreement['Jensen-Shannon']:.3f} nats", h
 columns = st.columns(2)
 for column, side, name, table in ((columns[0], "A", name_a, result.next_a), (columns[1], "B", name_b, result.next_b)):
     chart = (
-        alt.Chart(table.assign(shared=table.token.isin(agreement["shared"])))
+        alt.Chart(table.assign(guessed=table.token.isin(agreement["shared"]).map({True: "by both", False: "only here"})))
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", axis=alt.Axis(format="%")),
             y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color("shared:N", title="in both top-10", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#bab0ac"])),
+            color=alt.Color("guessed:N", title="in the top 10", scale=alt.Scale(domain=["by both", "only here"], range=["#4c78a8", "#bab0ac"])),
             tooltip=["token", alt.Tooltip("probability:Q", format=".2%")],
         )
         .properties(title=name, height=260)

@@ -12,7 +12,8 @@ import pytest
 import opt_lens
 from opt_lens import heads
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from measure_demo_models import measure  # noqa: E402
 
@@ -133,3 +134,13 @@ def test_the_app_head_scores_find_the_card_heads(name, demo):
 
 def best_head(scores) -> tuple[int, int]:
     return divmod(int(scores.argmax()), scores.shape[1])
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_the_project_readme_quotes_the_cards(name):
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{name}` |"))
+    card = card_figures(name)
+    for head, score in (("previous head", "previous"), ("induction head", "induction")):
+        layer, index = card[head]
+        assert f"L{layer}.H{index}, {card[score]:.2f}" in row, row
+    assert f"{card['copying drop']:.2f} nats" in row, row
