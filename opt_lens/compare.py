@@ -162,13 +162,25 @@ def _row(capture_a: Capture, capture_b: Capture, span: tuple[int, int], a: int |
 # ---------------------------------------------------------------------------------------- next token
 
 _SENTENCEPIECE_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class _EndOfText:
+    """What a tokenizer's end-of-text token means as a guess, whatever its name (GPT-2's ``<|endoftext|>``,
+    OPT's ``</s>``): the text ends here. Both models learnt it at the boundaries between documents."""
+
+    def __repr__(self) -> str:
+        return "END_OF_TEXT"
+
+
+END_OF_TEXT = _EndOfText()
 _meanings_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _meanings_lock = threading.Lock()
 
 
-def _meanings(tokenizer) -> list[bytes | str]:
-    """Per id, what the piece stands for: its bytes, or for a special token its own name (a str, which never
-    equals any bytes). Computed once per tokenizer: a vocabulary has ~50k pieces."""
+def _meanings(tokenizer) -> list[bytes | str | _EndOfText]:
+    """Per id, what the piece stands for: its bytes; END_OF_TEXT for the end-of-text token; for another special
+    token its own name (a str, which never equals any bytes). Computed once per tokenizer: a vocabulary has
+    ~50k pieces."""
     with _meanings_lock:
         if tokenizer not in _meanings_cache:
             logger.debug("Reading the %d pieces of %s", len(tokenizer), type(tokenizer).__name__)
@@ -177,7 +189,8 @@ def _meanings(tokenizer) -> list[bytes | str]:
             added = tokenizer.added_tokens_decoder  # tokens added to the vocabulary hold their literal text
             spell = _spelling([piece for token_id, piece in enumerate(pieces) if token_id not in added])
             _meanings_cache[tokenizer] = [
-                piece if token_id in special else piece.encode() if token_id in added else spell(piece)
+                END_OF_TEXT if token_id == tokenizer.eos_token_id
+                else piece if token_id in special else piece.encode() if token_id in added else spell(piece)
                 for token_id, piece in enumerate(pieces)
             ]
         return _meanings_cache[tokenizer]
@@ -216,18 +229,22 @@ def compare_next_tokens(lm_a, capture_a: Capture, lm_b, capture_b: Capture, k: i
     """Both models' next-token distributions after the whole prompt, matched by what each piece stands for.
 
     The shared support is the set of byte strings that ordinary (non-special) pieces of both vocabularies
-    spell; an id whose bytes the other vocabulary lacks, a special token, and padding ids beyond the tokenizer
-    lie outside it. KL and Jensen-Shannon are computed over the shared support with each distribution
+    spell, plus the end of the text (GPT-2's ``<|endoftext|>`` and OPT's ``</s>`` are the same guess); an id
+    whose bytes the other vocabulary lacks, another special token, and padding ids beyond the tokenizer lie
+    outside it. KL and Jensen-Shannon are computed over the shared support with each distribution
     renormalised over it (a model's probability for a string is the sum over its ids that spell it); the
     mass each model puts outside is reported beside them. The top-k lists are the models' own, specials
-    included, and the overlap counts the pieces (by bytes, specials by name) both lists contain.
+    included, and the overlap counts the pieces (by bytes, the end of text as one, other specials by name)
+    both lists contain.
     """
     assert k >= 1, f"k must be at least 1, got {k}"
     log_p_a = torch.log_softmax(capture_a.next_logits.double(), dim=-1)  # [vocab_a]
     log_p_b = torch.log_softmax(capture_b.next_logits.double(), dim=-1)  # [vocab_b]
     meanings_a = _meanings(lm_a.tokenizer)[: log_p_a.shape[0]]
     meanings_b = _meanings(lm_b.tokenizer)[: log_p_b.shape[0]]
-    shared = {m: i for i, m in enumerate(sorted(m for m in set(meanings_a) & set(meanings_b) if isinstance(m, bytes)))}
+    common = set(meanings_a) & set(meanings_b)
+    ordered = sorted(m for m in common if isinstance(m, bytes)) + [END_OF_TEXT] * (END_OF_TEXT in common)
+    shared = {m: i for i, m in enumerate(ordered)}
     assert shared, "the two vocabularies share no ordinary piece"
     q_a, outside_a = _on_support(log_p_a.exp(), meanings_a, shared)
     q_b, outside_b = _on_support(log_p_b.exp(), meanings_b, shared)

@@ -43,7 +43,8 @@ for column, side, name, table in ((columns[0], "A", name_a, result.next_a), (col
     with column:
         app.csv_button(table, f"Download model {side}'s guesses as CSV", f"next_tokens_{app.file_safe(name)}.csv")
 st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agreement['shared vocabulary']:,} "
-           f"pieces both vocabularies have; {name_a} puts {agreement['outside A']:.1%} and {name_b} "
+           "pieces both vocabularies have (GPT-2's `<|endoftext|>` and OPT's `</s>` both mean 'the text ends here' and "
+           f"count as one); {name_a} puts {agreement['outside A']:.1%} and {name_b} "
            f"{agreement['outside B']:.1%} of its probability on pieces the other lacks (left out).")
 
 st.subheader("When does each model settle?")

@@ -107,14 +107,15 @@ def test_next_token_divergences_by_hand():
     b = logits_of([0.3, 0.32, 0.08, 0.2, 0.06, 0.04])  # id 5: model padding beyond the tokenizer
     result = compare.compare_next_tokens(lm_a, a, lm_b, b, k=2)
 
-    # Shared support: "a", "b", " c". A leaves out <|endoftext|>; B leaves out "d", </s> and the padding id.
-    q_a = [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9]
-    q_b = [0.32 / 0.82, 0.2 / 0.82, 0.3 / 0.82]
+    # Shared support: "a", "b", " c" and the end of the text (A's <|endoftext|> is B's </s>).
+    # A leaves out nothing; B leaves out "d" and the padding id.
+    q_a = [0.5, 0.25, 0.15, 0.1]
+    q_b = [0.32 / 0.88, 0.2 / 0.88, 0.3 / 0.88, 0.06 / 0.88]
     kl = lambda p, q: sum(x * math.log(x / y) for x, y in zip(p, q))  # noqa: E731
     m = [(x + y) / 2 for x, y in zip(q_a, q_b)]
-    assert result.shared_vocabulary == 3
-    assert result.mass_outside_a == pytest.approx(0.1, abs=1e-12)
-    assert result.mass_outside_b == pytest.approx(0.18, abs=1e-12)
+    assert result.shared_vocabulary == 4
+    assert result.mass_outside_a == pytest.approx(0, abs=1e-12)
+    assert result.mass_outside_b == pytest.approx(0.12, abs=1e-12)
     assert result.kl_a_b == pytest.approx(kl(q_a, q_b), abs=1e-12)
     assert result.kl_b_a == pytest.approx(kl(q_b, q_a), abs=1e-12)
     assert result.js == pytest.approx(0.5 * kl(q_a, m) + 0.5 * kl(q_b, m), abs=1e-12)
@@ -123,7 +124,20 @@ def test_next_token_divergences_by_hand():
     assert result.shared_top == ["a"] and result.top_k_overlap == 0.5  # B's "<0x61>" is A's "a"
     everything = compare.compare_next_tokens(lm_a, a, lm_b, b, k=6)
     assert [token for token, _ in everything.top_b][-2:] == ["</s>", "<id 5>"]
-    assert everything.top_k_overlap == 3 / 6  # "a", "b" and " c"; neither special nor padding is shared
+    assert everything.top_k_overlap == 4 / 6  # "a", "b", " c" and the end of the text; not padding
+    assert everything.shared_top == ["a", "b", "␣c", "<|endoftext|>"]
+
+
+def test_only_the_end_of_text_special_is_shared():
+    lm_a = byte_level_lm({"a": 0, "<|endoftext|>": 1, "<pad>": 2}, "<|endoftext|>")
+    lm_b = byte_level_lm({"a": 0, "<pad>": 1, "</s>": 2}, "</s>")
+    for lm in (lm_a, lm_b):
+        lm.tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    result = compare.compare_next_tokens(lm_a, logits_of([0.5, 0.3, 0.2]), lm_b, logits_of([0.6, 0.1, 0.3]), k=3)
+    # The divergences compare "a" and the end of the text; <pad>, though named alike, is no guess of a text.
+    assert result.shared_vocabulary == 2
+    assert result.mass_outside_a == pytest.approx(0.2) and result.mass_outside_b == pytest.approx(0.1)
+    assert result.shared_top == ["a", "<|endoftext|>", "<pad>"]  # the top lists pair specials by name
 
 
 def test_kl_and_js_by_hand():
@@ -141,22 +155,24 @@ def test_model_against_itself_agrees_completely(pair):
     result = compare.compare_next_tokens(gpt2, a, gpt2, a, k=5)
     assert result.kl_a_b == 0 and result.kl_b_a == 0 and result.js == pytest.approx(0, abs=1e-15)
     assert result.top_k_overlap == 1.0 and result.top_a == result.top_b and len(result.shared_top) == 5
-    # Only <|endoftext|>, a special token, lies outside the compared support.
-    eos = torch.softmax(a.next_logits.double(), -1)[gpt2.tokenizer.eos_token_id].item()
-    assert result.mass_outside_a == pytest.approx(eos, rel=1e-9)
+    assert result.mass_outside_a == 0  # every piece, <|endoftext|> included, is on the compared support
 
 
 def test_gpt2_against_opt_matches_by_piece_not_id(pair):
     gpt2, opt, a, b = pair
     result = compare.compare_next_tokens(gpt2, a, opt, b, k=10)
-    assert result.shared_vocabulary == 50256  # GPT-2's vocabulary less <|endoftext|>
+    assert result.shared_vocabulary == 50257  # GPT-2's 50256 pieces and the end of the text
     assert result.top_a == [(p.token, pytest.approx(p.probability)) for p in opt_lens.top_k_next(gpt2, a, k=10)]
     assert result.top_k_overlap == len(result.shared_top) / 10
-    # This OPT's ordinary pieces have GPT-2's ids 0..50255; everything above is special or padding.
-    log_a = torch.log_softmax(a.next_logits.double()[:50256], -1)
-    log_b = torch.log_softmax(b.next_logits.double()[:50256], -1)
+    # This OPT's ordinary pieces have GPT-2's ids 0..50255; its </s> (end of text) stands for GPT-2's 50256.
+    eos_b = opt.tokenizer.eos_token_id
+    assert gpt2.tokenizer.eos_token_id == 50256 and eos_b > 50256
+    logits_b = b.next_logits.double()
+    log_a = torch.log_softmax(a.next_logits.double(), -1)
+    log_b = torch.log_softmax(torch.cat([logits_b[:50256], logits_b[eos_b:eos_b + 1]]), -1)
     assert result.kl_a_b == pytest.approx(float((log_a.exp() * (log_a - log_b)).sum()), rel=1e-9)
-    assert result.mass_outside_b == pytest.approx(torch.softmax(b.next_logits.double(), -1)[50256:].sum().item())
+    outside = torch.softmax(logits_b, -1)[50256:].sum() - torch.softmax(logits_b, -1)[eos_b]
+    assert result.mass_outside_b == pytest.approx(outside.item())
     assert 0 < result.js < math.log(2)
 
 

@@ -144,3 +144,23 @@ def test_the_project_readme_quotes_the_cards(name):
         layer, index = card[head]
         assert f"L{layer}.H{index}, {card[score]:.2f}" in row, row
     assert f"{card['copying drop']:.2f} nats" in row, row
+
+
+@pytest.mark.parametrize("name", list(DEMO_MODELS))
+def test_the_logit_lens_shows_copying_happen_in_the_last_block(name, demo):
+    lm = demo(name)
+    probe, start, period = heads.induction_probe(lm, length=30, seed=5, noise=3)
+    second_copy = list(range(start + period, probe.seq_len - 1))  # each predicts a token seen once already
+    lens = opt_lens.logit_lens_map(lm, probe, positions=second_copy)
+    copied = probe.input_ids[start + period + 1:]  # [position]
+    hits = (lens.top_ids == copied).float().mean(-1)  # [layer + 1]: share of positions whose top guess is the copy
+    assert hits[-1] >= 0.9 and hits[:-1].max() <= 0.1, f"{name}: {hits.tolist()}"
+
+
+def test_the_two_demo_models_previous_token_heads_match_each_other(demo):
+    gpt2, opt = demo("demo/tiny-gpt2"), demo("demo/tiny-opt")
+    cap_a, cap_b = opt_lens.capture(gpt2, GRAMMAR_TEXT), opt_lens.capture(opt, GRAMMAR_TEXT)
+    matches = opt_lens.compare.match_heads(cap_a, cap_b, opt_lens.compare.align_tokens(cap_a, cap_b))
+    head_a, head_b = card_figures("demo/tiny-gpt2")["previous head"], card_figures("demo/tiny-opt")["previous head"]
+    assert matches.heads_b[matches.best_b[matches.heads_a.index(head_a)]] == head_b
+    assert matches.top_pairs(1)[0][:2] == (head_a, head_b), matches.top_pairs(3)
