@@ -93,7 +93,7 @@ if cap.seq_len < 2:
     st.stop()
 scores = app.head_score_table(name, prompt)
 metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
-                  horizontal=True, help="Induction is measured on random tokens repeated once; the others on your prompt.")
+                  horizontal=True, key="head_metric", help="Induction is measured on random tokens repeated once; the others on your prompt.")
 st.caption({
     "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
     "induction": "On random tokens shown twice: attention from the second copy to the token after the first "

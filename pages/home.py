@@ -22,5 +22,14 @@ Everything you change (model, prompt, layer, head, page) is kept in the address 
 share exactly the view you are looking at.
 """
 )
+st.subheader("Things to try")
+columns = st.columns(len(app.EXPERIMENTS))
+for index, (column, experiment) in enumerate(zip(columns, app.EXPERIMENTS)):
+    with column.container(border=True, height="stretch", key=f"experiment-{index}"):
+        st.markdown(f"**{experiment.title}**")
+        st.caption(experiment.notice)
+        if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:"):
+            app.start_experiment(experiment)
+st.caption("Each one replaces the prompt in the sidebar and opens a page, on the model in use.")
 st.caption(f"Model in use: **{app.plain(st.session_state.model)}** · Memory this server allows: "
            f"{app.format_bytes(app.memory_limit()[0])}")

@@ -69,6 +69,19 @@ def test_every_page_runs_offline_on_the_demo_models(page):
     assert at.session_state.model == "demo/tiny-gpt2"  # the Hub is unreachable: demo defaults
 
 
+def test_the_start_page_offers_every_experiment_on_a_page_that_exists():
+    import app_support
+
+    at = app().run()
+    assert_clean(at)
+    assert [b.label for b in at.button if b.label == "Try it"] == ["Try it"] * len(app_support.EXPERIMENTS)
+    attention = open_page(app(), "pages/attention.py")
+    scores = next(radio for radio in attention.radio if radio.label == "Score").options
+    for experiment in app_support.EXPERIMENTS:
+        assert (ROOT / experiment.page).is_file() and experiment.title in " ".join(m.value for m in at.markdown)
+        assert experiment.head_metric in (None, *scores)
+
+
 def test_the_entry_point_registers_every_page():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     assert_clean(at)

@@ -148,6 +148,24 @@ def test_model_prompt_layer_and_head_follow_the_ui(page, server):
     screenshot(page, "tokens-opt-hello")
 
 
+def test_a_start_page_experiment_opens_its_page_prompt_and_best_head(page, server):
+    open_app(page, server)
+    card = page.locator('[class*="st-key-experiment-"]', has_text="A head that copies")
+    card.get_by_role("button", name="Try it").click()
+    wait_for_app(page)
+    assert title(page) == "Attention"
+    assert_clean(page, server)
+    prompt = page.locator('[data-testid="stSidebar"] textarea').first.input_value()
+    assert prompt.startswith("banana violin castle")
+    lm = opt_lens.load("demo/tiny-gpt2")
+    induction = opt_lens.heads.head_scores(lm, opt_lens.capture(lm, prompt)).induction  # [layer, head]
+    layer, head = divmod(int(induction.argmax()), induction.shape[1])
+    assert f"demo/tiny-gpt2 · layer {layer} · head {head}" in chart_titles(page)
+    assert f"layer={layer}" in page.url and f"head={head}" in page.url and "prompt=banana" in page.url
+    assert page.get_by_role("radio", name="induction").is_checked()
+    screenshot(page, "experiment-copying-head")
+
+
 def test_a_shared_url_restores_the_view(page, server):
     query = {"model": "demo/tiny-opt", "model_b": "demo/tiny-gpt2", "prompt": "The cat sat on the mat",
              "layer": "1", "head": "3"}
