@@ -48,13 +48,15 @@ st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agree
            f"{agreement['outside B']:.1%} of its probability on pieces the other lacks (left out).")
 
 st.subheader("When does each model settle?")
-st.caption("The logit lens at the last position on a common scale: 0 = embeddings, 1 = the model's output. "
+DEPTH_TITLE = "depth (share of the model's layers passed)"
+DEPTH_AXIS = alt.Axis(values=[0, 0.25, 0.5, 0.75, 1], format="%")
+st.caption("The logit lens at the last position on a common scale: 0 % = the embeddings, 100 % = the model's output. "
            "The line shows the probability each depth gives to the model's own final guess.")
 depth = (
     alt.Chart(result.depth)
     .mark_line(point=True)
     .encode(
-        x=alt.X("depth:Q", title="depth (fraction of the layers)", scale=alt.Scale(domain=[0, 1])),
+        x=alt.X("depth:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
         y=alt.Y("probability of final guess:Q", axis=alt.Axis(format="%")),
         color=alt.Color("model:N"),
         tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
@@ -64,7 +66,7 @@ st.altair_chart(depth, width="stretch")
 st.caption("Both logit lenses at the last position, layer by layer on the same depth scale: each cell is that "
            "layer's top guess, darker where it gives more probability to the model's final guess.")
 lens_base = alt.Chart(result.depth).encode(
-    x=alt.X("from:Q", title="depth (fraction of the layers)", scale=alt.Scale(domain=[0, 1])),
+    x=alt.X("from:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
     x2="to:Q",
     y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=200)),
     tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
