@@ -4,7 +4,8 @@
       switching layer or head on the Attention page (target <= 150 ms);
   (b) first render of the entry page before any model is needed (target <= 1.5 s);
   (c) peak resident memory with GPT-2-size and OPT-125m-size models both loaded and a 1024-token prompt
-      on the Compare page (target < 1.8 GB).
+      on the Compare page (target < 1.8 GB): in an AppTest process, and (c') in a real ``streamlit run``
+      server that Chromium opens at the Compare page's shared URL.
 
 The Hub is unreachable here, so random-weight stand-ins of gpt2 and facebook/opt-125m (real shapes,
 the genuine GPT-2 tokenizer) are saved once to artifacts/benchmark_models/ and put in place of the hub
@@ -131,7 +132,53 @@ def worker_memory() -> dict:
             "models_cached": app_support._model_cache().keys(), "problems": problems}
 
 
-WORKERS = {"interaction": worker_interaction, "entry": worker_entry, "memory": worker_memory}
+def _peak_rss_mb(pid: int) -> float:
+    """The high-water mark of a process's resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def worker_server_memory() -> dict:
+    """(c) again, through a real ``streamlit run`` server that Chromium opens at the shared URL."""
+    import urllib.parse
+
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import StreamlitServer, exception_texts, launch_chromium, main_text, wait_for_app
+
+    server = StreamlitServer(launcher=[__file__, SERVE_WITH_STANDINS])
+    try:
+        server.wait_healthy()
+        idle = _peak_rss_mb(server.process.pid)
+        query = {"model": "gpt2", "model_b": "facebook/opt-125m", "prompt": os.environ["BENCHMARK_PROMPT_1024"]}
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server.url}/compare?{urllib.parse.urlencode(query)}")
+            wait_for_app(page, timeout=900_000)
+            shown = "Heads that behave alike" in main_text(page)
+            problems = exception_texts(page)
+            browser.close()
+        return {"peak_rss_mb": _peak_rss_mb(server.process.pid), "idle_rss_mb": idle,
+                "page_complete": shown, "problems": problems}
+    finally:
+        server.stop()
+
+
+WORKERS = {"interaction": worker_interaction, "entry": worker_entry, "memory": worker_memory,
+           "server_memory": worker_server_memory}
+SERVE_WITH_STANDINS = "--serve-with-standins"
+
+
+def serve_with_standins() -> None:
+    """``streamlit run`` in this process, with the stand-ins in place of the hub names."""
+    from streamlit.web import cli
+
+    use_standins()
+    sys.argv = ["streamlit", *sys.argv[2:]]
+    sys.exit(cli.main())
 
 
 def run_worker(name: str, memory_limit_mb: int) -> dict:
@@ -147,6 +194,8 @@ def run_worker(name: str, memory_limit_mb: int) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == [SERVE_WITH_STANDINS]:
+        serve_with_standins()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=WORKERS)
     parser.add_argument("--memory-limit-mb", type=int, default=2700,
@@ -176,6 +225,13 @@ def main() -> None:
     print(f"(c) Compare page, gpt2 + opt-125m stand-ins, 1024 tokens: peak RSS {memory['peak_rss_mb']:.0f} MiB = "
           f"{peak_bytes / 1e9:.2f} GB = {peak_bytes / 2**30:.2f} GiB (target < 1.8 GB); RSS before the app {memory['rss_before_mb']:.0f} MB, after {memory['rss_after_mb']:.0f} MB; "
           f"models cached {memory['models_cached']}; messages shown: {memory['problems'] or 'none'}")
+
+    served = run_worker("server_memory", args.memory_limit_mb)
+    peak_bytes = served["peak_rss_mb"] * 2**20
+    print(f"(c') the same through `streamlit run` and Chromium: server peak RSS {served['peak_rss_mb']:.0f} MiB = "
+          f"{peak_bytes / 1e9:.2f} GB = {peak_bytes / 2**30:.2f} GiB (target < 1.8 GB); idle server "
+          f"{served['idle_rss_mb']:.0f} MiB; page complete: {served['page_complete']}; "
+          f"exceptions shown: {served['problems'] or 'none'}")
 
 
 if __name__ == "__main__":
