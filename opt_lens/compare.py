@@ -428,13 +428,6 @@ def lens_depth_curve(lens: LensMap, model_name: str = "", column: int = -1) -> D
     )
 
 
-def depth_curves(
-    lens_a: LensMap, lens_b: LensMap, names: tuple[str, str] = ("A", "B")
-) -> tuple[DepthCurve, DepthCurve]:
-    """Both models' curves at the last position of their lens maps, on the shared depth scale."""
-    return lens_depth_curve(lens_a, names[0]), lens_depth_curve(lens_b, names[1])
-
-
 def depth_curve(lm, capture: Capture, position: int = -1) -> DepthCurve:
     """One model's curve at ``position`` (default: the end of the prompt), reading only that position."""
     return lens_depth_curve(logit_lens_map(lm, capture, positions=[position]), lm.name)

@@ -281,7 +281,8 @@ def test_depth_curve_by_hand():
 
 def test_real_depth_curves_share_one_scale(pair):
     gpt2, opt, a, b = pair
-    curve_a, curve_b = compare.depth_curves(opt_lens.logit_lens_map(gpt2, a), opt_lens.logit_lens_map(opt, b))
+    curve_a = compare.lens_depth_curve(opt_lens.logit_lens_map(gpt2, a), gpt2.name)
+    curve_b = compare.lens_depth_curve(opt_lens.logit_lens_map(opt, b), opt.name)
     assert curve_a.depth == curve_b.depth == [0, 1 / 3, 2 / 3, 1]  # both tiny models have three blocks
     assert (curve_a.position, curve_b.position) == (a.seq_len - 1, b.seq_len - 1)
     assert curve_a.final_token == opt_lens.top_k_next(gpt2, a, k=1)[0].token == curve_a.top_token[-1]
