@@ -186,14 +186,26 @@ def capture(name: str, prompt: str, *, ui: bool = True, attention_prefix: int | 
 
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:
     """What the Compare page runs: both models on the prompt, attention kept for head matching only."""
-    return tuple(capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))
+    captures = tuple(capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))
+    if ui:
+        for name, cap in zip((name_a, name_b), captures):
+            warn_if_truncated(name, cap)
+    return captures
 
 
 def current() -> tuple[str, str, opt_lens.LoadedModel, opt_lens.Capture]:
-    """The sidebar's model and prompt, the loaded model, and its capture of the prompt."""
+    """The sidebar's model and prompt, the loaded model, and its capture of the prompt (saying if it was cut)."""
     name, prompt = st.session_state.model, st.session_state.prompt
     cap = capture(name, prompt)
+    warn_if_truncated(name, cap)
     return name, prompt, model(name), cap
+
+
+def warn_if_truncated(name: str, cap: opt_lens.Capture) -> None:
+    """Every view of a capture says so when the prompt was longer than the model's context."""
+    if cap.truncated:
+        st.warning(f"The prompt has {cap.n_prompt_tokens} tokens, but {plain(name)} reads at most {cap.seq_len}: "
+                   "what you see here is computed on the first ones only.", icon=":material/content_cut:")
 
 
 # ------------------------------------------------------------------------------------ URL and state

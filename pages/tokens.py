@@ -13,9 +13,6 @@ name, prompt, _, cap = app.current()
 
 
 def show_chips(model_name, capture):
-    if capture.truncated:
-        st.warning(f"The prompt has {capture.n_prompt_tokens} tokens; {app.plain(model_name)} reads at most "
-                   f"{capture.seq_len}, so the rest is cut off.")
     st.markdown(f"**{app.plain(model_name)}**: {capture.seq_len} tokens")
     # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
     st.markdown(app.token_chips(capture), unsafe_allow_html=True)
@@ -32,6 +29,7 @@ st.subheader("Two tokenizers on the same text")
 app.model_picker("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with GPT-2's.")
 other = st.session_state.model_b
 other_cap = app.capture(other, prompt)
+app.warn_if_truncated(other, other_cap)
 show_chips(other, other_cap)
 st.caption("Below, rows pair tokens that cover exactly the same characters; a token with no partner (like "
            "OPT's `</s>`, or a word the two tokenizers cut differently) has an empty cell on the other side.")

@@ -210,12 +210,20 @@ def test_prompt_with_markup_is_shown_as_text():
     assert at.sidebar.text_area[0].value == prompt
 
 
-def test_prompt_longer_than_the_context_warns_and_still_draws():
+def test_prompt_longer_than_the_context_warns_on_every_view_and_still_draws():
     at = open_page(app(prompt="The cat sat on the mat. " * 200), "pages/attention.py")
     assert_clean(at)
     assert at.slider, "a long prompt gets a window slider"
-    at = open_page(at, "pages/tokens.py")
-    assert any("cut off" in w.value for w in at.warning)
+    context = opt_lens.load("demo/tiny-gpt2").arch.max_positions
+    cut = [w.value for w in at.warning if f"reads at most {context}" in w.value]
+    assert len(cut) == 1 and "demo/tiny\\-gpt2" in cut[0], [w.value for w in at.warning]
+    expected = {"pages/predictions.py": 1, "pages/tokens.py": 2, "pages/compare.py": 2}  # one per model shown
+    for page, count in expected.items():
+        at = open_page(at, page)
+        assert_clean(at)
+        assert len([w for w in at.warning if "reads at most" in w.value]) == count, page
+    for page in ("pages/home.py", "pages/architecture.py"):  # no capture, no warning
+        assert not [w for w in open_page(at, page).warning if "reads at most" in w.value]
 
 
 def test_offline_the_dropdown_still_lists_the_gpt2_family_and_says_it_needs_the_hub():
