@@ -95,12 +95,20 @@ def launch_chromium(playwright):
 
 
 APP = '[data-testid="stApp"]'
+RUN_START_TIMEOUT = 1_500  # ms to wait for the script run an action requests to start
 
 
 def wait_for_app(page, timeout: float = 30_000) -> None:
     """Wait until the script run that an action started has finished and no element is left stale."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page.wait_for_selector(f'{APP}[data-test-connection-state="CONNECTED"]', timeout=timeout)
-    page.wait_for_timeout(150)  # the rerun a click or keypress requests starts asynchronously
+    # The rerun a click or keypress requests starts asynchronously, later on a busy machine: see it start
+    # (requested or running), unless it was over before we looked.
+    try:
+        page.wait_for_selector(f'{APP}:not([data-test-script-state="notRunning"])', timeout=RUN_START_TIMEOUT)
+    except PlaywrightTimeoutError:
+        pass
     page.wait_for_selector(f'{APP}[data-test-script-state="notRunning"]', timeout=timeout)
     page.wait_for_function(
         "() => document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=timeout
