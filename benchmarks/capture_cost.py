@@ -6,7 +6,7 @@ eager attention (which patterns need), ``opt_lens.capture``, and a capture whose
 then materialised; the ratios to the plain sdpa forward; the bytes the capture holds; and the peak resident memory a
 capture (and, for reference, a plain forward) adds while it runs.
 
-    python benchmarks/capture_cost.py [--lengths 64 256 1024] [--repeats 7]
+    python benchmarks/capture_cost.py [--lengths 64 256 1024] [--repeats 7] [--app-allocator]
 """
 
 from __future__ import annotations
@@ -110,7 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--app-allocator", action="store_true",
+                        help="first make the allocator setting the app makes (memory.return_large_blocks_when_freed)")
     args = parser.parse_args()
+    if args.app_allocator:
+        opt_lens.memory.return_large_blocks_when_freed()
+    print(f"allocator: {'the app setting' if args.app_allocator else 'glibc defaults'}")
     for label, (config, make_tokenizer) in MODELS.items():
         bench(label, config, make_tokenizer, args.lengths, args.repeats)
 
