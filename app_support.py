@@ -562,7 +562,7 @@ def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, na
         table[f"token {side}"] = table[f"token {side}"].fillna("")
         table[f"id {side}"] = [str(int(i)) if pd.notna(i) else "" for i in table[f"id {side}"]]
     # A token the tokenizer adds (OPT's </s>) covers no characters: say so rather than show a span "0-0".
-    added = [start == end for start, end in (span.split("-") for span in table["span"])]
+    added = [row.start == row.end for row in alignment.rows]  # table() gives one line per row, in order
     table.loc[added, "span"] = "added"
     return table.rename(columns={
         "token A": f"A: {name_a}", "token B": f"B: {name_b}", "id A": "id in A", "id B": "id in B",

@@ -193,6 +193,11 @@ def run_worker(name: str, memory_limit_mb: int) -> dict:
     return json.loads(lines[-1])
 
 
+def in_units(mib: float) -> str:
+    """A memory figure in MiB, decimal GB and GiB: the target's "GB" could be read either way."""
+    return f"{mib:.0f} MiB = {mib * 2**20 / 1e9:.2f} GB = {mib / 1024:.2f} GiB"
+
+
 def main() -> None:
     if sys.argv[1:2] == [SERVE_WITH_STANDINS]:
         serve_with_standins()
@@ -221,15 +226,13 @@ def main() -> None:
               f"max {max(values):.0f} ms over {len(values)} reruns (target <= 150 ms) {values}")
 
     memory = run_worker("memory", args.memory_limit_mb)
-    peak_bytes = memory["peak_rss_mb"] * 2**20
-    print(f"(c) Compare page, gpt2 + opt-125m stand-ins, 1024 tokens: peak RSS {memory['peak_rss_mb']:.0f} MiB = "
-          f"{peak_bytes / 1e9:.2f} GB = {peak_bytes / 2**30:.2f} GiB (target < 1.8 GB); RSS before the app {memory['rss_before_mb']:.0f} MB, after {memory['rss_after_mb']:.0f} MB; "
+    print(f"(c) Compare page, gpt2 + opt-125m stand-ins, 1024 tokens: peak RSS {in_units(memory['peak_rss_mb'])} "
+          f"(target < 1.8 GB); RSS before the app {memory['rss_before_mb']:.0f} MB, after {memory['rss_after_mb']:.0f} MB; "
           f"models cached {memory['models_cached']}; messages shown: {memory['problems'] or 'none'}")
 
     served = run_worker("server_memory", args.memory_limit_mb)
-    peak_bytes = served["peak_rss_mb"] * 2**20
-    print(f"(c') the same through `streamlit run` and Chromium: server peak RSS {served['peak_rss_mb']:.0f} MiB = "
-          f"{peak_bytes / 1e9:.2f} GB = {peak_bytes / 2**30:.2f} GiB (target < 1.8 GB); idle server "
+    print(f"(c') the same through `streamlit run` and Chromium: server peak RSS {in_units(served['peak_rss_mb'])} "
+          f"(target < 1.8 GB); idle server "
           f"{served['idle_rss_mb']:.0f} MiB; page complete: {served['page_complete']}; "
           f"exceptions shown: {served['problems'] or 'none'}")
 

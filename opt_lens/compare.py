@@ -334,8 +334,7 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
     """
     assert all(a < capture_a.seq_len and b < capture_b.seq_len for a, b in alignment.pairs), "alignment of other captures"
     # Captures with an attention_prefix hold the patterns of their first tokens only: compare those.
-    kept_a, kept_b = capture_a.attention.shape[-1], capture_b.attention.shape[-1]
-    pairs = [(a, b) for a, b in alignment.pairs if a < kept_a and b < kept_b]
+    pairs = [(a, b) for a, b in alignment.pairs if a < capture_a.attention_tokens and b < capture_b.attention_tokens]
     assert len(pairs) >= 2, "need at least two aligned tokens to compare attention patterns"
     positions_a, positions_b = [a for a, _ in pairs], [b for _, b in pairs]
     # The causal shortcut in _aligned_rows needs the aligned tokens in the same order in both models.

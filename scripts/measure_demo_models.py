@@ -48,7 +48,8 @@ class Figures:
                 f"copying loss drop {self.copying_loss_drop:.2f} nats from {self.first_copy_loss:.2f} (target >= 2)")
 
 
-def _best(scores: torch.Tensor) -> tuple[int, int]:
+def best_head(scores: torch.Tensor) -> tuple[int, int]:
+    """(layer, head) of the highest score in a ``[layer, head]`` map."""
     return divmod(int(scores.argmax()), scores.shape[1])
 
 
@@ -76,9 +77,9 @@ def measure(lm) -> Figures:
         first_losses.append(losses.first)
     induction = torch.stack(induction).mean(0)  # [layer, head]
     return Figures(
-        previous_token_head=_best(previous),
+        previous_token_head=best_head(previous),
         previous_token_score=float(previous.max()),
-        induction_head=_best(induction),
+        induction_head=best_head(induction),
         induction_score=float(induction.max()),
         copying_loss_drop=sum(drops) / len(drops),
         first_copy_loss=sum(first_losses) / len(first_losses),

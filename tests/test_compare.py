@@ -183,13 +183,13 @@ def test_head_similarity_by_hand():
     # A: one layer, two heads on three tokens. B: the same tokens after a </s> at position 0.
     previous = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0]])  # attends to the token before
     uniform = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]])
-    a = SimpleNamespace(attention=torch.stack([previous, uniform])[None], seq_len=3)  # [layer, head, query, key]
+    a = SimpleNamespace(attention=torch.stack([previous, uniform])[None], seq_len=3, attention_tokens=3)  # [layer, head, query, key]
     # B's head puts half of each row on </s>; over the aligned keys it is `uniform` again.
     with_bos = torch.zeros(4, 4)
     with_bos[:, 0] = 0.5
     with_bos[1:, 1:] = uniform / 2
     with_bos[0, 0] = 1
-    b = SimpleNamespace(attention=with_bos[None, None], seq_len=4)
+    b = SimpleNamespace(attention=with_bos[None, None], seq_len=4, attention_tokens=4)
     alignment = SimpleNamespace(pairs=[(0, 1), (1, 2), (2, 3)])
     matches = compare.match_heads(a, b, alignment)
     # previous vs uniform, per row TV: 0, 0.5, 2/3; similarity 1 - mean.
@@ -250,8 +250,8 @@ def test_match_heads_is_fast_at_gpt2_size():
     seq = 256
     scores = torch.randn(12, 12, seq, seq, generator=torch.Generator().manual_seed(0))
     attention = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), -math.inf).softmax(-1)
-    a = SimpleNamespace(attention=attention, seq_len=seq)
-    b = SimpleNamespace(attention=attention.flip(0, 1), seq_len=seq)  # the same heads in reverse order
+    a = SimpleNamespace(attention=attention, seq_len=seq, attention_tokens=seq)
+    b = SimpleNamespace(attention=attention.flip(0, 1), seq_len=seq, attention_tokens=seq)  # the same heads in reverse order
     start = time.perf_counter()
     matches = compare.match_heads(a, b, SimpleNamespace(pairs=[(i, i) for i in range(seq)]))
     # Under half a second on two idle cores; a loop over head pairs would take minutes.

@@ -16,7 +16,7 @@ from opt_lens import heads
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from measure_demo_models import measure  # noqa: E402
+from measure_demo_models import best_head, measure  # noqa: E402
 
 DEMO_MODELS = opt_lens.DEMO_MODELS
 GRAMMAR_TEXT = (
@@ -133,10 +133,6 @@ def test_the_app_head_scores_find_the_card_heads(name, demo):
         induction = heads.induction_scores(probe.attention, start, period)  # [layer, head]
         assert induction[card["induction head"]] >= 0.3, f"probe {length}/{noise}:\n{induction}"
         assert heads.copying_loss_drop(probe.logits, probe.input_ids, start, period) >= 2
-
-
-def best_head(scores) -> tuple[int, int]:
-    return divmod(int(scores.argmax()), scores.shape[1])
 
 
 @pytest.mark.parametrize("name", list(DEMO_MODELS))
