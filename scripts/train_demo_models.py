@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo_corpus import corpus  # noqa: E402
-from measure_demo_models import measure, write_card  # noqa: E402
+from measure_demo_models import best_head, measure, write_card  # noqa: E402
 
 import opt_lens  # noqa: E402
 from opt_lens import heads  # noqa: E402
@@ -166,7 +166,7 @@ def watch(model: torch.nn.Module, probe: Probe) -> str:
         heads.copying_loss_drop(logits, ids, probe.start, probe.period)
         for logits, ids in zip(out.logits, probe.repeated)
     ) / len(probe.repeated)
-    best_ind, best_prev = divmod(int(induction.argmax()), induction.shape[1]), divmod(int(previous.argmax()), previous.shape[1])
+    best_ind, best_prev = best_head(induction), best_head(previous)
     return (f"copy gain {gain:.2f} induction L{best_ind[0]}.H{best_ind[1]} {induction.max():.2f}"
             f" previous L{best_prev[0]}.H{best_prev[1]} {previous.max():.2f}")
 
