@@ -594,7 +594,7 @@ FACT_LABELS = {
     "max_positions": "Context length", "positional": "Positions", "position_offset": "Position offset",
     "norm": "LayerNorm placement", "activation": "Activation", "tied_embeddings": "Tied embeddings",
     "model_class": "transformers class", "detection": "Structure found by", "layers_path": "Layer list",
-    "attn_path": "Attention", "mlp_path": "MLP", "final_norm_path": "Final norm", "project_in_path": "Projection in",
+    "attn_path": "Attention", "attn_out_proj_path": "Heads mixed by", "mlp_path": "MLP", "final_norm_path": "Final norm", "project_in_path": "Projection in",
     "project_out_path": "Projection out", "unembed_path": "Unembedding", "embed_path": "Token embedding",
     "positions_path": "Position embedding",
 }

@@ -19,7 +19,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY = {
     "Architecture": "architecture",
-    "ModulePaths": "architecture",
+    "ModulePaths": "families",
     "describe": "architecture",
     "Capture": "capturing",
     "capture": "capturing",
@@ -35,7 +35,9 @@ _LAZY = {
     "load": "loading",
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
-_SUBMODULES = {"compare", "heads", "hub", "memory", "lens", "loading", "architecture", "tokens", "surgery", "capturing"}
+_SUBMODULES = {
+    "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
+}
 
 
 def __getattr__(name: str):

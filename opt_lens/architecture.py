@@ -8,6 +8,7 @@ Families without a description get a generic detection that finds the same parts
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -16,43 +17,16 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from .errors import OptLensError
-from .families import FAMILIES, Family
+from .families import FAMILIES, Family, ModulePaths
 from .surgery import find_module, get_module, path_of
 
 logger = logging.getLogger(__name__)
 
 _GENERIC_ATTN = ("self_attn", "attn", "attention", "self_attention")
+_GENERIC_ATTN_OUT_PROJ = ("o_proj", "out_proj", "c_proj", "dense")
 _GENERIC_MLP = ("mlp", "feed_forward", "ffn")
 _GENERIC_FINAL_NORM = ("norm", "ln_f", "final_layer_norm", "final_norm", "final_layernorm")
 _GENERIC_POSITIONS = ("wpe", "embed_positions", "position_embeddings")
-
-
-@dataclass(frozen=True)
-class ModulePaths:
-    """Native dotted paths of the canonical parts; ``attn`` and ``mlp`` are relative to one block."""
-
-    embed: str
-    blocks: str
-    attn: str
-    mlp: tuple[str, ...]
-    unembed: str
-    positions: str | None = None
-    final_norm: str | None = None
-    project_in: str | None = None
-    project_out: str | None = None
-
-    def block(self, layer: int) -> str:
-        return f"{self.blocks}.{layer}"
-
-    def attn_of(self, layer: int) -> str:
-        return f"{self.block(layer)}.{self.attn}"
-
-    def mlp_out_of(self, layer: int) -> str:
-        return f"{self.block(layer)}.{self.mlp[-1]}"
-
-    def readout(self) -> tuple[str, ...]:
-        """Modules that turn the last residual stream into logits, in the order the model applies them."""
-        return tuple(p for p in (self.final_norm, self.project_out, self.unembed) if p is not None)
 
 
 @dataclass(frozen=True)
@@ -87,6 +61,7 @@ class Architecture:
             positions_path=p.positions,
             layers_path=p.blocks,
             attn_path=f"{p.blocks}.N.{p.attn}",
+            attn_out_proj_path=f"{p.blocks}.N.{p.attn_out_proj}",
             mlp_path=" + ".join(f"{p.blocks}.N.{m}" for m in p.mlp),
             final_norm_path=p.final_norm,
             project_in_path=p.project_in,
@@ -140,14 +115,14 @@ def _describe_module(model: nn.Module, config: PretrainedConfig) -> Architecture
         n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
         d_model=d_model,
         d_head=getattr(config, "head_dim", None) or d_model // n_heads,
-        d_mlp=family.d_mlp(config) if family and family.d_mlp else _generic_d_mlp(config),
+        d_mlp=family.d_mlp(config) if family else _generic_d_mlp(config),
         vocab_size=unembed.weight.shape[0],
         n_params=sum(p.numel() for p in model.parameters()),  # parameters() yields tied weights once
         max_positions=config.max_position_embeddings,
         positional=_positional(model, config, positions),
         position_offset=getattr(positions, "offset", 0),
-        norm=family.norm(config) if family and family.norm else _generic_norm(paths),
-        activation=(family.activation(config) if family and family.activation else _generic_activation(config)),
+        norm=family.norm(config) if family else _generic_norm(paths),
+        activation=family.activation(config) if family else _generic_activation(config),
         tied_embeddings=unembed.weight is embed.weight,
         embed_dim=embed.weight.shape[1],
         paths=paths,
@@ -156,28 +131,25 @@ def _describe_module(model: nn.Module, config: PretrainedConfig) -> Architecture
 
 
 def _family_paths(model: nn.Module, family: Family) -> ModulePaths:
-    for required in (family.embed, family.blocks, family.unembed):
+    paths = family.paths
+    for required in (paths.embed, paths.blocks, paths.unembed):
         if find_module(model, required) is None:
             raise OptLensError(f"This {family.name} model has no '{required}' module, so it cannot be inspected.")
-    block0 = get_module(model, f"{family.blocks}.0")
-    for part in (family.attn, *family.mlp):
+    block0 = get_module(model, paths.block(0))
+    for part in (paths.attn, paths.attn_out_proj, *paths.mlp):
         if find_module(block0, part) is None:
             raise OptLensError(f"This {family.name} model's blocks have no '{part}' module.")
 
-    def optional(path: str | None) -> str | None:
+    def present(path: str | None) -> str | None:
         # OPT keeps project_in/project_out/final_layer_norm as attributes set to None when absent.
         return path if find_module(model, path) is not None else None
 
-    return ModulePaths(
-        embed=family.embed,
-        blocks=family.blocks,
-        attn=family.attn,
-        mlp=family.mlp,
-        unembed=family.unembed,
-        positions=optional(family.positions),
-        final_norm=optional(family.final_norm),
-        project_in=optional(family.project_in),
-        project_out=optional(family.project_out),
+    return dataclasses.replace(
+        paths,
+        positions=present(paths.positions),
+        final_norm=present(paths.final_norm),
+        project_in=present(paths.project_in),
+        project_out=present(paths.project_out),
     )
 
 
@@ -187,7 +159,7 @@ def _generic_paths(model: nn.Module, config: PretrainedConfig) -> ModulePaths:
     blocks = next(
         (name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers), None
     )
-    attn = mlp = None
+    attn = attn_out_proj = mlp = None
     if blocks is None:
         missing.append(f"a list of {n_layers} blocks")
     else:
@@ -195,6 +167,12 @@ def _generic_paths(model: nn.Module, config: PretrainedConfig) -> ModulePaths:
         attn = next((n for n in _GENERIC_ATTN if n in children), None)
         mlp = next((n for n in _GENERIC_MLP if n in children), None)
         missing += [what for what, found in (("attention", attn), ("MLP", mlp)) if found is None]
+        if attn is not None:
+            # Shallowest first: GPT-Neo nests its projection one level down (attn.attention.out_proj).
+            inside_attn = sorted((n for n, _ in children[attn].named_modules() if n), key=lambda n: n.count("."))
+            out_proj = next((n for n in inside_attn if n.rsplit(".", 1)[-1] in _GENERIC_ATTN_OUT_PROJ), None)
+            attn_out_proj = f"{attn}.{out_proj}" if out_proj else None
+            missing += ["attention output projection"] * (out_proj is None)
     input_embeddings = model.get_input_embeddings()
     output_embeddings = model.get_output_embeddings()
     embed = path_of(model, input_embeddings) if input_embeddings is not None else None
@@ -214,7 +192,8 @@ def _generic_paths(model: nn.Module, config: PretrainedConfig) -> ModulePaths:
         None,
     )
     return ModulePaths(
-        embed=embed, blocks=blocks, attn=attn, mlp=(mlp,), unembed=unembed, positions=positions, final_norm=final_norm
+        embed=embed, blocks=blocks, attn=attn, attn_out_proj=attn_out_proj, mlp=(mlp,), unembed=unembed,
+        positions=positions, final_norm=final_norm,
     )
 
 

@@ -72,6 +72,27 @@ def test_every_family_resolves_its_parts(kind):
     assert arch.param_breakdown["attention"] > 0 and arch.param_breakdown["mlp"] > 0
 
 
+@pytest.mark.parametrize("kind", sorted(tiny_models.CONFIGS))
+def test_the_attention_output_projection_is_what_the_attention_returns(kind):
+    """The detected projection is the last map of attention: what it outputs is the attention's output."""
+    model = tiny_models.build(kind)
+    arch = opt_lens.describe(model)
+    seen = {}
+    handles = []
+    for layer in range(arch.n_layers):
+        for name, path in (("attn", arch.paths.attn_of(layer)), ("proj", arch.paths.attn_out_proj_of(layer))):
+            handles.append(get_module(model, path).register_forward_hook(
+                lambda m, a, out, key=(name, layer): seen.__setitem__(key, out[0] if isinstance(out, tuple) else out)))
+    try:
+        with torch.no_grad():
+            model(torch.arange(5)[None])
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in range(arch.n_layers):
+        assert torch.equal(seen[("attn", layer)], seen[("proj", layer)]), (kind, layer)
+
+
 @pytest.mark.parametrize(
     "kind, detection, positional",
     [
