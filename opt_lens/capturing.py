@@ -58,6 +58,10 @@ class Capture:
         """How many leading tokens ``attention`` covers: all, unless captured with an ``attention_prefix``."""
         return self.attention.shape[-1]
 
+    def pattern(self, layer: int, head: int) -> torch.Tensor:
+        """``[query, key]`` float32: one head's attention pattern over the tokens ``attention`` covers."""
+        return self.attention[layer, head].float()  # [query, key]
+
     @property
     def logits(self) -> torch.Tensor:
         """``[seq, vocab]`` logits, computed on first use from ``final_hidden`` by the model's own unembedding.
@@ -100,7 +104,7 @@ def capture(
     return capture_ids(
         lm,
         tokenized.input_ids,
-        text=text,
+        text=tokenized.text,
         offsets=tokenized.offsets,
         truncated=tokenized.truncated,
         n_prompt_tokens=tokenized.n_prompt_tokens,

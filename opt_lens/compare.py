@@ -19,7 +19,7 @@ import torch
 
 from .capturing import Capture
 from .lens import LensMap, logit_lens_map
-from .tokens import _byte_decoder, display_tokens
+from .tokens import Tokenized, _byte_decoder, display_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class TokenAlignment:
         ]
 
 
-def _stretches(capture: Capture) -> dict[tuple[int, int], list[int]]:
+def _stretches(capture: Tokenized | Capture) -> dict[tuple[int, int], list[int]]:
     """Tokens grouped into stretches of whole characters: (start, end) -> positions.
 
     A byte-level BPE splits a multi-byte character (an emoji, most CJK) over tokens whose spans overlap, as
@@ -91,8 +91,9 @@ def _stretches(capture: Capture) -> dict[tuple[int, int], list[int]]:
     return stretches
 
 
-def align_tokens(capture_a: Capture, capture_b: Capture) -> TokenAlignment:
-    """Pair the tokens of two captures of one prompt that cover identical characters.
+def align_tokens(capture_a: Tokenized | Capture, capture_b: Tokenized | Capture) -> TokenAlignment:
+    """Pair the tokens of two tokenizations of one prompt (``opt_lens.tokens.tokenize``, or captures) that
+    cover identical characters: tokenization alone, no forward pass.
 
     A token covering whole characters pairs with the token of the other model that has the identical span.
     The pieces of split characters pair only where both models split that stretch into the same pieces
@@ -122,7 +123,7 @@ def align_tokens(capture_a: Capture, capture_b: Capture) -> TokenAlignment:
     return TokenAlignment(rows=[_row(capture_a, capture_b, span, a, b) for span, _, _, a, b in keyed])
 
 
-def _specials(capture: Capture) -> dict[tuple[tuple[int, int], str, int], int]:
+def _specials(capture: Tokenized | Capture) -> dict[tuple[tuple[int, int], str, int], int]:
     """Added special tokens by (where they sit, token, occurrence there) -> position: the same special at the
     same place (OPT's </s> before the prompt, in two OPT models) pairs up."""
     keyed: dict[tuple[tuple[int, int], str, int], int] = {}
@@ -135,7 +136,7 @@ def _specials(capture: Capture) -> dict[tuple[tuple[int, int], str, int], int]:
     return keyed
 
 
-def _anchor(capture: Capture, position: int) -> tuple[int, int]:
+def _anchor(capture: Tokenized | Capture, position: int) -> tuple[int, int]:
     """The token's span; for an added special token, the empty span where it sits (after the token before it)."""
     start, end = capture.offsets[position]
     if start != end:
@@ -144,7 +145,7 @@ def _anchor(capture: Capture, position: int) -> tuple[int, int]:
     return (before[-1],) * 2 if before else (0, 0)
 
 
-def _row(capture_a: Capture, capture_b: Capture, span: tuple[int, int], a: int | None, b: int | None) -> AlignedToken:
+def _row(capture_a: Tokenized | Capture, capture_b: Tokenized | Capture, span: tuple[int, int], a: int | None, b: int | None) -> AlignedToken:
     start, end = span
     return AlignedToken(
         start=start,

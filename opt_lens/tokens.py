@@ -74,10 +74,18 @@ def display_tokens(tokenizer, input_ids: list[int]) -> list[str]:
 
 @dataclass(frozen=True)
 class Tokenized:
+    """A prompt cut into a model's tokens: all the token views and the token alignment need, no forward pass."""
+
+    text: str
     input_ids: torch.Tensor  # [seq]
+    tokens: list[str]  # readable display strings, one per token
     offsets: list[tuple[int, int]]  # character span of each token in the prompt; (0, 0) for added specials
     truncated: bool
     n_prompt_tokens: int  # before truncation
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_ids.shape[0]
 
 
 def tokenize(tokenizer, text: str, max_tokens: int) -> Tokenized:
@@ -89,8 +97,11 @@ def tokenize(tokenizer, text: str, max_tokens: int) -> Tokenized:
     ids, offsets = list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
     if not ids:
         raise OptLensError("The prompt produced no tokens: type some text first.")
+    kept = ids[:max_tokens]
     return Tokenized(
-        input_ids=torch.tensor(ids[:max_tokens], dtype=torch.long),
+        text=text,
+        input_ids=torch.tensor(kept, dtype=torch.long),
+        tokens=display_tokens(tokenizer, kept),
         offsets=offsets[:max_tokens],
         truncated=len(ids) > max_tokens,
         n_prompt_tokens=len(ids),

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, models
 from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 
 import opt_lens
+import tiny_models
 from opt_lens import compare
 from opt_lens.lens import LensMap
 
@@ -81,6 +82,19 @@ def test_real_models_align_every_piece_but_opts_bos(pair):
     split = [row for row in alignment.rows if row.text in ("😀", "日", "本", "👩", "\u200d", "👧")]
     assert len(split) >= 6 and all(row.aligned for row in split), "pieces of split characters align one by one"
     assert len(alignment.table()) == a.seq_len + 1
+
+
+def test_tokenized_prompts_align_without_running_a_model():
+    """The real GPT-2 BPE and OPT's tokenizer (the same BPE plus a leading </s>), tokenized only."""
+    from opt_lens.tokens import tokenize
+
+    text = "The cat sat"
+    a = tokenize(tiny_models.gpt2_tokenizer(), text, max_tokens=64)
+    b = tokenize(tiny_models.opt_tokenizer(), text, max_tokens=64)
+    assert a.tokens == ["The", "␣cat", "␣sat"] and b.tokens == ["</s>", "The", "␣cat", "␣sat"]
+    alignment = compare.align_tokens(a, b)
+    assert alignment.pairs == [(0, 1), (1, 2), (2, 3)]
+    assert [(row.token_b, row.start, row.end) for row in alignment.unaligned] == [("</s>", 0, 0)]
 
 
 # ---------------------------------------------------------------------------------------- next token
