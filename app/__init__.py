@@ -11,4 +11,7 @@
 - ``experiments``: the guided experiments of the start page.
 - ``comparison``: what the Compare and Tokens pages show about two models side by side.
 - ``architecture_facts``: architecture facts of several models as one table.
+
+A new page is a script in pages/ that starts with ``frame.page_intro(title, what_it_shows)`` (which also
+lets a deep link reach it on a fresh server) and is listed in ``navigation.app_pages()``.
 """
