@@ -41,6 +41,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 _NETWORK_ERRORS = (httpx.TransportError, ConnectionError, TimeoutError, OSError)
+MAX_CONFIG_BYTES = 1_000_000  # real configs are a few kB; a larger one is refused unread
 
 
 @dataclass(frozen=True)

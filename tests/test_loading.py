@@ -1,8 +1,6 @@
 """Loading: demo names, local folders, the Hub (a stand-in on 127.0.0.1, see conftest.py), and every refusal."""
 
-import json
 import pickle
-import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_folders import copy_model, edit_config
 
 import opt_lens
 from opt_lens import hub, loading
@@ -56,17 +55,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(hub_unreachable):
     with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
         opt_lens.load("gpt2", allow_local=False)
     assert time.perf_counter() - start < 5
-
-
-def copy_model(tiny_folder, kind, destination: Path) -> Path:
-    shutil.copytree(tiny_folder(kind), destination)
-    return destination
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
 
 
 def test_remote_code_is_never_run(tiny_folder, tmp_path):
