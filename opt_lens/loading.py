@@ -204,6 +204,9 @@ def _first(sizes: dict[str, int], *keys: str) -> int | None:
 
 
 def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str) -> LoadedModel:
+    if not hub.has_tokenizer(path.name for path in folder.iterdir()):
+        # transformers would build an empty tokenizer, and every prompt would then have no tokens.
+        raise OptLensError(f"{name} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
     has_safetensors = any(folder.glob("*.safetensors"))
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -1,12 +1,16 @@
 """Hostile and careless input (issue 12): every case fails with an OptLensError, fast, naming what is wrong."""
 
+import json
 import logging
+import threading
+import time
 
 import pytest
+from huggingface_hub import constants as hub_constants
 from model_folders import config_folder, copy_model, edit_config
 
 import opt_lens
-from opt_lens import loading, memory
+from opt_lens import hub, loading, memory
 
 
 # --- OPT_LENS_MEMORY_LIMIT_MB -------------------------------------------------------------------------
@@ -104,6 +108,20 @@ REAL_CONFIGS = {
 }
 
 
+def test_a_config_bomb_on_the_hub_is_refused_before_any_weights_download(hub_answering, tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "bomb")
+    edit_config(folder, n_layer=20_000, n_embd=8, n_head=1)
+    hub_answering.add("someone/bomb", folder)
+    with pytest.raises(opt_lens.OptLensError, match="n_layer"):
+        opt_lens.load("someone/bomb")
+    assert not any("model.safetensors" in r for r in hub_answering.requests)
+    (folder / "config.json").write_text(json.dumps({"padding": "x" * 2_000_000}))
+    with pytest.raises(opt_lens.OptLensError, match="larger than any real model"):
+        opt_lens.describe_pretrained("someone/bomb")
+    config_gets = [r for r in hub_answering.requests if r.startswith("GET") and r.endswith("/config.json")]
+    assert len(config_gets) == 1  # the first load's; the 2 MB config was never fetched
+
+
 @pytest.mark.parametrize("name", REAL_CONFIGS)
 def test_the_largest_real_configs_pass_the_bounds(tmp_path, name):
     folder = config_folder(tmp_path, REAL_CONFIGS[name])
@@ -137,6 +155,16 @@ def test_names_the_file_system_cannot_take_get_a_clear_error(name):
     message.encode("utf-8")  # a message a browser can be sent: no lone surrogate echoed back
 
 
+# --- Missing tokenizer ------------------------------------------------------------------------------------
+
+def test_a_folder_without_tokenizer_files_is_refused_at_load(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    for file_name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (folder / file_name).unlink(missing_ok=True)
+    with pytest.raises(opt_lens.OptLensError, match="no tokenizer"):
+        opt_lens.load(str(folder))
+
+
 # --- auto_map on a known model type -------------------------------------------------------------------------
 
 def test_auto_map_on_a_known_model_type_is_ignored_with_a_warning(tiny_folder, tmp_path, caplog):
@@ -149,3 +177,45 @@ def test_auto_map_on_a_known_model_type_is_ignored_with_a_warning(tiny_folder, t
     assert type(lm.model).__name__ == "GPT2LMHeadModel" and not marker.exists()
     warnings = [r.getMessage() for r in caplog.records if "auto_map" in r.getMessage()]
     assert len(warnings) == 1 and str(folder) in warnings[0]
+
+
+# --- A Hub that never answers -------------------------------------------------------------------------------
+
+def test_the_hub_timeout_default_is_at_most_30_seconds():
+    assert 0 < hub.hub_timeout() <= 30
+
+
+def test_a_load_from_a_hanging_hub_fails_with_a_clear_message(hub_hanging, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_ETAG_TIMEOUT", 1)  # the setting hub_timeout() reads
+    start = time.perf_counter()
+    with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
+        opt_lens.load("facebook/opt-125m")
+    assert time.perf_counter() - start < 10  # was still waiting after 90 s
+
+
+def test_the_reachability_probe_gives_up_on_a_hanging_hub_within_seconds(hub_hanging):
+    start = time.perf_counter()
+    assert hub.hub_reachable() is False
+    assert time.perf_counter() - start < 5
+
+
+def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_ETAG_TIMEOUT", 5)
+    failures = []
+
+    def waiting_student():
+        try:
+            opt_lens.load("facebook/opt-125m")
+        except Exception as error:  # noqa: BLE001 - collected, so that the test can check what it was
+            failures.append(error)
+
+    waiting = threading.Thread(target=waiting_student)
+    waiting.start()
+    time.sleep(0.5)  # the first student's request is now with the hanging Hub
+    start = time.perf_counter()
+    lm = opt_lens.load("demo/tiny-gpt2")
+    took = time.perf_counter() - start
+    still_waiting = waiting.is_alive()
+    waiting.join(30)
+    assert lm.source == "demo" and still_waiting, f"the demo load took {took:.1f} s, until the hanging load gave up"
+    assert len(failures) == 1 and isinstance(failures[0], opt_lens.OptLensError)
