@@ -199,13 +199,12 @@ def test_the_reachability_probe_gives_up_on_a_hanging_hub_within_seconds(hub_han
     assert time.perf_counter() - start < 5
 
 
-def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging, monkeypatch):
-    monkeypatch.setattr(hub_constants, "HF_HUB_ETAG_TIMEOUT", 5)
+def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging):
     failures = []
 
     def waiting_student():
         try:
-            opt_lens.load("facebook/opt-125m")
+            opt_lens.load("facebook/opt-125m")  # waits the default timeout, 10 s
         except Exception as error:  # noqa: BLE001 - collected, so that the test can check what it was
             failures.append(error)
 
@@ -215,7 +214,7 @@ def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging, monk
     start = time.perf_counter()
     lm = opt_lens.load("demo/tiny-gpt2")
     took = time.perf_counter() - start
-    still_waiting = waiting.is_alive()
-    waiting.join(30)
-    assert lm.source == "demo" and still_waiting, f"the demo load took {took:.1f} s, until the hanging load gave up"
-    assert len(failures) == 1 and isinstance(failures[0], opt_lens.OptLensError)
+    assert lm.source == "demo" and waiting.is_alive(), f"the demo load took {took:.1f} s, until the other gave up"
+    hub_hanging.stop()  # the Hub hangs up: the waiting load ends now, as a network failure
+    waiting.join(10)
+    assert len(failures) == 1 and "Cannot reach the Hugging Face Hub" in str(failures[0])
