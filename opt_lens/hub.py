@@ -1,8 +1,8 @@
 """Fetch a model from the Hugging Face Hub in two steps: its config first, its weights only once they fit.
 
 Every Hub failure becomes an ``OptLensError`` a student can read, and the cause goes to the log with its
-traceback. Every request has a timeout (``HF_HUB_ETAG_TIMEOUT``, 10 s unless set), so a Hub that never
-answers costs a student seconds, not minutes. A model downloaded before loads from the local cache, found
+traceback. Every request has a timeout (``HF_HUB_ETAG_TIMEOUT``, 10 s unless set, for the listing and
+each file's metadata), so a Hub that never answers costs a student seconds, not minutes. A model downloaded before loads from the local cache, found
 with huggingface_hub's own cache scan, when the Hub cannot be reached.
 """
 
@@ -97,7 +97,10 @@ def _refusal(repo_id: str, error: Exception, file_name: str | None = None) -> Op
     elif isinstance(error, HfHubHTTPError):
         message = f"The Hugging Face Hub refused the request for {repo_id} (HTTP {status}); try again later."
     elif isinstance(error, (*_NETWORK_ERRORS, LocalEntryNotFoundError)):
-        message = f"Cannot reach the Hugging Face Hub to download {repo_id}; check the connection. The demo models work offline."
+        message = (
+            f"Cannot reach the Hugging Face Hub to download {repo_id}; check the connection. "
+            "The demo models work offline."
+        )
     elif isinstance(error, OSError) and error.errno == errno.ENOSPC:
         message = f"The disk is full, so {repo_id} could not be saved: free space in the model cache and try again."
     elif isinstance(error, OSError):
@@ -109,7 +112,8 @@ def _refusal(repo_id: str, error: Exception, file_name: str | None = None) -> Op
 
 
 def _cached_snapshot(repo_id: str, network_error: Exception) -> Snapshot:
-    with_config = [r for r in _cached_revisions(repo_id) if "config.json" in _files(r)]
+    revisions = [revision for repo in _cached_repos() if repo.repo_id == repo_id for revision in repo.revisions]
+    with_config = [r for r in revisions if "config.json" in _files(r)]
     revision = _preferred([r for r in with_config if _loadable_files(_files(r))]) or _preferred(with_config)
     if revision is None:
         raise _refusal(repo_id, network_error) from network_error
@@ -207,16 +211,16 @@ def cached_models() -> list[CachedModel]:
     from .loading import check_config_file  # loading imports this module
 
     found = []
-    for repo_id in sorted({repo.repo_id for repo in _cached_repos()}):
-        revision = _preferred([r for r in _cached_revisions(repo_id) if _loadable_files(_files(r))])
+    for repo in sorted(_cached_repos(), key=lambda repo: repo.repo_id):
+        revision = _preferred([r for r in repo.revisions if _loadable_files(_files(r))])
         if revision is None:
             continue
         try:
-            check_config_file(repo_id, revision.snapshot_path / "config.json")
+            check_config_file(repo.repo_id, revision.snapshot_path / "config.json")
         except OptLensError as refused:
-            logger.info("Not offering the cached %s: %s", repo_id, refused)
+            logger.info("Not offering the cached %s: %s", repo.repo_id, refused)
             continue
-        found.append(CachedModel(repo_id, revision.commit_hash, revision.snapshot_path, revision.size_on_disk))
+        found.append(CachedModel(repo.repo_id, revision.commit_hash, revision.snapshot_path, revision.size_on_disk))
     return found
 
 
@@ -229,10 +233,6 @@ def _cached_repos() -> list[CachedRepoInfo]:
         logger.warning("Could not read the Hugging Face cache at %s", constants.HF_HUB_CACHE, exc_info=error)
         return []
     return [repo for repo in cache.repos if repo.repo_type == "model"]
-
-
-def _cached_revisions(repo_id: str) -> list[CachedRevisionInfo]:
-    return [revision for repo in _cached_repos() if repo.repo_id == repo_id for revision in repo.revisions]
 
 
 def _files(revision: CachedRevisionInfo) -> set[str]:
