@@ -1,16 +1,16 @@
-"""Loading: demo names, local folders, the Hub (faked: it is unreachable here), and every refusal."""
+"""Loading: demo names, local folders, the Hub (a stand-in on 127.0.0.1, see conftest.py), and every refusal."""
 
-import json
+import errno
+import logging
 import pickle
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
+from model_folders import copy_model, edit_config
 
 import opt_lens
 from opt_lens import hub, loading
@@ -52,22 +52,11 @@ def test_loaded_model_is_eval_float32_eager(tiny_lm):
     assert lm.weights_bytes == lm.arch.n_params * 4
 
 
-def test_unreachable_hub_fails_fast_with_a_clear_message():
+def test_unreachable_hub_fails_fast_with_a_clear_message(hub_unreachable):
     start = time.perf_counter()
-    with pytest.raises(opt_lens.OptLensError, match="Hub"):
+    with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
         opt_lens.load("gpt2", allow_local=False)
     assert time.perf_counter() - start < 5
-
-
-def copy_model(tiny_folder, kind, destination: Path) -> Path:
-    shutil.copytree(tiny_folder(kind), destination)
-    return destination
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
 
 
 def test_remote_code_is_never_run(tiny_folder, tmp_path):
@@ -198,63 +187,74 @@ def test_freed_tensors_go_back_to_the_system(policy):
     assert kept_after_trim_mb <= 1, "release_freed_memory hands the heaps' free pages back"
 
 
-class FakeHub:
-    """Serves a local model folder as if it were a Hub repository, recording what was downloaded."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.downloaded: list[str] = []
-
-    def model_info(self, repo_id, files_metadata=False):
-        siblings = [SimpleNamespace(rfilename=p.name, size=p.stat().st_size) for p in self.folder.iterdir()]
-        return SimpleNamespace(sha="0" * 40, siblings=siblings)
-
-    def hf_hub_download(self, repo_id, file_name, revision=None, tqdm_class=None, local_files_only=False):
-        self.downloaded.append(file_name)
-        path = self.folder / file_name
-        if tqdm_class is not None:
-            with tqdm_class(total=path.stat().st_size, disable=True) as bar:
-                bar.update(path.stat().st_size)
-        return str(path)
-
-
-@pytest.fixture
-def fake_hub(tiny_folder, tmp_path, monkeypatch):
-    served = FakeHub(copy_model(tiny_folder, "opt", tmp_path / "snapshot"))
-    monkeypatch.setattr(hub, "HfApi", lambda: served)
-    monkeypatch.setattr(hub, "hf_hub_download", served.hf_hub_download)
-    return served
-
-
-def test_hub_download_reports_progress_and_loads(fake_hub):
+def test_hub_download_reports_progress_and_loads(hub_answering):
     events = []
-    lm = opt_lens.load("facebook/opt-tiny", progress=lambda done, total, name: events.append((done, total, name)))
-    assert lm.source == "hub" and lm.name == "facebook/opt-tiny"
-    assert fake_hub.downloaded[0] == "config.json" and "model.safetensors" in fake_hub.downloaded
+    lm = opt_lens.load("someone/tiny-opt", progress=lambda done, total, name: events.append((done, total, name)))
+    assert lm.source == "hub" and lm.name == "someone/tiny-opt"
+    gets = [r.rsplit("/", 1)[-1] for r in hub_answering.requests if r.startswith("GET") and "/resolve/" in r]
+    assert gets[0] == "config.json" and "model.safetensors" in gets
     totals = {total for _, total, _ in events}
     assert len(totals) == 1 and events[-1][0] == totals.pop()
     assert [done for done, _, _ in events] == sorted(done for done, _, _ in events)
 
 
-def test_hub_model_too_large_is_refused_before_downloading_weights(fake_hub, monkeypatch):
+def test_hub_model_too_large_is_refused_before_downloading_weights(hub_answering, monkeypatch):
     monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")
     with pytest.raises(opt_lens.OptLensError, match="needs about"):
-        opt_lens.load("facebook/opt-tiny")
-    assert fake_hub.downloaded == ["config.json"]
+        opt_lens.load("someone/tiny-opt")
+    gets = [r.rsplit("/", 1)[-1] for r in hub_answering.requests if r.startswith("GET") and "/resolve/" in r]
+    assert gets == ["config.json"]
 
 
-def test_hub_errors_become_clear_messages(monkeypatch):
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+@pytest.mark.parametrize(
+    "status, headers, message",
+    [
+        (404, {"X-Error-Code": "RepoNotFound"}, "no model called"),
+        (403, {"X-Error-Code": "GatedRepo"}, "gated"),
+        (401, {"X-Error-Message": "Invalid credentials in Authorization header"}, "HF_TOKEN"),
+        (429, {}, "try again in a minute"),
+        (500, {}, "HTTP 500"),
+    ],
+)
+def test_hub_errors_become_clear_messages_and_keep_their_cause_in_the_log(hub_answering, caplog, status, headers, message):
+    hub_answering.fail_with = (status, headers)
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match=message) as error:
+            opt_lens.load("someone/tiny-opt")
+    assert "connection" not in str(error.value)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert str(status) in str(record.exc_info[1]) and record.getMessage() == str(error.value)
 
-    response = SimpleNamespace(status_code=404, headers={}, request=None, url="")
-    for error, message in ((RepositoryNotFoundError("x", response=response), "no model called"),
-                           (GatedRepoError("x", response=response), "gated")):
-        def refuse(repo_id, files_metadata=False, error=error):
-            raise error
 
-        monkeypatch.setattr(hub, "HfApi", lambda refuse=refuse: SimpleNamespace(model_info=refuse))
-        with pytest.raises(opt_lens.OptLensError, match=message):
-            opt_lens.load("someone/private-model")
+def test_a_full_disk_is_not_a_network_error(hub_answering, monkeypatch, caplog):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hub, "hf_hub_download", disk_full)
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match="disk is full") as error:
+            opt_lens.load("someone/tiny-opt")
+    assert "connection" not in str(error.value) and "reach" not in str(error.value)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[1].errno == errno.ENOSPC
+
+
+def test_an_unreachable_hub_leaves_its_cause_in_the_log(hub_unreachable, caplog):
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match="check the connection"):
+            opt_lens.load("someone/tiny-opt")
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert "onnect" in type(record.exc_info[1]).__name__  # the client's ConnectError: connection refused
+
+
+def test_a_hub_repository_without_a_tokenizer_is_refused_before_its_weights_download(hub_answering, tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "opt", tmp_path / "no-tokenizer")
+    for file_name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (folder / file_name).unlink(missing_ok=True)
+    hub_answering.add("someone/no-tokenizer", folder)
+    with pytest.raises(opt_lens.OptLensError, match="no tokenizer"):
+        opt_lens.load("someone/no-tokenizer")
+    assert not any("model.safetensors" in r for r in hub_answering.requests)
 
 
 def test_weight_file_choice_prefers_safetensors():
@@ -277,7 +277,46 @@ def test_demo_names_resolve_locally_before_the_hub():
     assert all(Path(folder).is_relative_to(Path(loading.__file__).parent) for folder in opt_lens.DEMO_MODELS.values())
 
 
-def test_hub_reachability_probe_is_fast_offline():
+def test_hub_reachability_probe_is_fast_offline(hub_unreachable):
     start = time.perf_counter()
-    assert hub.hub_reachable() is False  # no network in tests
+    assert hub.hub_reachable() is False
     assert time.perf_counter() - start < 5
+
+
+def test_hub_reachability_probe_sees_an_answering_hub(hub_answering):
+    hub_answering.add("gpt2", hub_answering.repos["someone/tiny-gpt2"])  # the probe asks about gpt2
+    assert hub.hub_reachable() is True
+
+
+def test_a_model_downloaded_before_loads_and_is_listed_with_the_hub_gone(hub_answering):
+    online = opt_lens.load("someone/tiny-gpt2")
+    assert [m.repo_id for m in hub.cached_models()] == ["someone/tiny-gpt2"]
+    hub_answering.stop()  # connections are now refused
+    offline = opt_lens.load("someone/tiny-gpt2")
+    assert offline.source == "hub" and offline.arch.n_params == online.arch.n_params
+    torch.testing.assert_close(opt_lens.capture(offline, "Hello").next_logits, opt_lens.capture(online, "Hello").next_logits)
+    [cached] = hub.cached_models()
+    commit = hub_answering.commit("someone/tiny-gpt2")
+    assert cached.revision == commit
+    assert cached.folder == hub_answering.cache / "models--someone--tiny-gpt2" / "snapshots" / commit
+
+
+def test_the_cache_offers_only_models_that_can_load(hub_answering, tiny_folder, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    opt_lens.load("someone/tiny-opt")
+    opt_lens.describe_pretrained("someone/tiny-gpt2")  # downloads config.json only
+    custom = copy_model(tiny_folder, "gpt2", tmp_path / "custom")
+    edit_config(custom, model_type="custom_gpt", auto_map={"AutoModelForCausalLM": "modeling_custom.M"})
+    bert = copy_model(tiny_folder, "gpt2", tmp_path / "bert")
+    edit_config(bert, model_type="bert", architectures=["BertForMaskedLM"])
+    for repo_id, folder in (("someone/custom-code", custom), ("someone/bert", bert)):
+        hub_answering.add(repo_id, folder)
+        for file_name in ("config.json", "model.safetensors", "tokenizer.json"):
+            hf_hub_download(repo_id, file_name)  # the real client fills the cache, whatever the files hold
+    assert [m.repo_id for m in hub.cached_models()] == ["someone/tiny-opt"]
+
+
+def test_an_empty_or_missing_cache_offers_nothing(hub_unreachable):
+    assert not hub_unreachable.exists() and hub.cached_models() == []
+
