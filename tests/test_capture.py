@@ -421,3 +421,19 @@ def test_positions_outside_the_prompt_are_clear_errors(tiny_lm):
             with pytest.raises(opt_lens.OptLensError, match="outside"):
                 read(position)
     assert opt_lens.logit_lens_map(lm, cap, positions=[-1]).positions == [2]
+
+
+def test_a_sliding_window_mask_is_recorded_and_applied(tmp_path):
+    # Qwen2 with a window of 8 tokens on its second layer: sdpa gets a real mask there, not the causal flag.
+    config = tiny_models.CONFIGS["qwen2"]()
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 8, 1
+    config.layer_types = ["full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    eager = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    eager.save_pretrained(tmp_path)
+    tiny_models.gpt2_tokenizer().save_pretrained(tmp_path)
+    cap = opt_lens.capture(opt_lens.load(str(tmp_path)), PROMPT)
+    with torch.inference_mode():
+        expected = torch.stack([a[0] for a in eager(cap.input_ids[None], output_attentions=True).attentions])
+    assert cap.seq_len > 8 and (expected[1].tril(-8) == 0).all() and (expected[0].tril(-8) > 0).any()
+    torch.testing.assert_close(cap.attention, expected, rtol=0, atol=1e-5)
