@@ -77,8 +77,14 @@ class Recorder:
             scaling = query.shape[-1] ** -0.5
         kept = self._kept
         mask = None if attention_mask is None else attention_mask[0, :, :kept, :kept]
-        # Copies: views would keep the whole fused qkv projection of every layer alive.
-        self.layers[layer] = _Layer(query[0, :, :kept].clone(), key[0, :, :kept].clone(), float(scaling), mask)
+        self.layers[layer] = _Layer(_own(query[0, :, :kept]), _own(key[0, :, :kept]), float(scaling), mask)
+
+
+def _own(states: torch.Tensor) -> torch.Tensor:
+    """``states`` if they are all their storage holds (OPT's, Llama's), else a copy: a view into GPT-2's fused
+    query-key-value projection, or into a longer prompt's states, would keep the rest of it alive."""
+    whole = states.untyped_storage().nbytes() == states.numel() * states.element_size()
+    return states if whole else states.clone()
 
 
 _active: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("opt_lens_recorder", default=None)

@@ -62,7 +62,8 @@ class Capture:
         return self.patterns.n_tokens
 
     def pattern(self, layer: int, head: int) -> torch.Tensor:
-        """``[query, key]`` float32: one head's attention pattern over the tokens the patterns cover."""
+        """``[query, key]`` float32: one head's attention pattern over the tokens the patterns cover, rebuilt from
+        the recorded query and key states (within 1e-5 of transformers' eager pattern; see attention.py)."""
         queries = torch.arange(self.attention_tokens)
         return self.patterns.rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
 
@@ -75,13 +76,14 @@ class Capture:
 
     @property
     def logits(self) -> torch.Tensor:
-        """``[seq, vocab]`` logits, read from the last residual stream through the model's own readout on each
-        access (200 MB for 1024 GPT-2 tokens, which most views never need): the capture keeps no copy."""
+        """``[seq, vocab]`` logits, read from the last residual stream through the model's own readout under its
+        lock on each access (200 MB for 1024 GPT-2 tokens, which most views never need): the capture keeps no
+        copy. Within 1e-5 of the forward pass's logits; ``next_logits`` is the forward pass's own last row."""
         from .lens import readout  # lens reads captures
 
-        return readout(self.model(), self.resid[-1])  # [seq, vocab]
+        return readout(self.loaded_model(), self.resid[-1])  # [seq, vocab]
 
-    def model(self):
+    def loaded_model(self):
         """The ``LoadedModel`` this capture was taken on, while it is still loaded."""
         lm = self._model() if self._model is not None else None
         if lm is None:
