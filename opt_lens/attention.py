@@ -139,14 +139,14 @@ class RecordedPatterns:
         group = states.query.shape[0] // states.key.shape[0]  # query heads per key head (grouped-query attention)
         head_index = torch.arange(states.query.shape[0])[heads] // group  # [head]
         key = states.key[head_index]  # [head, key, d_head]
-        scores = torch.matmul(query, key.transpose(-1, -2)) * states.scaling  # [head, query, key]
+        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(states.scaling)  # [head, query, key]
         if states.mask is None:
             future = queries[:, None] < torch.arange(key.shape[1])[None, :]  # [query, key]
-            scores = scores.masked_fill(future, float("-inf"))
+            scores.masked_fill_(future, float("-inf"))
         elif states.mask.dtype == torch.bool:
-            scores = scores.masked_fill(~states.mask[:, queries], float("-inf"))
+            scores.masked_fill_(~states.mask[:, queries], float("-inf"))
         else:
-            scores = scores + states.mask[:, queries]
+            scores.add_(states.mask[:, queries])
         return torch.softmax(scores, dim=-1)  # [head, query, key]
 
     def nbytes(self) -> int:
@@ -186,7 +186,7 @@ Patterns = RecordedPatterns | StoredPatterns
 
 # Bytes of one block of [head, row, key] float32 rows: rebuilding and scoring a block needs about four such
 # tensors at once, so scores and matches stay within 100 MB of extra memory at any length.
-ROW_BLOCK_BYTES = 16 * 2**20
+ROW_BLOCK_BYTES = 8 * 2**20
 
 
 def row_blocks(n_rows: int, n_heads: int, n_keys: int) -> Iterator[slice]:

@@ -59,7 +59,7 @@ def _first_token(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 
 def _entropy(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    return -(rows * rows.clamp_min(1e-30).log()).sum(-1)  # [head, query], nats
+    return torch.special.entr(rows).sum(-1)  # [head, query], nats: -p ln p, 0 where p = 0
 
 
 def _earlier_copies(input_ids: torch.Tensor) -> torch.Tensor:
