@@ -1,12 +1,15 @@
-"""Capture cost against a plain transformers forward pass, and the memory a capture holds.
+"""Capture cost against a plain transformers forward pass of the same weights, and the memory a capture holds.
 
-Random-weight GPT-2-size (124M) and OPT-125m-size models, CPU, float32. For each prompt length it prints
-the median time of: a plain forward with transformers' default (sdpa) attention, a plain forward with
-eager attention (which patterns need), ``opt_lens.capture``, and a capture whose ``[seq, vocab]`` logits are
-then materialised; the ratios to the plain sdpa forward; the bytes the capture holds; and the peak resident memory a
-capture (and, for reference, a plain forward) adds while it runs.
+Random-weight models, CPU, float32: GPT-2-size (124M) at 64, 256 and 1024 tokens and OPT-125m-size at 2048,
+each against a plain forward with transformers' sdpa attention of a second copy of the same weights, timed
+interleaved (sdpa, capture, sdpa, capture, ...) and compared as medians. For each length it prints both
+medians and their ratio (target: at most 1.05), the bytes the capture holds (targets: 120 MB for GPT-2 at
+1024, 200 MB for OPT-125m at 2048), the peak resident memory a capture and a plain forward add, and the time
+and peak of the head scores (previous-token, first-token, entropy, duplicate-token) on the capture. Then an
+OPT-1.3b-size model at 2048 tokens (5.3 GB of weights; skip with --skip-large): capture and head scores, time
+and peak memory.
 
-    python benchmarks/capture_cost.py [--lengths 64 256 1024] [--repeats 7] [--app-allocator]
+    python benchmarks/capture_cost.py [--repeats 9] [--threads 1] [--skip-large] [--app-allocator]
 """
 
 from __future__ import annotations
@@ -28,18 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import opt_lens  # noqa: E402
 import tiny_models  # noqa: E402
+from opt_lens import attention, heads  # noqa: E402
 from opt_lens.loading import LoadedModel  # noqa: E402
 
+
+def opt_config(layers: int, heads_: int, width: int) -> OPTConfig:
+    return OPTConfig(
+        num_hidden_layers=layers, num_attention_heads=heads_, hidden_size=width, ffn_dim=4 * width,
+        word_embed_proj_dim=width, max_position_embeddings=2048, vocab_size=50272,
+    )
+
+
+# label: (config, tokenizer, lengths)
 MODELS = {
-    "gpt2 (124M)": (GPT2Config(), tiny_models.gpt2_tokenizer),
-    "opt-125m": (
-        OPTConfig(
-            num_hidden_layers=12, num_attention_heads=12, hidden_size=768, ffn_dim=3072, word_embed_proj_dim=768,
-            max_position_embeddings=2048, vocab_size=50272,
-        ),
-        tiny_models.opt_tokenizer,
-    ),
+    "gpt2 (124M)": (GPT2Config(), tiny_models.gpt2_tokenizer, [64, 256, 1024]),
+    "opt-125m": (opt_config(12, 12, 768), tiny_models.opt_tokenizer, [2048]),
 }
+LARGE = ("opt-1.3b", opt_config(24, 32, 2048), tiny_models.opt_tokenizer, 2048)
 
 
 def peak_rss_increase(run) -> int:
@@ -65,59 +73,97 @@ def peak_rss_increase(run) -> int:
     return peak - start
 
 
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up: first calls allocate and pick kernels
-    times = []
+def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each run, the runs taking turns so that a slow spell of the machine hits all of them."""
+    for run in runs.values():
+        run()  # warm-up: first calls allocate and pick kernels
+    times = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def timed(run) -> tuple[float, int]:
+    """Seconds and peak resident memory added by one call of ``run``."""
+    start = time.perf_counter()
+    peak = peak_rss_increase(run)
+    return time.perf_counter() - start, peak
+
+
+def loaded(label: str, config, make_tokenizer) -> LoadedModel:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=attention.IMPLEMENTATION)
+    model.eval().requires_grad_(False)
+    return LoadedModel(name=label, model=model, tokenizer=make_tokenizer(), arch=opt_lens.describe(model), source="local")
+
+
+def random_ids(lm: LoadedModel, length: int) -> torch.Tensor:
+    return torch.randint(0, lm.arch.vocab_size, (length,), generator=torch.Generator().manual_seed(length))  # [seq]
+
+
+def prompt_scores(cap) -> dict:
+    return heads.prompt_scores(cap.patterns, cap.input_ids)
 
 
 def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) -> None:
-    torch.manual_seed(0)
-    eager = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval().requires_grad_(False)
+    lm = loaded(label, config, make_tokenizer)
+    # A copy of the config: from_config records the implementation in it, and the capture reads it there.
     sdpa = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa").eval().requires_grad_(False)
-    sdpa.load_state_dict(eager.state_dict())
-    lm = LoadedModel(name=label, model=eager, tokenizer=make_tokenizer(), arch=opt_lens.describe(eager), source="local")
-    print(f"\n{label}: {lm.arch.n_params:,} parameters, torch threads {torch.get_num_threads()}")
-    print(f"{'tokens':>6} {'sdpa fwd':>9} {'eager fwd':>9} {'capture':>9} {'+logits':>9} {'cap/sdpa':>8} {'cap/eager':>9} {'+lg/sdpa':>8} {'held MB':>8} {'peak MB':>8} {'fwd pk':>7} {'attn':>7}")
+    sdpa.load_state_dict(lm.model.state_dict())
+    print(f"\n{label}: {lm.arch.n_params:,} parameters, {lm.arch.attention_capture}, torch threads {torch.get_num_threads()}")
+    print(f"{'tokens':>6} {'sdpa fwd':>9} {'capture':>9} {'ratio':>6} {'held MB':>8} {'cap pk MB':>9} {'fwd pk MB':>9} {'scores':>8} {'sc pk MB':>8}")
     for length in lengths:
-        ids = torch.randint(0, lm.arch.vocab_size, (length,), generator=torch.Generator().manual_seed(length))
+        ids = random_ids(lm, length)
 
-        def plain(model):
+        def plain():
             with torch.inference_mode():
-                model(input_ids=ids[None], use_cache=False)
+                sdpa(input_ids=ids[None], use_cache=False, logits_to_keep=1)
 
-        t_sdpa = median_seconds(lambda: plain(sdpa), repeats)
-        t_eager = median_seconds(lambda: plain(eager), repeats)
-        t_capture = median_seconds(lambda: opt_lens.capture_ids(lm, ids), repeats)
-        t_logits = median_seconds(lambda: opt_lens.capture_ids(lm, ids).logits, repeats)
-        cap = opt_lens.capture_ids(lm, ids)
-        peak_forward = peak_rss_increase(lambda: plain(sdpa))
-        del cap
+        medians = interleaved_medians({"sdpa": plain, "capture": lambda: opt_lens.capture_ids(lm, ids)}, repeats)
+        peak_forward = peak_rss_increase(plain)
         peak_capture = peak_rss_increase(lambda: opt_lens.capture_ids(lm, ids))
         cap = opt_lens.capture_ids(lm, ids)
+        scores_seconds, scores_peak = timed(lambda: prompt_scores(cap))
         print(
-            f"{length:>6} {t_sdpa * 1e3:>7.1f}ms {t_eager * 1e3:>7.1f}ms {t_capture * 1e3:>7.1f}ms {t_logits * 1e3:>7.1f}ms"
-            f" {t_capture / t_sdpa:>8.2f} {t_capture / t_eager:>9.2f} {t_logits / t_sdpa:>8.2f}"
-            f" {cap.nbytes() / 1e6:>8.1f} {peak_capture / 1e6:>8.1f} {peak_forward / 1e6:>7.1f} {str(cap.attention.dtype).replace('torch.', ''):>7}"
+            f"{length:>6} {medians['sdpa'] * 1e3:>7.1f}ms {medians['capture'] * 1e3:>7.1f}ms"
+            f" {medians['capture'] / medians['sdpa']:>6.3f} {cap.nbytes() / 1e6:>8.1f} {peak_capture / 1e6:>9.1f}"
+            f" {peak_forward / 1e6:>9.1f} {scores_seconds:>7.2f}s {scores_peak / 1e6:>8.1f}"
         )
+
+
+def bench_large() -> None:
+    label, config, make_tokenizer, length = LARGE
+    lm = loaded(label, config, make_tokenizer)
+    ids = random_ids(lm, length)
+    print(f"\n{label}: {lm.arch.n_params:,} parameters, {length} tokens, resident {psutil.Process().memory_info().rss / 2**30:.1f} GiB")
+    holder = []
+    seconds, peak = timed(lambda: holder.append(opt_lens.capture_ids(lm, ids)))
+    cap = holder[0]
+    print(f"capture      {seconds:>6.2f} s, peak +{peak / 1e6:,.0f} MB, holds {cap.nbytes() / 1e6:,.0f} MB")
+    seconds, peak = timed(lambda: prompt_scores(cap))
+    print(f"head scores  {seconds:>6.2f} s, peak +{peak / 1e6:,.0f} MB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 is steadier on a busy machine")
+    parser.add_argument("--skip-large", action="store_true", help="leave out the OPT-1.3b-size model")
     parser.add_argument("--app-allocator", action="store_true",
                         help="first make the allocator setting the app makes (memory.return_large_blocks_when_freed)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.app_allocator:
         opt_lens.memory.return_large_blocks_when_freed()
     print(f"allocator: {'the app setting' if args.app_allocator else 'glibc defaults'}")
-    for label, (config, make_tokenizer) in MODELS.items():
-        bench(label, config, make_tokenizer, args.lengths, args.repeats)
+    for label, (config, make_tokenizer, lengths) in MODELS.items():
+        bench(label, config, make_tokenizer, lengths, args.repeats)
+    if not args.skip_large:
+        bench_large()
 
 
 if __name__ == "__main__":

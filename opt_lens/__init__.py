@@ -2,7 +2,7 @@
 
     lm = opt_lens.load("demo/tiny-gpt2")
     cap = opt_lens.capture(lm, "The cat sat on the")
-    cap.attention      # [layer, head, query, key]
+    cap.pattern(0, 1)  # [query, key]: layer 0, head 1, rebuilt from the recorded query and key states
     opt_lens.logit_lens(lm, cap, position=-1)  # [layer + 1, vocab]
 
 Names are imported on first use, so that ``import opt_lens`` (and the app's first page) does not wait
@@ -36,7 +36,7 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
+    "attention", "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
 }
 
 

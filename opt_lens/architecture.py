@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from .attention import capture_path
 from .errors import OptLensError
 from .families import FAMILIES, Family, ModulePaths
 from .surgery import find_module, get_module, path_of
@@ -35,6 +36,7 @@ class Architecture:
     family: str
     model_class: str
     detection: str  # "family description" or "generic detection"
+    attention_capture: str  # how captures get attention patterns: attention.RECORDED or attention.EAGER
     n_layers: int
     n_heads: int
     n_kv_heads: int
@@ -80,9 +82,9 @@ def describe(model_or_config) -> Architecture:
     if isinstance(arch, Architecture):
         return arch
     if isinstance(model_or_config, PretrainedConfig):
-        return _describe_module(_meta_model(model_or_config), model_or_config)
+        return _describe_module(_meta_model(model_or_config), model_or_config, capture_path(model_or_config))
     if isinstance(model_or_config, nn.Module) and isinstance(getattr(model_or_config, "config", None), PretrainedConfig):
-        return _describe_module(model_or_config, model_or_config.config)
+        return _describe_module(model_or_config, model_or_config.config, capture_path(model_or_config))
     raise OptLensError(f"Cannot describe a {type(model_or_config).__name__}: give a model or its config.")
 
 
@@ -97,7 +99,7 @@ def _meta_model(config: PretrainedConfig) -> nn.Module:
         ) from error
 
 
-def _describe_module(model: nn.Module, config: PretrainedConfig) -> Architecture:
+def _describe_module(model: nn.Module, config: PretrainedConfig, attention_capture: str) -> Architecture:
     family = FAMILIES.get(config.model_type)
     paths = _family_paths(model, family) if family else _generic_paths(model, config)
     embed = get_module(model, paths.embed)
@@ -110,6 +112,7 @@ def _describe_module(model: nn.Module, config: PretrainedConfig) -> Architecture
         family=family.name if family else config.model_type,
         model_class=type(model).__name__,
         detection="family description" if family else "generic detection",
+        attention_capture=attention_capture,
         n_layers=len(get_module(model, paths.blocks)),
         n_heads=n_heads,
         n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,

@@ -1,8 +1,12 @@
-"""Run one forward pass and keep what the views need: attention patterns, the residual stream, logits.
+"""Run one forward pass and keep what the views need: the residual stream, the model's own next-token logits,
+and what attention patterns are rebuilt from.
 
 Hooks go on the modules the detected architecture names; they are registered for one forward pass and
-removed in ``finally``. A model object is shared by every student of a class, so captures on the same
-``LoadedModel`` take its lock: each gets exactly the result it would get alone.
+removed in ``finally``. Attention is recorded by the project's attention function (attention.py) where the
+model routes attention through transformers' interface, and read from eager attention's returned patterns
+where it does not. A model object is shared by every student of a class, so captures on the same
+``LoadedModel`` take its lock: each gets exactly the result it would get alone. A ``Capture`` is never
+changed after it is built, so one cached capture can serve many students.
 """
 
 from __future__ import annotations
@@ -15,19 +19,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attention import RECORDED, Patterns, Recorder, RecordedPatterns, StoredPatterns, capture_path, recording
 from .errors import OptLensError
 from .surgery import get_module, hooks
 from .tokens import display_tokens, tokenize
 
 logger = logging.getLogger(__name__)
 
-# Attention of a long prompt is stored as float16 (within 5e-4 of the model's float32 values) so that a
-# 1024-token GPT-2 capture stays under 400 MB; shorter prompts keep the model's own float32 numbers.
+# Eager capture (models whose attention bypasses transformers' interface) stores whole patterns: those of a
+# long prompt as float16 (within 5e-4 of the model's float32 values) to bound memory.
 FLOAT32_ATTENTION_BYTES = 64 * 2**20
 CAPTURE_POINTS = ("attn_out", "mlp_out")
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Capture:
     model_name: str
     text: str
@@ -36,15 +41,13 @@ class Capture:
     offsets: list[tuple[int, int]]  # character span of each token in `text`
     truncated: bool
     n_prompt_tokens: int  # before truncation
-    attention: torch.Tensor  # [layer, head, query, key] over the first `attention_tokens` tokens
+    patterns: Patterns  # attention over the first `attention_tokens` tokens, rebuilt per head on demand
     resid: torch.Tensor  # [layer + 1, seq, d_model]: embeddings, then the output of each block
-    final_hidden: torch.Tensor  # [seq, embed_dim]: what the unembedding reads (after final norm / project_out)
     next_logits: torch.Tensor  # [vocab]: the model's own logits at the last position
     attn_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     mlp_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     # A weak reference: a cached capture must not keep an evicted model's weights alive.
-    _unembed: weakref.ref | None = field(default=None, repr=False)
-    _logits: torch.Tensor | None = field(default=None, repr=False)
+    _model: weakref.ref | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Capture({self.model_name!r}, {self.seq_len} tokens, truncated={self.truncated})"
@@ -55,50 +58,54 @@ class Capture:
 
     @property
     def attention_tokens(self) -> int:
-        """How many leading tokens ``attention`` covers: all, unless captured with an ``attention_prefix``."""
-        return self.attention.shape[-1]
+        """How many leading tokens the patterns cover: all, unless captured with an ``attention_prefix``."""
+        return self.patterns.n_tokens
 
     def pattern(self, layer: int, head: int) -> torch.Tensor:
-        """``[query, key]`` float32: one head's attention pattern over the tokens ``attention`` covers."""
-        return self.attention[layer, head].float()  # [query, key]
+        """``[query, key]`` float32: one head's attention pattern over the tokens the patterns cover, rebuilt from
+        the recorded query and key states (within 1e-5 of transformers' eager pattern; see attention.py)."""
+        queries = torch.arange(self.attention_tokens)
+        return self.patterns.rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
+
+    @property
+    def attention(self) -> torch.Tensor:
+        """``[layer, head, query, key]`` float32, built on each access (600 MB for 1024 GPT-2 tokens): for short
+        prompts and notebooks. Views read ``pattern`` or blocks of rows instead."""
+        queries = torch.arange(self.attention_tokens)
+        return torch.stack([self.patterns.rows(layer, queries) for layer in range(self.patterns.n_layers)])
 
     @property
     def logits(self) -> torch.Tensor:
-        """``[seq, vocab]`` logits, computed on first use from ``final_hidden`` by the model's own unembedding.
+        """``[seq, vocab]`` logits, read from the last residual stream through the model's own readout under its
+        lock on each access (200 MB for 1024 GPT-2 tokens, which most views never need): the capture keeps no
+        copy. Within 1e-5 of the forward pass's logits; ``next_logits`` is the forward pass's own last row."""
+        from .lens import readout  # lens reads captures
 
-        Materialising them costs 200 MB for 1024 GPT-2 tokens, which most views never need.
-        """
-        if self._logits is None:
-            unembed = self._unembed() if self._unembed is not None else None
-            if unembed is None:
-                raise OptLensError("This capture's model is no longer loaded; run capture() again to get logits.")
-            with torch.inference_mode():
-                self._logits = unembed(self.final_hidden)  # [seq, vocab]
-        return self._logits
+        return readout(self.loaded_model(), self.resid[-1])  # [seq, vocab]
+
+    def loaded_model(self):
+        """The ``LoadedModel`` this capture was taken on, while it is still loaded."""
+        lm = self._model() if self._model is not None else None
+        if lm is None:
+            raise OptLensError("This capture's model is no longer loaded; run capture() again to get logits.")
+        return lm
 
     def __getstate__(self) -> dict:
-        # A pickled capture (Streamlit's cache_data) must not drag the unembedding weights along.
+        # A pickled capture (Streamlit's cache_data) must not drag the model along.
         state = dict(self.__dict__)
-        state["_unembed"] = None
+        state["_model"] = None
         return state
 
     def nbytes(self) -> int:
-        tensors = (self.attention, self.resid, self.final_hidden, self.next_logits, self.attn_out, self.mlp_out, self._logits)
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        tensors = (self.resid, self.next_logits, self.attn_out, self.mlp_out)
+        return self.patterns.nbytes() + sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def capture(
-    lm,
-    text: str,
-    *,
-    points: tuple[str, ...] = (),
-    attention_dtype: torch.dtype | None = None,
-    attention_prefix: int | None = None,
-) -> Capture:
+def capture(lm, text: str, *, points: tuple[str, ...] = (), attention_prefix: int | None = None) -> Capture:
     """Tokenize ``text`` (truncating to the model's context) and capture one forward pass.
 
     ``attention_prefix=n`` keeps the attention among the first ``n`` tokens only: as attention is causal,
-    exactly the patterns a run on those ``n`` tokens gives, at a fraction of the memory of a long prompt's.
+    exactly the patterns a run on those ``n`` tokens gives, for a fraction of the memory of a long prompt's.
     """
     tokenized = tokenize(lm.tokenizer, text, lm.arch.max_positions)
     return capture_ids(
@@ -109,7 +116,6 @@ def capture(
         truncated=tokenized.truncated,
         n_prompt_tokens=tokenized.n_prompt_tokens,
         points=points,
-        attention_dtype=attention_dtype,
         attention_prefix=attention_prefix,
     )
 
@@ -123,29 +129,31 @@ def capture_ids(
     truncated: bool = False,
     n_prompt_tokens: int | None = None,
     points: tuple[str, ...] = (),
-    attention_dtype: torch.dtype | None = None,
     attention_prefix: int | None = None,
 ) -> Capture:
     """Capture a forward pass on token ids (for synthetic inputs such as repeated random tokens)."""
     arch = lm.arch
-    unknown = set(points) - set(CAPTURE_POINTS)
-    assert not unknown, f"unknown capture points {sorted(unknown)}; known: {CAPTURE_POINTS}"
+    unknown = sorted(set(points) - set(CAPTURE_POINTS))
+    if unknown:
+        raise OptLensError(f"Unknown capture points {unknown}: the known ones are {list(CAPTURE_POINTS)}.")
     input_ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)  # [seq]
     seq = input_ids.shape[0]
     if seq == 0:
         raise OptLensError("There are no tokens to run.")
     if seq > arch.max_positions:
         raise OptLensError(f"{seq} tokens is more than this model's context of {arch.max_positions}.")
-    assert attention_prefix is None or attention_prefix > 0, f"attention_prefix must be positive, not {attention_prefix}"
-    kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is stored
-    if attention_dtype is None:
-        full_bytes = arch.n_layers * arch.n_heads * kept * kept * 4
-        attention_dtype = torch.float32 if full_bytes <= FLOAT32_ATTENTION_BYTES else torch.float16
+    if input_ids.min() < 0 or input_ids.max() >= arch.vocab_size:
+        raise OptLensError(f"Token ids must lie in 0..{arch.vocab_size - 1}, this model's vocabulary.")
+    if attention_prefix is not None and attention_prefix < 1:
+        raise OptLensError(f"attention_prefix must be a positive number of tokens, not {attention_prefix}.")
+    kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is kept
+    model = lm.model
+    recorded = capture_path(model) == RECORDED
+    recorder = Recorder({get_module(model, arch.paths.attn_of(layer)): layer for layer in range(arch.n_layers)}, kept)
+    stored = None if recorded else _eager_attention_buffer(arch, kept)
 
-    attention = torch.empty(arch.n_layers, arch.n_heads, kept, kept, dtype=attention_dtype)  # [layer, head, query, key]
     resid = torch.empty(arch.n_layers + 1, seq, arch.d_model)  # [layer + 1, seq, d_model]
     extra = {point: torch.empty(arch.n_layers, seq, arch.d_model) for point in points}
-    final_hidden: list[torch.Tensor] = []
     filled: set[tuple[str, int]] = set()
     owner = threading.get_ident()
 
@@ -154,8 +162,9 @@ def capture_ids(
         return threading.get_ident() == owner
 
     def record(kind: str, layer: int, target: torch.Tensor, value: torch.Tensor) -> None:
-        assert value.shape[0] == 1, f"expected a batch of one, got {tuple(value.shape)}"
-        target[layer].copy_(value[0])
+        # OPT's fc2 sees [batch * seq, d]: accept any layout holding one sequence.
+        assert value.numel() == target[layer].numel(), f"expected one sequence, got {tuple(value.shape)}"
+        target[layer].copy_(value.reshape(target.shape[1:]))
         filled.add((kind, layer))
 
     def before_first_block(module, args, kwargs):
@@ -173,10 +182,11 @@ def capture_ids(
         def hook(module, args, output):
             if not mine():
                 return
-            weights = output[1]  # [batch, head, query, key]
-            if weights is None:
-                raise OptLensError("This model was not loaded with eager attention, so it returns no patterns.")
-            record("attention", layer, attention, weights[:, :, :kept, :kept])
+            if stored is not None:
+                weights = output[1]  # [batch, head, query, key]
+                if weights is None:
+                    raise OptLensError("This model was loaded with neither opt_lens' attention nor eager attention, so it gives no patterns.")
+                record("attention", layer, stored, weights[:, :, :kept, :kept])
             if "attn_out" in extra:
                 record("attn_out", layer, extra["attn_out"], output[0])
 
@@ -189,28 +199,21 @@ def capture_ids(
 
         return hook
 
-    def before_unembed(module, args, output):
-        if mine():
-            final_hidden.append((output[0] if isinstance(output, tuple) else output)[0].clone())  # [seq, embed_dim]
-
-    model = lm.model
-    with lm.lock, torch.inference_mode(), hooks() as hook_set:
+    with lm.lock, torch.inference_mode(), hooks() as hook_set, recording(recorder):
         hook_set.forward_pre(get_module(model, arch.paths.block(0)), before_first_block)
         for layer in range(arch.n_layers):
             hook_set.forward(get_module(model, arch.paths.block(layer)), after_block(layer))
-            hook_set.forward(get_module(model, arch.paths.attn_of(layer)), after_attn(layer))
+            if stored is not None or "attn_out" in extra:
+                hook_set.forward(get_module(model, arch.paths.attn_of(layer)), after_attn(layer))
             if "mlp_out" in extra:
                 hook_set.forward(get_module(model, arch.paths.mlp_out_of(layer)), after_mlp(layer))
-        # The last module before the unembedding (final norm, OPT-350m's project_out, or the last block) sees
-        # every position, while the LM head is asked for the last position only.
-        feeds_unembed = arch.paths.readout()[:-1] or (arch.paths.block(arch.n_layers - 1),)
-        hook_set.forward(get_module(model, feeds_unembed[-1]), before_unembed)
         output = model(input_ids=input_ids[None], use_cache=False, **_last_logits_only(model))
         next_logits = output.logits[0, -1].float().clone()  # [vocab]
 
-    expected = {("embed", 0)} | {(kind, i) for i in range(arch.n_layers) for kind in ("attention", *points)}
-    expected |= {("resid", i + 1) for i in range(arch.n_layers)}
-    assert filled == expected and len(final_hidden) == 1, f"hooks missed {sorted(expected - filled)}"
+    expected = {("embed", 0)} | {("resid", i + 1) for i in range(arch.n_layers)}
+    expected |= {(kind, i) for i in range(arch.n_layers) for kind in points}
+    expected |= set() if stored is None else {("attention", i) for i in range(arch.n_layers)}
+    assert filled == expected, f"hooks missed {sorted(expected - filled)}"
     return Capture(
         model_name=lm.name,
         text=text if text is not None else lm.tokenizer.decode(input_ids),
@@ -219,14 +222,19 @@ def capture_ids(
         offsets=offsets if offsets is not None else [(0, 0)] * seq,
         truncated=truncated,
         n_prompt_tokens=n_prompt_tokens if n_prompt_tokens is not None else seq,
-        attention=attention,
+        patterns=RecordedPatterns(recorder, arch.n_layers) if stored is None else StoredPatterns(stored),
         resid=resid,
-        final_hidden=final_hidden[0],
         next_logits=next_logits,
         attn_out=extra.get("attn_out"),
         mlp_out=extra.get("mlp_out"),
-        _unembed=weakref.ref(get_module(model, arch.paths.unembed)),
+        _model=weakref.ref(lm),
     )
+
+
+def _eager_attention_buffer(arch, kept: int) -> torch.Tensor:
+    full_bytes = arch.n_layers * arch.n_heads * kept * kept * 4
+    dtype = torch.float32 if full_bytes <= FLOAT32_ATTENTION_BYTES else torch.float16
+    return torch.empty(arch.n_layers, arch.n_heads, kept, kept, dtype=dtype)  # [layer, head, query, key]
 
 
 def _last_logits_only(model) -> dict:

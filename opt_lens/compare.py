@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .attention import Patterns
 from .capturing import Capture
+from .errors import OptLensError
 from .lens import LensMap, logit_lens_map
 from .tokens import Tokenized, _byte_decoder, display_tokens
 
@@ -336,15 +338,16 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
     assert all(a < capture_a.seq_len and b < capture_b.seq_len for a, b in alignment.pairs), "alignment of other captures"
     # Captures with an attention_prefix hold the patterns of their first tokens only: compare those.
     pairs = [(a, b) for a, b in alignment.pairs if a < capture_a.attention_tokens and b < capture_b.attention_tokens]
-    assert len(pairs) >= 2, "need at least two aligned tokens to compare attention patterns"
+    if len(pairs) < 2:
+        raise OptLensError("The two models share fewer than two tokens of this prompt: no attention to compare.")
     positions_a, positions_b = [a for a, _ in pairs], [b for _, b in pairs]
     # The causal shortcut in _aligned_rows needs the aligned tokens in the same order in both models.
     assert positions_a == sorted(positions_a) and positions_b == sorted(positions_b), "aligned pairs out of order"
-    heads_a, heads_b = _head_labels(capture_a.attention), _head_labels(capture_b.attention)
+    heads_a, heads_b = _head_labels(capture_a.patterns), _head_labels(capture_b.patterns)
     l1 = torch.zeros(len(heads_a), len(heads_b), dtype=torch.float64)  # [heads_a, heads_b]
     for queries in _query_blocks(len(pairs)):
-        rows_a = _aligned_rows(capture_a.attention, positions_a, queries)  # [heads_a, cell]
-        rows_b = _aligned_rows(capture_b.attention, positions_b, queries)  # [heads_b, cell]
+        rows_a = _aligned_rows(capture_a.patterns, positions_a, queries)  # [heads_a, cell]
+        rows_b = _aligned_rows(capture_b.patterns, positions_b, queries)  # [heads_b, cell]
         l1 += torch.cdist(rows_a, rows_b, p=1)
     # Summed over a row's cells, |a - b| is twice that row's total-variation distance.
     similarity = (1 - l1 / (2 * len(pairs))).float()  # [heads_a, heads_b]
@@ -372,7 +375,7 @@ def _query_blocks(n_queries: int) -> list[range]:
     return blocks
 
 
-def _aligned_rows(attention: torch.Tensor, positions: list[int], queries: range) -> torch.Tensor:
+def _aligned_rows(patterns: Patterns, positions: list[int], queries: range) -> torch.Tensor:
     """``[layer * head, cell]``: the aligned query rows ``queries`` over the aligned keys, each row renormalised.
 
     A decoder-only model attends to nothing later, so of each row only the keys at or before the query are
@@ -382,17 +385,19 @@ def _aligned_rows(attention: torch.Tensor, positions: list[int], queries: range)
     query, key = torch.tril_indices(queries.stop, queries.stop)  # [cell] each, in aligned order
     in_block = query >= queries.start
     query, key = query[in_block], key[in_block]
-    flat_cell = index[query] * attention.shape[-1] + index[key]  # [cell]: where the cell sits in query * key
-    cells = attention.flatten(2).index_select(2, flat_cell).flatten(0, 1).double()  # [layer * head, cell]
     row = query - queries.start  # [cell]
+    flat_cell = row * patterns.n_tokens + index[key]  # [cell]: where the cell sits in the block's row * key
+    block_positions = index[queries.start : queries.stop]  # [row]
+    cells = torch.cat(
+        [patterns.rows(layer, block_positions).flatten(1).index_select(1, flat_cell) for layer in range(patterns.n_layers)]
+    ).double()  # [layer * head, cell]
     row_mass = torch.zeros(cells.shape[0], len(queries), dtype=cells.dtype).index_add_(1, row, cells)  # [head, row]
     # A query attends to itself, which is aligned, so no row's mass is zero.
     return cells / row_mass[:, row]  # [layer * head, cell]
 
 
-def _head_labels(attention: torch.Tensor) -> list[tuple[int, int]]:
-    layers, heads = attention.shape[:2]
-    return [(layer, head) for layer in range(layers) for head in range(heads)]
+def _head_labels(patterns: Patterns) -> list[tuple[int, int]]:
+    return [(layer, head) for layer in range(patterns.n_layers) for head in range(patterns.n_heads)]
 
 
 # ----------------------------------------------------------------------------------------------- depth

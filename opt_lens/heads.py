@@ -1,68 +1,139 @@
 """Head scores: which heads look at the previous token, copy via induction, rest on the first token.
 
-Pure functions on attention patterns ``[layer, head, query, key]`` (rows sum to one, causal), plus
-``head_scores`` which also runs the model once on repeated random tokens for the induction score.
+Scores read attention patterns (``opt_lens.attention``: recorded query and key states, or stored patterns)
+one layer and one block of query rows at a time, so scoring a 2048-token capture never holds more than a
+few tens of MB of rows. ``head_scores`` also runs the model once on repeated random tokens for the
+induction score.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from .attention import Patterns, StoredPatterns, row_blocks
 from .capturing import Capture, capture_ids
+from .errors import OptLensError
+
+# A measure maps a block of attention rows [head, query, key] and the rows' query positions [query] to one
+# value per head and row [head, query]; a score is its sum over the scored rows divided by a count of rows.
+Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _from_second_query(attention: torch.Tensor) -> torch.Tensor:
-    assert attention.dim() == 4, f"expected [layer, head, query, key], got {tuple(attention.shape)}"
-    assert attention.shape[-1] >= 2, "scores need at least two tokens"
-    return attention[:, :, 1:]  # query 0 can only attend to itself
+def _scores(patterns: Patterns, queries: torch.Tensor, measures: dict[str, tuple[Measure, int]]) -> dict[str, torch.Tensor]:
+    """``{name: [layer, head]}``: each measure summed over the rows ``queries`` and divided by its count."""
+    sums = {name: torch.zeros(patterns.n_layers, patterns.n_heads) for name in measures}
+    for layer in range(patterns.n_layers):
+        for block in row_blocks(len(queries), patterns.n_heads, patterns.n_tokens):
+            positions = queries[block]  # [query]
+            rows = patterns.rows(layer, positions)  # [head, query, key]
+            for name, (measure, _) in measures.items():
+                sums[name][layer] += measure(rows, positions).sum(-1)
+    return {name: sums[name] / count for name, (_, count) in measures.items()}
 
 
-# Long prompts store attention as float16; every score slices before converting, or works one layer at
-# a time, so scoring a 1024-token GPT-2 capture never makes a 600 MB float32 copy of it.
+def _score(patterns: Patterns, queries: torch.Tensor, measure: Measure) -> torch.Tensor:
+    """``[layer, head]``: the mean of one measure over the rows ``queries``."""
+    return _scores(patterns, queries, {"score": (measure, len(queries))})["score"]
 
 
-def previous_token_scores(attention: torch.Tensor) -> torch.Tensor:
+def _as_patterns(patterns: Patterns | torch.Tensor) -> Patterns:
+    # A notebook (or the demo training script) may hold whole patterns [layer, head, query, key].
+    return StoredPatterns(patterns) if isinstance(patterns, torch.Tensor) else patterns
+
+
+def _after_first(patterns: Patterns) -> torch.Tensor:
+    if patterns.n_tokens < 2:
+        raise OptLensError("Head scores need at least two tokens.")
+    return torch.arange(1, patterns.n_tokens)  # query 0 can only attend to itself
+
+
+def _previous_token(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return rows[:, torch.arange(len(positions)), positions - 1]  # [head, query]
+
+
+def _first_token(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return rows[..., 0]  # [head, query]
+
+
+def _entropy(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return torch.special.entr(rows).sum(-1)  # [head, query], nats: -p ln p, 0 where p = 0
+
+
+def _earlier_copies(input_ids: torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(input_ids).reshape(-1)
+    return torch.tril(ids[:, None] == ids[None, :], diagonal=-1)  # [query, key]: an earlier key holds the same id
+
+
+def _duplicate_token(earlier_copy: torch.Tensor) -> Measure:
+    # Rows without an earlier copy add zero; the score divides by the rows that have one.
+    return lambda rows, positions: (rows * earlier_copy[positions]).sum(-1)  # [head, query]
+
+
+def previous_token_scores(patterns: Patterns | torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean attention from each token (after the first) to the token just before it."""
-    _from_second_query(attention)  # shape checks
-    return attention.diagonal(offset=-1, dim1=-2, dim2=-1).float().mean(-1)
+    patterns = _as_patterns(patterns)
+    queries = _after_first(patterns)
+    return _score(patterns, queries, _previous_token)
 
 
-def first_token_scores(attention: torch.Tensor) -> torch.Tensor:
+def first_token_scores(patterns: Patterns | torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean attention on position 0 (a resting place for heads with nothing to do)."""
-    return _from_second_query(attention)[..., 0].float().mean(-1)
+    patterns = _as_patterns(patterns)
+    queries = _after_first(patterns)
+    return _score(patterns, queries, _first_token)
 
 
-def entropy_scores(attention: torch.Tensor) -> torch.Tensor:
+def entropy_scores(patterns: Patterns | torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean row entropy in nats; low = focused, ln(n) = spread evenly over n tokens."""
-    per_layer = []
-    for rows in _from_second_query(attention):
-        rows = rows.float()  # [head, query, key]
-        per_layer.append(-(rows * rows.clamp_min(1e-30).log()).sum(-1).mean(-1))
-    return torch.stack(per_layer)
+    patterns = _as_patterns(patterns)
+    queries = _after_first(patterns)
+    return _score(patterns, queries, _entropy)
 
 
-def induction_scores(attention: torch.Tensor, start: int, period: int) -> torch.Tensor:
-    """``[layer, head]``: for tokens from ``start`` repeating with ``period``, mean attention from each token
-    of the second copy to the token right after its earlier occurrence (where an induction head looks)."""
-    seq = attention.shape[-1]
-    queries = torch.arange(start + period, min(start + 2 * period, seq))
-    assert len(queries) > 0, "the sequence holds no second copy"
-    return attention[:, :, queries, queries - period + 1].float().mean(-1)
-
-
-def duplicate_token_scores(attention: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+def duplicate_token_scores(patterns: Patterns | torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """``[layer, head]``: mean attention mass on earlier copies of the same token, over the queries that
     have one. All zeros when no token repeats (no query to score)."""
-    ids = torch.as_tensor(input_ids).reshape(-1)
-    same = ids[:, None] == ids[None, :]  # [query, key]
-    earlier_copy = torch.tril(same, diagonal=-1)
-    has_copy = earlier_copy.any(-1)
-    if not has_copy.any():
-        return torch.zeros(attention.shape[:2])
-    mass = torch.stack([(layer[:, has_copy].float() * earlier_copy[has_copy]).sum(-1) for layer in attention])
-    return mass.mean(-1)  # mass: [layer, head, query with a copy]
+    patterns = _as_patterns(patterns)
+    earlier_copy = _earlier_copies(torch.as_tensor(input_ids)[: patterns.n_tokens])
+    has_copy = earlier_copy.any(-1).nonzero()[:, 0]  # [query]
+    if len(has_copy) == 0:
+        return torch.zeros(patterns.n_layers, patterns.n_heads)
+    return _score(patterns, has_copy, _duplicate_token(earlier_copy))
+
+
+def induction_scores(patterns: Patterns | torch.Tensor, start: int, period: int) -> torch.Tensor:
+    """``[layer, head]``: for tokens from ``start`` repeating with ``period``, mean attention from each token
+    of the second copy to the token right after its earlier occurrence (where an induction head looks)."""
+    patterns = _as_patterns(patterns)
+    queries = torch.arange(start + period, min(start + 2 * period, patterns.n_tokens))
+    if len(queries) == 0:
+        raise OptLensError("The sequence holds no second copy to score induction on.")
+
+    def after_earlier_occurrence(rows, positions):
+        return rows[:, torch.arange(len(positions)), positions - period + 1]  # [head, query]
+
+    return _score(patterns, queries, after_earlier_occurrence)
+
+
+def prompt_scores(patterns: Patterns | torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Previous-token, first-token, entropy and duplicate-token scores ``[layer, head]`` in one pass over the rows."""
+    patterns = _as_patterns(patterns)
+    queries = _after_first(patterns)
+    earlier_copy = _earlier_copies(torch.as_tensor(input_ids)[: patterns.n_tokens])
+    n_with_copy = int(earlier_copy.any(-1).sum())
+    return _scores(
+        patterns,
+        queries,
+        {
+            "previous_token": (_previous_token, len(queries)),
+            "first_token": (_first_token, len(queries)),
+            "entropy": (_entropy, len(queries)),
+            "duplicate_token": (_duplicate_token(earlier_copy), max(n_with_copy, 1)),  # all zero when none
+        },
+    )
 
 
 def random_tokens(vocab_size: int, length: int, generator: torch.Generator, exclude_ids=()) -> torch.Tensor:
@@ -149,10 +220,7 @@ def head_scores(lm, capture: Capture, *, length: int = 40, seed: int = 0) -> Hea
     """Scores on the student's own prompt, plus induction measured on repeated random tokens."""
     probe, start, period = induction_probe(lm, length=length, seed=seed)
     return HeadScores(
-        previous_token=previous_token_scores(capture.attention),
-        first_token=first_token_scores(capture.attention),
-        entropy=entropy_scores(capture.attention),
-        duplicate_token=duplicate_token_scores(capture.attention, capture.input_ids),
-        induction=induction_scores(probe.attention, start, period),
+        **prompt_scores(capture.patterns, capture.input_ids),
+        induction=induction_scores(probe.patterns, start, period),
         copying_loss_drop=copying_loss_drop(probe.logits, probe.input_ids, start, period),
     )

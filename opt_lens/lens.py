@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .capturing import Capture
+from .errors import OptLensError
 from .surgery import get_module
 from .tokens import display_tokens
 
@@ -30,12 +31,14 @@ def readout(lm, resid: torch.Tensor) -> torch.Tensor:
 
 def logit_lens(lm, capture: Capture, position: int) -> torch.Tensor:
     """``[n_layers + 1, vocab]``: row 0 read from the embeddings, row i after block i, the last row the model's logits."""
-    _check_position(capture, position)
-    return readout(lm, capture.resid[:, position])  # [layer + 1, vocab]
+    return readout(lm, capture.resid[:, _checked_position(capture, position)])  # [layer + 1, vocab]
 
 
-def _check_position(capture: Capture, position: int) -> None:
-    assert -capture.seq_len <= position < capture.seq_len, f"position {position} outside 0..{capture.seq_len - 1}"
+def _checked_position(capture: Capture, position: int) -> int:
+    """``position`` counted from the start (a negative one counts from the end, as in Python)."""
+    if not -capture.seq_len <= position < capture.seq_len:
+        raise OptLensError(f"Position {position} is outside this prompt's tokens 0..{capture.seq_len - 1}.")
+    return position % capture.seq_len
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,11 @@ class Prediction:
 
 def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Prediction]:
     """The k most likely next tokens after ``position`` (default: after the whole prompt)."""
-    _check_position(capture, position)
-    if position in (-1, capture.seq_len - 1):
+    position = _checked_position(capture, position)
+    if position == capture.seq_len - 1:
         logits = capture.next_logits  # the model's own output, no recomputation
     else:
-        with lm.lock, torch.inference_mode():
-            logits = get_module(lm.model, lm.arch.paths.unembed)(capture.final_hidden[position])  # [vocab]
+        logits = readout(lm, capture.resid[-1, position])  # [vocab]
     probs = torch.softmax(logits.float(), dim=-1)  # [vocab]
     top = torch.topk(probs, k=min(k, probs.shape[0]))
     ids = top.indices.tolist()
@@ -89,9 +91,7 @@ class LensMap:
 
 
 def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> LensMap:
-    positions = list(range(capture.seq_len)) if positions is None else [p % capture.seq_len for p in positions]
-    for p in positions:
-        _check_position(capture, p)
+    positions = list(range(capture.seq_len)) if positions is None else [_checked_position(capture, p) for p in positions]
     n_rows = capture.resid.shape[0]
     top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
     top_probs = torch.empty(n_rows, len(positions))

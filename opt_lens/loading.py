@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from . import hub
+from . import attention, hub
 from .architecture import Architecture, describe
 from .errors import OptLensError
 from .memory import format_bytes, memory_budget
@@ -228,7 +228,8 @@ def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str)
             folder,
             config=config,
             dtype=torch.float32,
-            attn_implementation="eager",  # sdpa and flash kernels return no attention patterns
+            # sdpa that records query and key states where the model uses transformers' attention interface, else eager
+            attn_implementation=attention.implementation_for(config),
             trust_remote_code=False,
             use_safetensors=has_safetensors or None,
             local_files_only=True,

@@ -8,6 +8,7 @@ A student should see ``␣the``, and a token that holds half of a UTF-8 characte
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,8 @@ from .errors import OptLensError
 SPACE, NEWLINE, TAB = "␣", "↵", "⇥"
 _WHITESPACE = {" ": SPACE, "\n": NEWLINE, "\t": TAB}
 _SENTENCEPIECE_SPACE = "▁"
+# A lone UTF-16 surrogate (a browser can send one) is no character: the tokenizer cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @functools.cache
@@ -93,6 +96,8 @@ def tokenize(tokenizer, text: str, max_tokens: int) -> Tokenized:
         raise OptLensError("The prompt must be text.")
     if text == "":
         raise OptLensError("The prompt is empty: type some text first.")
+    # One character for one, so the offsets hold for the text the views show.
+    text = _SURROGATE.sub("\N{REPLACEMENT CHARACTER}", text)
     encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     ids, offsets = list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
     if not ids:

@@ -64,14 +64,14 @@ def grammar_text(lm, rng: random.Random) -> str:
 def measure(lm) -> Figures:
     rng = random.Random(7)
     previous = torch.stack([
-        heads.previous_token_scores(opt_lens.capture(lm, grammar_text(lm, rng)).attention) for _ in range(N_PROBES)
+        heads.previous_token_scores(opt_lens.capture(lm, grammar_text(lm, rng)).patterns) for _ in range(N_PROBES)
     ]).mean(0)  # [layer, head]
     induction, drops, first_losses = [], [], []
     for seed in range(N_PROBES):
         sizes = random.Random(seed)
         length, noise = sizes.randrange(10, 41), sizes.randrange(0, 21)
         probe, start, period = heads.induction_probe(lm, length=length, seed=seed, noise=noise)
-        induction.append(heads.induction_scores(probe.attention, start, period))
+        induction.append(heads.induction_scores(probe.patterns, start, period))
         losses = heads.copy_losses(probe.logits, probe.input_ids, start, period)
         drops.append(losses.drop)
         first_losses.append(losses.first)

@@ -148,3 +148,13 @@ def test_describing_a_large_config_allocates_no_weights():
 def test_describe_rejects_other_objects():
     with pytest.raises(opt_lens.OptLensError):
         opt_lens.describe(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind", sorted(tiny_models.CONFIGS))
+def test_the_attention_capture_path_is_reported_from_the_config(kind):
+    from opt_lens import attention
+
+    # GPT-Neo computes attention in its own classes, not through transformers' attention interface.
+    expected = attention.EAGER if kind == "gpt_neo" else attention.RECORDED
+    assert opt_lens.describe(tiny_models.CONFIGS[kind]()).attention_capture == expected
+    assert opt_lens.describe(tiny_models.build(kind)).attention_capture == attention.EAGER  # built with eager

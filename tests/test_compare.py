@@ -12,7 +12,9 @@ from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 import opt_lens
 import tiny_models
 from opt_lens import compare
+from opt_lens.attention import StoredPatterns
 from opt_lens.lens import LensMap
+from test_capture import eager_attention
 
 PROMPT = "The cat 😀 sat on the 日本 mat. 👩‍👧 The cat sat."
 
@@ -21,6 +23,12 @@ PROMPT = "The cat 😀 sat on the 日本 mat. 👩‍👧 The cat sat."
 def pair(tiny_lm):
     gpt2, opt = tiny_lm("gpt2"), tiny_lm("opt")
     return gpt2, opt, opt_lens.capture(gpt2, PROMPT), opt_lens.capture(opt, PROMPT)
+
+
+def patterns_capture(attention: torch.Tensor) -> SimpleNamespace:
+    """What match_heads reads of a capture: its patterns ``[layer, head, query, key]``, made by hand."""
+    seq = attention.shape[-1]
+    return SimpleNamespace(patterns=StoredPatterns(attention), seq_len=seq, attention_tokens=seq)
 
 
 def fake_capture(text: str, pieces: list[tuple[str, int, int]]) -> SimpleNamespace:
@@ -197,13 +205,13 @@ def test_head_similarity_by_hand():
     # A: one layer, two heads on three tokens. B: the same tokens after a </s> at position 0.
     previous = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0]])  # attends to the token before
     uniform = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]])
-    a = SimpleNamespace(attention=torch.stack([previous, uniform])[None], seq_len=3, attention_tokens=3)  # [layer, head, query, key]
+    a = patterns_capture(torch.stack([previous, uniform])[None])  # [layer, head, query, key]
     # B's head puts half of each row on </s>; over the aligned keys it is `uniform` again.
     with_bos = torch.zeros(4, 4)
     with_bos[:, 0] = 0.5
     with_bos[1:, 1:] = uniform / 2
     with_bos[0, 0] = 1
-    b = SimpleNamespace(attention=with_bos[None, None], seq_len=4, attention_tokens=4)
+    b = patterns_capture(with_bos[None, None])
     alignment = SimpleNamespace(pairs=[(0, 1), (1, 2), (2, 3)])
     matches = compare.match_heads(a, b, alignment)
     # previous vs uniform, per row TV: 0, 0.5, 2/3; similarity 1 - mean.
@@ -228,10 +236,11 @@ def test_real_heads_across_models_match_a_direct_computation(pair):
     _, _, a, b = pair
     matches = compare.match_heads(a, b, compare.align_tokens(a, b))
     # Every A position aligns with the B position after it; drop B's </s> column and renormalise.
+    eager_a, eager_b = eager_attention("gpt2", a.input_ids), eager_attention("opt", b.input_ids)
     for i, (layer_a, head_a) in enumerate(matches.heads_a):
         for j, (layer_b, head_b) in enumerate(matches.heads_b):
-            pa = a.attention[layer_a, head_a].double()
-            pb = b.attention[layer_b, head_b, 1:, 1:].double()
+            pa = eager_a[layer_a, head_a].double()
+            pb = eager_b[layer_b, head_b, 1:, 1:].double()
             pb = pb / pb.sum(-1, keepdim=True)
             mean_tv = 0.5 * (pa - pb).abs().sum(-1).mean()
             assert matches.similarity[i, j].item() == pytest.approx(1 - mean_tv.item(), abs=1e-6)
@@ -264,8 +273,8 @@ def test_match_heads_is_fast_at_gpt2_size():
     seq = 256
     scores = torch.randn(12, 12, seq, seq, generator=torch.Generator().manual_seed(0))
     attention = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), -math.inf).softmax(-1)
-    a = SimpleNamespace(attention=attention, seq_len=seq, attention_tokens=seq)
-    b = SimpleNamespace(attention=attention.flip(0, 1), seq_len=seq, attention_tokens=seq)  # the same heads in reverse order
+    a = patterns_capture(attention)
+    b = patterns_capture(attention.flip(0, 1))  # the same heads in reverse order
     start = time.perf_counter()
     matches = compare.match_heads(a, b, SimpleNamespace(pairs=[(i, i) for i in range(seq)]))
     # Under half a second on two idle cores; a loop over head pairs would take minutes.

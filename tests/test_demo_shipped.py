@@ -130,7 +130,7 @@ def test_the_app_head_scores_find_the_card_heads(name, demo):
     assert scores.previous_token[card["previous head"]] >= 0.5
     for seed, (length, noise) in enumerate(UNSEEN_PROBES, start=100):
         probe, start, period = heads.induction_probe(lm, length=length, seed=seed, noise=noise)
-        induction = heads.induction_scores(probe.attention, start, period)  # [layer, head]
+        induction = heads.induction_scores(probe.patterns, start, period)  # [layer, head]
         assert induction[card["induction head"]] >= 0.3, f"probe {length}/{noise}:\n{induction}"
         assert heads.copying_loss_drop(probe.logits, probe.input_ids, start, period) >= 2
 

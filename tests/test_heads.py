@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import opt_lens
-from opt_lens import heads
+from opt_lens import attention, heads
+from test_capture import eager_attention, eager_model
 
 
-def pattern(rows: torch.Tensor) -> torch.Tensor:
-    return rows[None, None]  # [layer=1, head=1, query, key]
+def pattern(rows: torch.Tensor) -> attention.StoredPatterns:
+    return attention.StoredPatterns(rows[None, None])  # [layer=1, head=1, query, key]
 
 
 def previous_token_pattern(n: int) -> torch.Tensor:
@@ -78,12 +79,41 @@ def test_copying_loss_drop_by_hand():
     assert heads.copying_loss_drop(logits, ids, start=1, period=3) == pytest.approx(math.log(10) - confident)
 
 
-def test_head_scores_on_a_model(tiny_lm):
-    lm = tiny_lm("opt")
+def expected_scores(kind: str, prompt_ids: torch.Tensor, probe_ids: torch.Tensor, start: int, period: int) -> dict:
+    """The score formulas written out on whole patterns from transformers' eager attention."""
+    a = eager_attention(kind, prompt_ids)  # [layer, head, query, key]
+    rows = a[:, :, 1:]  # query 0 can only attend to itself
+    earlier_copy = torch.tril(prompt_ids[:, None] == prompt_ids[None, :], diagonal=-1)  # [query, key]
+    has_copy = earlier_copy.any(-1)
+    probe = eager_attention(kind, probe_ids)
+    second = torch.arange(start + period, start + 2 * period)
+    with torch.inference_mode():
+        logits = eager_model(kind)(probe_ids[None]).logits[0]  # [seq, vocab]
+    loss = -torch.log_softmax(logits, -1)[:-1].gather(-1, probe_ids[1:, None])[:, 0]  # [seq - 1]
+    return {
+        "previous_token": a.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1),
+        "first_token": rows[..., 0].mean(-1),
+        "entropy": -(rows * rows.clamp_min(1e-30).log()).sum(-1).mean(-1),
+        "duplicate_token": (a[:, :, has_copy] * earlier_copy[has_copy]).sum(-1).mean(-1),
+        "induction": probe[:, :, second, second - period + 1].mean(-1),
+        "copying_loss_drop": float(loss[start : start + period - 1].mean() - loss[start + period : start + 2 * period - 1].mean()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "llama", "gpt_neo"])
+@pytest.mark.parametrize("row_block_bytes", [attention.ROW_BLOCK_BYTES, 1])  # one block, and one row a block
+def test_head_scores_equal_the_formulas_on_eager_patterns(tiny_lm, monkeypatch, kind, row_block_bytes):
+    monkeypatch.setattr(attention, "ROW_BLOCK_BYTES", row_block_bytes)
+    lm = tiny_lm(kind)
     cap = opt_lens.capture(lm, "The cat sat on the mat. The cat sat on the mat.")
     scores = heads.head_scores(lm, cap, length=20)
-    for name, values in scores.as_dict().items():
-        assert values.shape == (lm.arch.n_layers, lm.arch.n_heads), name
-    torch.testing.assert_close(scores.previous_token, heads.previous_token_scores(cap.attention))
     probe, start, period = heads.induction_probe(lm, length=20)
+    expected = expected_scores(kind, cap.input_ids, probe.input_ids, start, period)
+    for name, values in expected.items():
+        torch.testing.assert_close(getattr(scores, name), values, rtol=0, atol=1e-5, msg=name)
+    assert set(scores.as_dict()) == {"previous token", "induction", "first token", "duplicate token", "entropy"}
+
+
+def test_induction_probe_starts_with_the_tokenizers_bos(tiny_lm):
+    probe, start, period = heads.induction_probe(tiny_lm("opt"), length=20)
     assert probe.tokens[0] == "</s>" and start == 1 and period == 20

@@ -48,7 +48,7 @@ def test_loaded_model_is_eval_float32_eager(tiny_lm):
     lm = tiny_lm("opt")
     assert not lm.model.training
     assert all(p.dtype == torch.float32 and not p.requires_grad for p in lm.model.parameters())
-    assert lm.model.config._attn_implementation == "eager"
+    assert lm.model.config._attn_implementation == opt_lens.attention.IMPLEMENTATION  # sdpa that records q and k
     assert lm.weights_bytes == lm.arch.n_params * 4
 
 

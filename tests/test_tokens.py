@@ -69,3 +69,13 @@ def test_offsets_cover_the_prompt_and_opt_bos_has_an_empty_span():
 def test_empty_prompt_is_an_error():
     with pytest.raises(opt_lens.OptLensError, match="empty"):
         tokenize(tiny_models.gpt2_tokenizer(), "", max_tokens=10)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])
+def test_a_lone_surrogate_becomes_the_replacement_character(kind):
+    tokenizer = tiny_models.opt_tokenizer() if kind == "opt" else tiny_models.gpt2_tokenizer()
+    tokenized = tokenize(tokenizer, "a\ud800b \udfff", 100)  # what a browser can send; the tokenizer refuses it
+    assert tokenized.text == "a\ufffdb \ufffd"
+    expected = tokenize(tokenizer, "a\ufffdb \ufffd", 100)
+    assert tokenized.input_ids.tolist() == expected.input_ids.tolist() and tokenized.offsets == expected.offsets
+    assert max(end for _, end in tokenized.offsets) == len(tokenized.text)
