@@ -1,0 +1,232 @@
+import html
+import math
+import pickle
+from dataclasses import asdict, dataclass
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import opt_lens
+from app import caches, selection, state, tables, text
+from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
+
+st.title("Watch the model write")
+st.markdown(
+    "The model guesses a next token, that token is added to the text, and it guesses again: this is all "
+    "that writing is. Each new token below is coloured by the probability it had when it was chosen. "
+    "**Notice** where the model is sure (dark) and where it hesitates (pale), and pick a token to see what "
+    "else it could have written there."
+)
+
+TOP_K_OPTIONS = [0, 1, 2, 3, 5, 10, 20, 50, 100]  # 0: every token stays a candidate
+MAX_TEMPERATURE = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The page's settings; each lives in the URL under its field name, so a shared link reproduces the run."""
+
+    max_new_tokens: int = 20
+    temperature: float = 0.0
+    top_k: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_url(cls, params) -> "Settings":
+        """Settings from the URL, which is untrusted: a value that is malformed or out of range is ignored."""
+        checks = {
+            "max_new_tokens": (int, lambda v: 1 <= v <= MAX_NEW_TOKENS),
+            "temperature": (float, lambda v: math.isfinite(v) and 0 <= v <= MAX_TEMPERATURE),
+            "top_k": (int, lambda v: v in TOP_K_OPTIONS),
+            "seed": (int, lambda v: 0 <= v <= MAX_SEED),
+        }
+        values = {}
+        for name, (parse, valid) in checks.items():
+            try:
+                value = parse(str(params.get(name)))
+            except ValueError:
+                continue
+            if valid(value):
+                values[name] = value
+        return cls(**values)
+
+    def to_url(self) -> dict[str, str]:
+        return {name: str(value) for name, value in asdict(self).items()}
+
+
+def cached_generation(name: str, prompt: str, settings: Settings) -> opt_lens.Generation:
+    """The generation for (model, prompt, settings), shared read-only by everyone who asks for it.
+
+    Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
+    """
+    lm = caches.shared_model(name, ui=False)
+
+    def build() -> opt_lens.Generation:
+        return opt_lens.generate(lm, prompt, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                 top_k=top_k, seed=settings.seed)
+
+    # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
+    top_k = (settings.top_k or None) if settings.temperature > 0 else None
+    key = ("generate", name, prompt, settings if settings.temperature > 0 else Settings(settings.max_new_tokens))
+    with st.spinner(f"{name} is writing…"):
+        return caches.capture_cache().get(key, build, lambda g: len(pickle.dumps(g)))
+
+
+def probability_colour(probability: float) -> tuple[str, str]:
+    """Background and text colour of a chip: the darker the green, the more likely the token was."""
+    background = f"rgba(0, 110, 50, {0.08 + 0.87 * probability:.2f})"
+    return background, "white" if probability > 0.55 else "black"
+
+
+def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
+    """The prompt as plain text, then one chip per new token; all model and user text is HTML-escaped."""
+    seen = gen.prompt.text[: gen.prompt.offsets[-1][1]] if gen.prompt.truncated else gen.prompt.text
+    chips = []
+    for index, step in enumerate(gen.steps):
+        background, colour = probability_colour(step.probability)
+        outline = "outline:2px solid #d62728;" if index == selected else ""
+        tooltip = (f"step {index + 1} · id {step.token_id} · probability {step.probability:.1%} (rank {step.rank})"
+                   f" · model's own probability {step.model_probability:.1%}")
+        chips.append(
+            f'<span title="{html.escape(tooltip)}" style="display:inline-block;margin:2px 1px;padding:1px 4px;'
+            f'border-radius:5px;background:{background};color:{colour};{outline}font-family:monospace;'
+            f'white-space:pre">{html.escape(step.token)}</span>'
+        )
+    return (f'<div style="line-height:2.1"><span style="color:#777;white-space:pre-wrap">{html.escape(seen)}</span>'
+            f'{"".join(chips)}</div>')
+
+
+def steps_table(gen: opt_lens.Generation) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"step": i + 1, "token": step.token, "id": step.token_id, "probability": step.probability,
+         "rank": step.rank, "model's own probability": step.model_probability}
+        for i, step in enumerate(gen.steps)
+    ])
+
+
+def distribution_table(step: Step) -> pd.DataFrame:
+    """The step's most likely tokens, plus the chosen one if it ranked lower (a hot sample often does)."""
+    rows = [{"rank": alt_.rank, "token": alt_.token, "probability": alt_.probability,
+             "chosen": alt_.token_id == step.token_id} for alt_ in step.alternatives]
+    if not any(row["chosen"] for row in rows):
+        rows.append({"rank": step.rank, "token": step.token, "probability": step.probability, "chosen": True})
+    table = pd.DataFrame(rows)
+    table["label"] = [f"{row.rank}. {row.token}" for row in table.itertuples()]  # unique, in rank order
+    return table
+
+
+def append_to_prompt(continuation: str) -> None:
+    st.session_state.prompt += continuation
+
+
+name, prompt = st.session_state.model, st.session_state.prompt
+if "generate_settings" not in st.session_state:
+    st.session_state.generate_settings = Settings.from_url(st.query_params)
+saved = st.session_state.generate_settings
+
+left, middle, right = st.columns(3)
+temperature = left.slider(
+    "Temperature", 0.0, MAX_TEMPERATURE, saved.temperature, step=0.05,
+    help="0 always takes the most likely token. Above 0 the next token is drawn at random from the "
+         "probabilities: below 1 they are sharpened towards the likely tokens, above 1 flattened towards the "
+         "unlikely ones.",
+)
+left.caption("0 always writes the most likely token; higher values draw at random, more adventurously.")
+sampling = temperature > 0
+top_k = middle.select_slider(
+    "Top-k", TOP_K_OPTIONS, saved.top_k, format_func=lambda k: "every token" if k == 0 else str(k),
+    disabled=not sampling,
+    help="Only the k most likely tokens can be drawn; their probabilities are scaled up to add to 1.",
+)
+middle.caption("When drawing at random, keeps only the k most likely tokens as candidates, cutting off the long "
+               "tail of odd ones.")
+max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, saved.max_new_tokens,
+                              help="At most this many; the model may stop earlier with its end-of-text token.")
+seed = right.number_input("Seed", 0, MAX_SEED, saved.seed, step=1, disabled=not sampling,
+                          help="The same seed and settings always give the same text; another seed, another draw.")
+settings = Settings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
+                    seed=int(seed))
+st.session_state.generate_settings = settings
+for key, value in settings.to_url().items():
+    if st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
+gen = cached_generation(name, prompt, settings)
+selection.warn_if_truncated(name, gen.prompt)
+
+st.subheader("The continuation")
+if not gen.steps:
+    st.info(f"The prompt already fills {text.escape_markdown(name)}'s context of {context} tokens, "
+            "so there is no room for a new one. Shorten the prompt.", icon=":material/block:")
+    st.stop()
+
+
+@st.fragment
+def continuation_view(gen: opt_lens.Generation) -> None:
+    """The text and the chosen step's distribution: picking another step redraws only this part."""
+    labels = [f"{i + 1} {step.token}" for i, step in enumerate(gen.steps)]
+    chosen = st.select_slider("Look at the token written at step", labels, labels[0],
+                              help="Shows the probabilities the model gave every candidate at that step.")
+    index = labels.index(chosen)
+    # text_with_chips escapes every token and the prompt: only the chips' own markup is HTML.
+    st.markdown(text_with_chips(gen, index), unsafe_allow_html=True)
+    greedy = gen.temperature == 0
+    st.caption(
+        "Colour: the token's probability when it was chosen, from pale (unlikely) to dark green (sure)"
+        + (". Temperature 0 takes the most likely token, so every chip is its step's top guess."
+           if greedy else ", after temperature and top-k reshaped the model's probabilities. Hover a chip to "
+                          "compare with the model's own probability.")
+    )
+    step = gen.steps[index]
+    table = distribution_table(step)
+    before = "the prompt" if index == 0 else f"“{gen.steps[index - 1].token}”"
+    bars = (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", axis=alt.Axis(format="%"), title="probability"),
+            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
+            color=alt.Color("chosen:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9ecae1"]),
+                            legend=alt.Legend(title="written", labelExpr="datum.value ? 'this token' : 'others'")),
+            tooltip=["rank", "token", alt.Tooltip("probability:Q", format=".2%")],
+        )
+        .properties(title=f"Step {index + 1}: the candidates after {before}", height=24 * len(table) + 40)
+    )
+    st.altair_chart(bars, width="stretch")
+    if greedy:
+        st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%}: the model's "
+                   "most likely token, which temperature 0 always takes.")
+    else:
+        candidates = "every token" if gen.top_k is None else f"the top {gen.top_k}"
+        st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%} (rank {step.rank}) "
+                   f"in what it was drawn from (temperature {gen.temperature:g}, {candidates}). The model's own "
+                   f"probability for it, before temperature and top-k: {step.model_probability:.1%}.")
+
+
+continuation_view(gen)
+
+reasons = {
+    "max_new_tokens": f"Stopped after the {len(gen.steps)} new tokens asked for.",
+    "end_of_text": "Stopped because the model wrote its end-of-text token: it considers the text finished.",
+}
+if gen.context_full:
+    st.warning(f"Stopped because {text.escape_markdown(name)}'s context is full: it reads at most "
+               f"{context} tokens, so it cannot write more after this text.",
+               icon=":material/block:")
+else:
+    st.caption(reasons[gen.stop_reason])
+
+fits = len(prompt) + len(gen.text) <= state.MAX_PROMPT_CHARS
+st.button(
+    "Append to the prompt", icon=":material/add:", on_click=append_to_prompt, args=(gen.text,),
+    disabled=gen.prompt.truncated or not gen.text or not fits,
+    help="Adds the continuation to the prompt in the sidebar, so that every page (and the next run here) reads "
+         "it. The text is tokenized again, so the tokens where prompt and continuation meet may differ."
+    if fits else f"The prompt would be longer than {state.MAX_PROMPT_CHARS} characters.",
+)
+with st.expander("Every step as a table"):
+    steps = steps_table(gen)
+    st.dataframe(steps, width="stretch", hide_index=True)
+    tables.csv_button(steps, "Download the steps as CSV", "generation.csv")
