@@ -81,7 +81,6 @@ def probability_colour(probability: float) -> tuple[str, str]:
 
 def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
     """The prompt as plain text, then one chip per new token; all model and user text is HTML-escaped."""
-    seen = gen.prompt.text[: gen.prompt.offsets[-1][1]] if gen.prompt.truncated else gen.prompt.text
     chips = []
     for index, step in enumerate(gen.steps):
         background, colour = probability_colour(step.probability)
@@ -93,7 +92,7 @@ def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
             f'border-radius:5px;background:{background};color:{colour};{outline}font-family:monospace;'
             f'white-space:pre">{html.escape(step.token)}</span>'
         )
-    return (f'<div style="line-height:2.1"><span style="color:#777;white-space:pre-wrap">{html.escape(seen)}</span>'
+    return (f'<div style="line-height:2.1"><span style="color:#777;white-space:pre-wrap">{html.escape(gen.prompt.text)}</span>'
             f'{"".join(chips)}</div>')
 
 
@@ -145,7 +144,8 @@ max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, saved.max_new_tok
                               help="At most this many; the model may stop earlier with its end-of-text token.")
 seed = right.number_input("Seed", 0, MAX_SEED, saved.seed, step=1, disabled=not sampling,
                           help="The same seed and settings always give the same text; another seed, another draw.")
-settings = Settings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
+# Rounded as the slider's steps are: the browser's float arithmetic would otherwise put 0.35000000000000003 in links.
+settings = Settings(max_new_tokens=int(max_new_tokens), temperature=round(float(temperature), 2), top_k=int(top_k),
                     seed=int(seed))
 st.session_state.generate_settings = settings
 for key, value in settings.to_url().items():
@@ -218,13 +218,19 @@ if gen.context_full:
 else:
     st.caption(reasons[gen.stop_reason])
 
-fits = len(prompt) + len(gen.text) <= state.MAX_PROMPT_CHARS
+# A cut prompt leaves no room to write (the page stopped above), so every continuation here follows it whole.
+cannot_append = (
+    "The model wrote no text, only its end-of-text token." if not gen.text
+    else f"The prompt would be longer than {state.MAX_PROMPT_CHARS} characters."
+    if len(prompt) + len(gen.text) > state.MAX_PROMPT_CHARS
+    else None
+)
 st.button(
     "Append to the prompt", icon=":material/add:", on_click=append_to_prompt, args=(gen.text,),
-    disabled=gen.prompt.truncated or not gen.text or not fits,
-    help="Adds the continuation to the prompt in the sidebar, so that every page (and the next run here) reads "
-         "it. The text is tokenized again, so the tokens where prompt and continuation meet may differ."
-    if fits else f"The prompt would be longer than {state.MAX_PROMPT_CHARS} characters.",
+    disabled=cannot_append is not None,
+    help=cannot_append or "Adds the continuation to the prompt in the sidebar, so that every page (and the next "
+                          "run here) reads it. The text is tokenized again, so the tokens where prompt and "
+                          "continuation meet may differ.",
 )
 with st.expander("Every step as a table"):
     steps = steps_table(gen)
