@@ -40,6 +40,8 @@ class Step:
 
 @dataclass(frozen=True, eq=False)
 class Generation:
+    """A prompt, what the model wrote after it step by step, why it stopped, and the settings that made it."""
+
     model_name: str
     prompt: Tokenized  # the prompt as the model saw it (cut to the model's context)
     token_ids: torch.Tensor  # [new]: the generated tokens, an end-of-text token included

@@ -3,7 +3,8 @@
 import re
 
 import pytest
-from test_app import app, assert_clean, chart_title, charts, open_page
+from streamlit.testing.v1 import AppTest
+from test_app import ROOT, TIMEOUT, app, assert_clean, chart_title, charts, open_page
 from test_app_concurrency import chart_rows
 
 import opt_lens
@@ -119,3 +120,10 @@ def test_markup_in_the_prompt_is_shown_as_text():
     assert_clean(at)
     chips = next(m.value for m in at.markdown if m.value.startswith('<div style="line-height'))
     assert "<img" not in chips and "&lt;img src=x onerror=alert(1)&gt;" in chips
+
+
+def test_the_page_is_registered_in_the_entry_point():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    assert at.title[0].value == "Watch the model write"
