@@ -1,12 +1,13 @@
 """opt_lens.generate against independent references: transformers' own generate, and a plain forward pass."""
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 import opt_lens
-from opt_lens.generation import MAX_NEW_TOKENS, N_ALTERNATIVES
+from opt_lens.generation import MAX_NEW_TOKENS, N_ALTERNATIVES, _draw
 
 PROMPT = "The cat sat on the mat and"
 
@@ -171,3 +172,14 @@ def test_concurrent_runs_on_one_model_each_get_what_they_get_alone(demo_gpt2):
         )
     assert [gen.token_ids.tolist() for gen in together] == [ids.tolist() for ids in alone]
     assert torch.equal(capture.result().next_logits, opt_lens.capture(demo_gpt2, PROMPT).next_logits)
+
+
+def test_draws_follow_the_distribution_they_are_drawn_from():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    generator = torch.Generator().manual_seed(0)
+    n = 20_000
+    drawn = Counter(_draw(probs, generator) for _ in range(n))
+    assert set(drawn) == {1, 3, 4, 5}  # never a token of probability 0
+    for token_id, count in drawn.items():  # within 4 standard deviations of a binomial count
+        p = probs[token_id].item()
+        assert abs(count / n - p) < 4 * (p * (1 - p) / n) ** 0.5
