@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from app.state import chosen_model
 from app.tables import head_score_table
 
 
@@ -46,12 +47,20 @@ EXPERIMENTS = [
 ]
 
 
-def start_experiment(experiment: Experiment) -> None:
-    """Put the experiment's prompt (and its best head) into the session and open its page."""
+def prepare_experiment(experiment: Experiment) -> None:
+    """Put the experiment's prompt (and its best head) into the session: a button's callback, run before
+    the sidebar's prompt box is drawn; the page that shows it is opened after."""
     st.session_state.prompt = experiment.prompt
     if experiment.head_metric:
-        scores = head_score_table(st.session_state.model, experiment.prompt)
+        scores = head_score_table(chosen_model("model"), experiment.prompt)
         best = scores[scores.metric == experiment.head_metric].sort_values("score").iloc[-1]
         st.session_state.layer, st.session_state.head = int(best["layer"]), int(best["head"])
         st.session_state.head_metric = experiment.head_metric  # the Attention page's score map shows that score
-    st.switch_page(experiment.page)
+
+
+def opening_query(experiment: Experiment) -> dict:
+    """The URL an experiment's page opens with: the head it chose, since the Layer and Head boxes, bound to
+    the URL but not drawn when it was chosen, take their first value from there."""
+    if not experiment.head_metric:
+        return {}
+    return {"layer": str(st.session_state.layer), "head": str(st.session_state.head)}
