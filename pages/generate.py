@@ -1,76 +1,44 @@
 import html
-import math
 import pickle
-from dataclasses import asdict, dataclass
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app import caches, selection, state, tables, text
+from app import caches, frame, selection, state, tables, text
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
-st.title("Watch the model write")
-st.markdown(
+frame.page_intro(
+    "Watch the model write",
     "The model guesses a next token, that token is added to the text, and it guesses again: this is all "
     "that writing is. Each new token below is coloured by the probability it had when it was chosen. "
     "**Notice** where the model is sure (dark) and where it hesitates (pale), and pick a token to see what "
-    "else it could have written there."
+    "else it could have written there.",
 )
 
 TOP_K_OPTIONS = [0, 1, 2, 3, 5, 10, 20, 50, 100]  # 0: every token stays a candidate
 MAX_TEMPERATURE = 2.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The page's settings; each lives in the URL under its field name, so a shared link reproduces the run."""
-
-    max_new_tokens: int = 20
-    temperature: float = 0.0
-    top_k: int = 0
-    seed: int = 0
-
-    @classmethod
-    def from_url(cls, params) -> "Settings":
-        """Settings from the URL, which is untrusted: a value that is malformed or out of range is ignored."""
-        checks = {
-            "max_new_tokens": (int, lambda v: 1 <= v <= MAX_NEW_TOKENS),
-            "temperature": (float, lambda v: math.isfinite(v) and 0 <= v <= MAX_TEMPERATURE),
-            "top_k": (int, lambda v: v in TOP_K_OPTIONS),
-            "seed": (int, lambda v: 0 <= v <= MAX_SEED),
-        }
-        values = {}
-        for name, (parse, valid) in checks.items():
-            try:
-                value = parse(str(params.get(name)))
-            except ValueError:
-                continue
-            if valid(value):
-                values[name] = value
-        return cls(**values)
-
-    def to_url(self) -> dict[str, str]:
-        return {name: str(value) for name, value in asdict(self).items()}
-
-
-def cached_generation(name: str, prompt: str, settings: Settings) -> opt_lens.Generation:
+def cached_generation(name: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
+                      seed: int) -> opt_lens.Generation:
     """The generation for (model, prompt, settings), shared read-only by everyone who asks for it.
 
     Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
     """
     lm = caches.shared_model(name, ui=False)
-
-    def build() -> opt_lens.Generation:
-        return opt_lens.generate(lm, prompt, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                 top_k=top_k, seed=settings.seed)
-
     # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
-    top_k = (settings.top_k or None) if settings.temperature > 0 else None
-    key = ("generate", name, prompt, settings if settings.temperature > 0 else Settings(settings.max_new_tokens))
+    if temperature == 0:
+        top_k, seed = None, 0
+    key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
     with st.spinner(f"{name} is writing…"):
-        return caches.capture_cache().get(key, build, lambda g: len(pickle.dumps(g)))
+        return caches.capture_cache().get(
+            key,
+            lambda: opt_lens.generate(lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_k=top_k, seed=seed),
+            lambda gen: len(pickle.dumps(gen)),
+        )
 
 
 def probability_colour(probability: float) -> tuple[str, str]:
@@ -115,18 +83,15 @@ def distribution_table(step: Step) -> pd.DataFrame:
     return table
 
 
-def append_to_prompt(continuation: str) -> None:
-    st.session_state.prompt += continuation
+def use_as_prompt(new_prompt: str) -> None:
+    st.session_state.prompt = new_prompt  # the sidebar's prompt box, and through it the URL
 
 
-name, prompt = st.session_state.model, st.session_state.prompt
-if "generate_settings" not in st.session_state:
-    st.session_state.generate_settings = Settings.from_url(st.query_params)
-saved = st.session_state.generate_settings
-
+name, prompt = state.chosen_model("model"), state.chosen_prompt()
 left, middle, right = st.columns(3)
+# Bound to the URL, so that a teacher's link reproduces the run; Streamlit drops a value the widget cannot take.
 temperature = left.slider(
-    "Temperature", 0.0, MAX_TEMPERATURE, saved.temperature, step=0.05,
+    "Temperature", 0.0, MAX_TEMPERATURE, 0.0, step=0.05, key="temperature", bind="query-params",
     help="0 always takes the most likely token. Above 0 the next token is drawn at random from the "
          "probabilities: below 1 they are sharpened towards the likely tokens, above 1 flattened towards the "
          "unlikely ones.",
@@ -134,26 +99,20 @@ temperature = left.slider(
 left.caption("0 always writes the most likely token; higher values draw at random, more adventurously.")
 sampling = temperature > 0
 top_k = middle.select_slider(
-    "Top-k", TOP_K_OPTIONS, saved.top_k, format_func=lambda k: "every token" if k == 0 else str(k),
-    disabled=not sampling,
+    "Top-k", TOP_K_OPTIONS, 0, key="top_k", bind="query-params", disabled=not sampling,
+    format_func=lambda k: "every token" if k == 0 else str(k),
     help="Only the k most likely tokens can be drawn; their probabilities are scaled up to add to 1.",
 )
 middle.caption("When drawing at random, keeps only the k most likely tokens as candidates, cutting off the long "
                "tail of odd ones.")
-max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, saved.max_new_tokens,
+max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, 20, key="max_new_tokens", bind="query-params",
                               help="At most this many; the model may stop earlier with its end-of-text token.")
-seed = right.number_input("Seed", 0, MAX_SEED, saved.seed, step=1, disabled=not sampling,
+seed = right.number_input("Seed", 0, MAX_SEED, 0, step=1, key="seed", bind="query-params", disabled=not sampling,
                           help="The same seed and settings always give the same text; another seed, another draw.")
-# Rounded as the slider's steps are: the browser's float arithmetic would otherwise put 0.35000000000000003 in links.
-settings = Settings(max_new_tokens=int(max_new_tokens), temperature=round(float(temperature), 2), top_k=int(top_k),
-                    seed=int(seed))
-st.session_state.generate_settings = settings
-for key, value in settings.to_url().items():
-    if st.query_params.get(key) != value:
-        st.query_params[key] = value
 
 context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
-gen = cached_generation(name, prompt, settings)
+# Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.
+gen = cached_generation(name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
 selection.warn_if_truncated(name, gen.prompt)
 
 st.subheader("The continuation")
@@ -226,7 +185,7 @@ cannot_append = (
     else None
 )
 st.button(
-    "Append to the prompt", icon=":material/add:", on_click=append_to_prompt, args=(gen.text,),
+    "Append to the prompt", icon=":material/add:", on_click=use_as_prompt, args=(prompt + gen.text,),
     disabled=cannot_append is not None,
     help=cannot_append or "Adds the continuation to the prompt in the sidebar, so that every page (and the next "
                           "run here) reads it. The text is tokenized again, so the tokens where prompt and "

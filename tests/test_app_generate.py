@@ -4,8 +4,7 @@ import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import ROOT, TIMEOUT, app, assert_clean, chart_title, charts, open_page
-from test_app_concurrency import chart_rows
+from test_app import ROOT, TIMEOUT, app, assert_clean, chart_rows, chart_title, charts, open_page
 
 import opt_lens
 
@@ -52,16 +51,18 @@ def test_greedy_by_default_equals_generate(separate_models):
     assert widget(at.select_slider, "Top-k").disabled and widget(at.number_input, "Seed").disabled
 
 
-def test_the_url_restores_the_settings_and_keeps_them():
+def settings_shown(at) -> dict:
+    return {
+        "temperature": widget(at.slider, "Temperature").value, "top_k": widget(at.select_slider, "Top-k").value,
+        "max_new_tokens": widget(at.slider, "New tokens").value, "seed": widget(at.number_input, "Seed").value,
+    }
+
+
+def test_the_url_restores_the_settings():
+    # The browser writes a bound widget's changes into the URL; AppTest has no browser, so only reading is tested.
     at = generate_page(prompt=PROMPT, **SAMPLING)
-    assert widget(at.slider, "Temperature").value == pytest.approx(1.3)
-    assert widget(at.select_slider, "Top-k").value == 20
-    assert widget(at.slider, "New tokens").value == 12
-    assert widget(at.number_input, "Seed").value == 42
-    assert {key: at.query_params[key] for key in SAMPLING} == SAMPLING
-    widget(at.number_input, "Seed").set_value(7).run()
     assert_clean(at)
-    assert at.query_params["seed"] == "7"
+    assert settings_shown(at) == {"temperature": pytest.approx(1.3), "top_k": 20, "max_new_tokens": 12, "seed": 42}
 
 
 @pytest.mark.parametrize(
@@ -70,14 +71,13 @@ def test_the_url_restores_the_settings_and_keeps_them():
         {"temperature": "nan", "top_k": "7", "max_new_tokens": "0", "seed": "-1"},
         {"temperature": "1e9", "top_k": "x", "max_new_tokens": "100000", "seed": str(2**40)},
         {"temperature": "", "top_k": "", "max_new_tokens": "", "seed": ""},
+        {"temperature": "<b>", "top_k": "2.5", "max_new_tokens": "twenty", "seed": "0x10"},
     ],
 )
 def test_bad_settings_in_the_url_fall_back_to_defaults(query):
     at = generate_page(prompt=PROMPT, **query)
     assert_clean(at)
-    assert {key: at.query_params[key] for key in query} == {
-        "temperature": "0.0", "top_k": "0", "max_new_tokens": "20", "seed": "0"
-    }
+    assert settings_shown(at) == {"temperature": 0.0, "top_k": 0, "max_new_tokens": 20, "seed": 0}
 
 
 def test_choosing_a_step_shows_the_distribution_it_was_drawn_from(separate_models):
