@@ -60,8 +60,8 @@ def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
             f'border-radius:5px;background:{background};color:{colour};{outline}font-family:monospace;'
             f'white-space:pre">{html.escape(step.token)}</span>'
         )
-    return (f'<div style="line-height:2.1"><span style="color:#777;white-space:pre-wrap">{html.escape(gen.prompt.text)}</span>'
-            f'{"".join(chips)}</div>')
+    prompt_text = f'<span style="color:#777;white-space:pre-wrap">{html.escape(gen.prompt.text)}</span>'
+    return f'<div style="line-height:2.1">{prompt_text}{"".join(chips)}</div>'
 
 
 def steps_table(gen: opt_lens.Generation) -> pd.DataFrame:
@@ -74,8 +74,8 @@ def steps_table(gen: opt_lens.Generation) -> pd.DataFrame:
 
 def distribution_table(step: Step) -> pd.DataFrame:
     """The step's most likely tokens, plus the chosen one if it ranked lower (a hot sample often does)."""
-    rows = [{"rank": alt_.rank, "token": alt_.token, "probability": alt_.probability,
-             "chosen": alt_.token_id == step.token_id} for alt_ in step.alternatives]
+    rows = [{"rank": candidate.rank, "token": candidate.token, "probability": candidate.probability,
+             "chosen": candidate.token_id == step.token_id} for candidate in step.alternatives]
     if not any(row["chosen"] for row in rows):
         rows.append({"rank": step.rank, "token": step.token, "probability": step.probability, "chosen": True})
     table = pd.DataFrame(rows)
