@@ -13,5 +13,6 @@ def app_pages() -> list:
         st.Page("pages/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
         st.Page("pages/predictions.py", title="Predictions & logit lens", icon=":material/target:",
                 url_path="predictions"),
+        st.Page("pages/generate.py", title="Watch the model write", icon=":material/edit_note:", url_path="generate"),
         st.Page("pages/compare.py", title="Compare two models", icon=":material/compare_arrows:", url_path="compare"),
     ]

@@ -24,6 +24,8 @@ _LAZY = {
     "Capture": "capturing",
     "capture": "capturing",
     "capture_ids": "capturing",
+    "Generation": "generation",
+    "generate": "generation",
     "LensMap": "lens",
     "Prediction": "lens",
     "logit_lens": "lens",

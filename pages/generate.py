@@ -1,0 +1,197 @@
+import html
+import pickle
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import opt_lens
+from app import caches, frame, selection, state, tables, text
+from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
+
+frame.page_intro(
+    "Watch the model write",
+    "The model guesses a next token, that token is added to the text, and it guesses again: this is all "
+    "that writing is. Each new token below is coloured by the probability it had when it was chosen. "
+    "**Notice** where the model is sure (dark) and where it hesitates (pale), and pick a token to see what "
+    "else it could have written there.",
+)
+
+TOP_K_OPTIONS = [0, 1, 2, 3, 5, 10, 20, 50, 100]  # 0: every token stays a candidate
+MAX_TEMPERATURE = 2.0
+
+
+def cached_generation(name: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
+                      seed: int) -> opt_lens.Generation:
+    """The generation for (model, prompt, settings), shared read-only by everyone who asks for it.
+
+    Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
+    """
+    lm = caches.shared_model(name, ui=False)
+    # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
+    if temperature == 0:
+        top_k, seed = None, 0
+    key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
+    with st.spinner(f"{name} is writing…"):
+        return caches.capture_cache().get(
+            key,
+            lambda: opt_lens.generate(lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_k=top_k, seed=seed),
+            lambda gen: len(pickle.dumps(gen)),
+        )
+
+
+def probability_colour(probability: float) -> tuple[str, str]:
+    """Background and text colour of a chip: the darker the green, the more likely the token was."""
+    background = f"rgba(0, 110, 50, {0.08 + 0.87 * probability:.2f})"
+    return background, "white" if probability > 0.55 else "black"
+
+
+def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
+    """The prompt as plain text, then one chip per new token; all model and user text is HTML-escaped."""
+    chips = []
+    for index, step in enumerate(gen.steps):
+        background, colour = probability_colour(step.probability)
+        outline = "outline:2px solid #d62728;" if index == selected else ""
+        tooltip = (f"step {index + 1} · id {step.token_id} · probability {step.probability:.1%} (rank {step.rank})"
+                   f" · model's own probability {step.model_probability:.1%}")
+        chips.append(
+            f'<span title="{html.escape(tooltip)}" style="display:inline-block;margin:2px 1px;padding:1px 4px;'
+            f'border-radius:5px;background:{background};color:{colour};{outline}font-family:monospace;'
+            f'white-space:pre">{html.escape(step.token)}</span>'
+        )
+    prompt_text = f'<span style="color:#777;white-space:pre-wrap">{html.escape(gen.prompt.text)}</span>'
+    return f'<div style="line-height:2.1">{prompt_text}{"".join(chips)}</div>'
+
+
+def steps_table(gen: opt_lens.Generation) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"step": i + 1, "token": step.token, "id": step.token_id, "probability": step.probability,
+         "rank": step.rank, "model's own probability": step.model_probability}
+        for i, step in enumerate(gen.steps)
+    ])
+
+
+def distribution_table(step: Step) -> pd.DataFrame:
+    """The step's most likely tokens, plus the chosen one if it ranked lower (a hot sample often does)."""
+    rows = [{"rank": candidate.rank, "token": candidate.token, "probability": candidate.probability,
+             "chosen": candidate.token_id == step.token_id} for candidate in step.alternatives]
+    if not any(row["chosen"] for row in rows):
+        rows.append({"rank": step.rank, "token": step.token, "probability": step.probability, "chosen": True})
+    table = pd.DataFrame(rows)
+    table["label"] = [f"{row.rank}. {row.token}" for row in table.itertuples()]  # unique, in rank order
+    return table
+
+
+def use_as_prompt(new_prompt: str) -> None:
+    st.session_state.prompt = new_prompt  # the sidebar's prompt box, and through it the URL
+
+
+name, prompt = state.chosen_model("model"), state.chosen_prompt()
+left, middle, right = st.columns(3)
+# Bound to the URL, so that a teacher's link reproduces the run; Streamlit drops a value the widget cannot take.
+temperature = left.slider(
+    "Temperature", 0.0, MAX_TEMPERATURE, 0.0, step=0.05, key="temperature", bind="query-params",
+    help="0 always takes the most likely token. Above 0 the next token is drawn at random from the "
+         "probabilities: below 1 they are sharpened towards the likely tokens, above 1 flattened towards the "
+         "unlikely ones.",
+)
+left.caption("0 always writes the most likely token; higher values draw at random, more adventurously.")
+sampling = temperature > 0
+top_k = middle.select_slider(
+    "Top-k", TOP_K_OPTIONS, 0, key="top_k", bind="query-params", disabled=not sampling,
+    format_func=lambda k: "every token" if k == 0 else str(k),
+    help="Only the k most likely tokens can be drawn; their probabilities are scaled up to add to 1.",
+)
+middle.caption("When drawing at random, keeps only the k most likely tokens as candidates, cutting off the long "
+               "tail of odd ones.")
+max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, 20, key="max_new_tokens", bind="query-params",
+                              help="At most this many; the model may stop earlier with its end-of-text token.")
+seed = right.number_input("Seed", 0, MAX_SEED, 0, step=1, key="seed", bind="query-params", disabled=not sampling,
+                          help="The same seed and settings always give the same text; another seed, another draw.")
+
+context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
+# Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.
+gen = cached_generation(name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
+selection.warn_if_truncated(name, gen.prompt)
+
+st.subheader("The continuation")
+if not gen.steps:
+    st.info(f"The prompt already fills {text.escape_markdown(name)}'s context of {context} tokens, "
+            "so there is no room for a new one. Shorten the prompt.", icon=":material/block:")
+    st.stop()
+
+
+@st.fragment
+def continuation_view(gen: opt_lens.Generation) -> None:
+    """The text and the chosen step's distribution: picking another step redraws only this part."""
+    labels = [f"{i + 1} {step.token}" for i, step in enumerate(gen.steps)]
+    chosen = st.select_slider("Look at the token written at step", labels, labels[0],
+                              help="Shows the probabilities the model gave every candidate at that step.")
+    index = labels.index(chosen)
+    # text_with_chips escapes every token and the prompt: only the chips' own markup is HTML.
+    st.markdown(text_with_chips(gen, index), unsafe_allow_html=True)
+    greedy = gen.temperature == 0
+    st.caption(
+        "Colour: the token's probability when it was chosen, from pale (unlikely) to dark green (sure)"
+        + (". Temperature 0 takes the most likely token, so every chip is its step's top guess."
+           if greedy else ", after temperature and top-k reshaped the model's probabilities. Hover a chip to "
+                          "compare with the model's own probability.")
+    )
+    step = gen.steps[index]
+    table = distribution_table(step)
+    before = "the prompt" if index == 0 else f"“{gen.steps[index - 1].token}”"
+    bars = (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", axis=alt.Axis(format="%"), title="probability"),
+            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
+            color=alt.Color("chosen:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9ecae1"]),
+                            legend=alt.Legend(title="written", labelExpr="datum.value ? 'this token' : 'others'")),
+            tooltip=["rank", "token", alt.Tooltip("probability:Q", format=".2%")],
+        )
+        .properties(title=f"Step {index + 1}: the candidates after {before}", height=24 * len(table) + 40)
+    )
+    st.altair_chart(bars, width="stretch")
+    if greedy:
+        st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%}: the model's "
+                   "most likely token, which temperature 0 always takes.")
+    else:
+        candidates = "every token" if gen.top_k is None else f"the top {gen.top_k}"
+        st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%} (rank {step.rank}) "
+                   f"in what it was drawn from (temperature {gen.temperature:g}, {candidates}). The model's own "
+                   f"probability for it, before temperature and top-k: {step.model_probability:.1%}.")
+
+
+continuation_view(gen)
+
+reasons = {
+    "max_new_tokens": f"Stopped after the {len(gen.steps)} new tokens asked for.",
+    "end_of_text": "Stopped because the model wrote its end-of-text token: it considers the text finished.",
+}
+if gen.context_full:
+    st.warning(f"Stopped because {text.escape_markdown(name)}'s context is full: it reads at most "
+               f"{context} tokens, so it cannot write more after this text.",
+               icon=":material/block:")
+else:
+    st.caption(reasons[gen.stop_reason])
+
+# A cut prompt leaves no room to write (the page stopped above), so every continuation here follows it whole.
+cannot_append = (
+    "The model wrote no text, only its end-of-text token." if not gen.text
+    else f"The prompt would be longer than {state.MAX_PROMPT_CHARS} characters."
+    if len(prompt) + len(gen.text) > state.MAX_PROMPT_CHARS
+    else None
+)
+st.button(
+    "Append to the prompt", icon=":material/add:", on_click=use_as_prompt, args=(prompt + gen.text,),
+    disabled=cannot_append is not None,
+    help=cannot_append or "Adds the continuation to the prompt in the sidebar, so that every page (and the next "
+                          "run here) reads it. The text is tokenized again, so the tokens where prompt and "
+                          "continuation meet may differ.",
+)
+with st.expander("Every step as a table"):
+    steps = steps_table(gen)
+    st.dataframe(steps, width="stretch", hide_index=True)
+    tables.csv_button(steps, "Download the steps as CSV", "generation.csv")
