@@ -279,7 +279,7 @@ def token_losses(capture: Capture) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Attribution:
-    """Direct logit attribution of one token's logit at one position (all in logits, i.e. nats before softmax).
+    """Direct logit attribution of one token's logit at one position; every field is in logit units.
 
     ``embed + heads.sum() + mlps.sum() + rest == logit`` within float tolerance.
     """
