@@ -16,6 +16,15 @@ cheaper last-logits-only forwards ("x last").
 
 On a loaded shared machine, two torch threads spin against each other and a tiny forward pass can take
 25 times longer than with one; ``--threads 1`` gives stable figures there.
+
+Measured on 2026-11-28 with ``--threads 1`` on a 2-core machine shared with six other test runs (load 9-11;
+32 tokens: median of 3 interleaved rounds, 128 tokens: one round), "x fwds" / "x last":
+
+    model     tokens  head_effects   patch_heads    patch_resid
+    GPT-2      32     0.24 / 0.32    0.20 / 0.27    0.10 / 0.13
+    GPT-2     128     0.37 / 0.62    0.33 / 0.57    0.13 / 0.21
+    OPT-125m   32     0.21 / 0.33    0.27 / 0.43    0.35 / 0.54
+    OPT-125m  128     0.40 / 0.55    0.53 / 0.73    0.51 / 0.70
 """
 
 from __future__ import annotations
