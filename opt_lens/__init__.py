@@ -24,6 +24,13 @@ _LAZY = {
     "Capture": "capturing",
     "capture": "capturing",
     "capture_ids": "capturing",
+    "Ablation": "ablation",
+    "Attribution": "causal",
+    "attribute": "causal",
+    "head_effects": "causal",
+    "patch_heads": "causal",
+    "patch_resid": "causal",
+    "token_losses": "causal",
     "Generation": "generation",
     "generate": "generation",
     "LensMap": "lens",
@@ -38,7 +45,8 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "attention", "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
+    "ablation", "architecture", "attention", "capturing", "causal", "compare", "families", "generation", "heads", "hub",
+    "lens", "loading", "memory", "surgery", "tokens",
 }
 
 

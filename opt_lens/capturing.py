@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .ablation import Ablation, ablation_spec, install_ablation
 from .attention import RECORDED, Patterns, Recorder, RecordedPatterns, StoredPatterns, capture_path, recording
 from .errors import OptLensError
 from .surgery import get_module, hooks
@@ -46,6 +47,7 @@ class Capture:
     next_logits: torch.Tensor  # [vocab]: the model's own logits at the last position
     attn_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     mlp_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
+    ablation: Ablation | None = None  # what was knocked out of this run (every field describes it)
     # A weak reference: a cached capture must not keep an evicted model's weights alive.
     _model: weakref.ref | None = field(default=None, repr=False)
 
@@ -101,8 +103,20 @@ class Capture:
         return self.patterns.nbytes() + sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def capture(lm, text: str, *, points: tuple[str, ...] = (), attention_prefix: int | None = None) -> Capture:
+def capture(
+    lm,
+    text: str,
+    *,
+    points: tuple[str, ...] = (),
+    attention_prefix: int | None = None,
+    ablate=(),
+    ablate_with: str = "zero",
+    ablate_mlps=(),
+) -> Capture:
     """Tokenize ``text`` (truncating to the model's context) and capture one forward pass.
+
+    ``ablate=[(layer, head), ...]`` and ``ablate_mlps=[layer, ...]`` knock those parts out of the run
+    (``ablate_with="zero"`` or ``"mean"``, see ablation.py); every field then describes the ablated run.
 
     ``attention_prefix=n`` keeps the attention among the first ``n`` tokens only: as attention is causal,
     exactly the patterns a run on those ``n`` tokens gives, for a fraction of the memory of a long prompt's.
@@ -117,6 +131,9 @@ def capture(lm, text: str, *, points: tuple[str, ...] = (), attention_prefix: in
         n_prompt_tokens=tokenized.n_prompt_tokens,
         points=points,
         attention_prefix=attention_prefix,
+        ablate=ablate,
+        ablate_with=ablate_with,
+        ablate_mlps=ablate_mlps,
     )
 
 
@@ -130,6 +147,9 @@ def capture_ids(
     n_prompt_tokens: int | None = None,
     points: tuple[str, ...] = (),
     attention_prefix: int | None = None,
+    ablate=(),
+    ablate_with: str = "zero",
+    ablate_mlps=(),
 ) -> Capture:
     """Capture a forward pass on token ids (for synthetic inputs such as repeated random tokens)."""
     arch = lm.arch
@@ -146,6 +166,7 @@ def capture_ids(
         raise OptLensError(f"Token ids must lie in 0..{arch.vocab_size - 1}, this model's vocabulary.")
     if attention_prefix is not None and attention_prefix < 1:
         raise OptLensError(f"attention_prefix must be a positive number of tokens, not {attention_prefix}.")
+    knocked_out = ablation_spec(arch, ablate, ablate_mlps, ablate_with)
     kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is kept
     model = lm.model
     recorded = capture_path(model) == RECORDED
@@ -199,7 +220,10 @@ def capture_ids(
 
         return hook
 
-    with lm.lock, torch.inference_mode(), hooks() as hook_set, recording(recorder):
+    with lm.lock, torch.inference_mode(), hooks() as hook_set:
+        # First, outside the recording: mean ablation runs the unablated pass for its means, and the
+        # recording hooks registered after these see the ablated values.
+        install_ablation(lm, hook_set, input_ids, knocked_out)
         hook_set.forward_pre(get_module(model, arch.paths.block(0)), before_first_block)
         for layer in range(arch.n_layers):
             hook_set.forward(get_module(model, arch.paths.block(layer)), after_block(layer))
@@ -207,7 +231,8 @@ def capture_ids(
                 hook_set.forward(get_module(model, arch.paths.attn_of(layer)), after_attn(layer))
             if "mlp_out" in extra:
                 hook_set.forward(get_module(model, arch.paths.mlp_out_of(layer)), after_mlp(layer))
-        output = model(input_ids=input_ids[None], use_cache=False, **_last_logits_only(model))
+        with recording(recorder):
+            output = model(input_ids=input_ids[None], use_cache=False, **_last_logits_only(model))
         next_logits = output.logits[0, -1].float().clone()  # [vocab]
 
     expected = {("embed", 0)} | {("resid", i + 1) for i in range(arch.n_layers)}
@@ -227,6 +252,7 @@ def capture_ids(
         next_logits=next_logits,
         attn_out=extra.get("attn_out"),
         mlp_out=extra.get("mlp_out"),
+        ablation=knocked_out,
         _model=weakref.ref(lm),
     )
 
