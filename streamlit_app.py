@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
     st.Page("pages/predictions.py", title="Predictions & logit lens", icon=":material/target:", url_path="predictions"),
     st.Page("pages/compare.py", title="Compare two models", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("pages/cause_and_effect.py", title="Cause and effect", icon=":material/science:", url_path="cause-and-effect"),
 ]
 
 frame.run_frame(st.navigation(PAGES).run)

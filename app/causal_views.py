@@ -256,3 +256,49 @@ def check_answer_ids(*answers: Answer) -> None:
     for answer in answers:
         if answer.problem:
             raise opt_lens.OptLensError(answer.problem)
+
+
+# ---------------------------------------------------------------------------------------------- patching
+
+@dataclass(frozen=True)
+class PatchingPreset:
+    """Two prompts that differ in one place, the token the clean one calls for and the one the corrupted one does."""
+
+    clean: str
+    corrupted: str
+    answer: str
+    wrong: str
+
+
+PATCHING_PRESETS = {
+    "Copying (works on the demo models)": PatchingPreset(
+        "one red cat cake seven green hat, one red cat", "one red cat milk seven green hat, one red cat",
+        " cake", " milk"),
+    "Indirect object (GPT-2, OPT)": PatchingPreset(
+        "When Mary and John went to the store, John gave a drink to",
+        "When Mary and John went to the store, Mary gave a drink to", " Mary", " John"),
+    "Fact recall (GPT-2, OPT)": PatchingPreset(
+        "The capital of France is", "The capital of Italy is", " Paris", " Rome"),
+}
+# A clean and corrupted logit difference closer than this leave nothing to restore: fractions would be noise.
+MIN_CLEAN_EFFECT = 0.1
+
+
+def pair_labels(clean_tokens: list[str], corrupted_tokens: list[str]) -> list[str]:
+    """Position labels for two prompts of equal length: "5 ␣John" where they agree, "5 ␣John / ␣Mary" where not."""
+    return [f"{i} {a}" if a == b else f"{i} {a} / {b}" for i, (a, b) in enumerate(zip(clean_tokens, corrupted_tokens))]
+
+
+def length_mismatch(model_name: str, clean_tokens: list[str], corrupted_tokens: list[str]) -> str | None:
+    """The plain message for prompts that tokenize to different lengths, or None."""
+    if len(clean_tokens) == len(corrupted_tokens):
+        return None
+    return (f"For {model_name} the clean prompt is {len(clean_tokens)} tokens ({' '.join(clean_tokens)}) and the "
+            f"corrupted one {len(corrupted_tokens)} ({' '.join(corrupted_tokens)}). Patching copies activations "
+            "position by position, so both prompts must have the same number of tokens: change a word for one "
+            "that this model also cuts into the same number of tokens.")
+
+
+def fraction_of_clean(values: torch.Tensor, clean_effect: float) -> torch.Tensor:
+    """Changes of the logit difference expressed as a fraction of the clean effect (clean minus corrupted)."""
+    return values.double() / clean_effect

@@ -13,6 +13,11 @@ import torch
 
 import opt_lens
 from app import causal_views as views
+from test_app import app, assert_clean, chart_title, charts, open_page
+from test_app_concurrency import chart_rows
+
+PAGE = "pages/cause_and_effect.py"
+REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +69,74 @@ def test_the_parts_of_an_attribution_add_up():
     parts = views.attribution_parts(attribution)
     assert parts["part"].tolist() == ["embeddings", "MLP 0", "MLP 1", "biases (rest)"]
     assert parts["logit"].tolist() == [1.5, 0.5, -0.25, 0.125]
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+def chart(at, title_part: str):
+    return next(c for c in charts(at) if title_part in str(chart_title(c)))
+
+
+def test_the_page_runs_clean_and_draws_every_section():
+    at = open_page(app(), PAGE)
+    assert_clean(at)
+    assert at.title[0].value == "Cause and effect"
+    headers = " ".join(h.value for h in at.header)
+    for section in ("Knock out heads", "Which heads matter", "Who writes the answer", "Patching", "Two models"):
+        assert section in headers
+    # Offline, the patching example is the one the demo models can do: its two maps are drawn.
+    assert chart(at, "patching the residual stream") and chart(at, "patching one head")
+
+
+def test_knocking_out_the_induction_head_raises_the_second_copy_loss_by_the_librarys_numbers():
+    at = open_page(app(prompt=REPEATED, knock_out=["L1.H1"]), PAGE)
+    assert_clean(at)
+    assert at.multiselect[0].value == ["L1.H1"]
+    rows = chart_rows(chart(at, "loss of each next token"))
+    shown = {run: [r["loss"] for r in rows if r["run"] == run] for run in ("before", "after")}
+
+    alone = opt_lens.load("demo/tiny-gpt2")  # a separate model object, as a student alone would get
+    before = opt_lens.token_losses(opt_lens.capture(alone, REPEATED))
+    after = opt_lens.token_losses(opt_lens.capture(alone, REPEATED, ablate=[(1, 1)]))
+    assert shown["before"] == pytest.approx(before.tolist(), abs=1e-5)
+    assert shown["after"] == pytest.approx(after.tolist(), abs=1e-5)
+    half = len(before) // 2
+    # Measured: the second copy costs 3.27 nats, 3.74 without L1.H1 (its other layer-1 heads still copy).
+    assert float(after[half:].mean()) > float(before[half:].mean()) + 0.3
+    second = next(m for m in at.metric if m.label == "Mean loss, second half")
+    assert second.value == f"{float(after[half:].mean()):.2f} nats"
+
+
+def test_the_url_restores_the_knocked_out_heads_and_the_patching_prompts():
+    query = dict(knock_out=["L0.H1", "L1.H1"], ablate_with="mean", clean="one red cat cake seven green hat, one red cat",
+                 corrupted="one red cat owl seven green hat, one red cat", answer=" cake", wrong=" owl")
+    at = open_page(app(**query), PAGE)
+    assert_clean(at)
+    assert at.multiselect[0].value == ["L0.H1", "L1.H1"] and at.radio[0].value == "mean"
+    inputs = {box.key: box.value for box in at.text_input if box.key}
+    assert {key: inputs[key] for key in ("clean", "corrupted", "answer", "wrong")} == {
+        key: query[key] for key in ("clean", "corrupted", "answer", "wrong")}
+    alone = opt_lens.load("demo/tiny-gpt2")  # the guesses after the knock-out are the mean-ablated run's
+    mean_run = opt_lens.capture(alone, at.session_state.prompt, ablate=[(0, 1), (1, 1)], ablate_with="mean")
+    top = views.token_text(alone.tokenizer, int(mean_run.next_logits.argmax()))
+    assert at.dataframe[0].value["after"][0] == top
+
+
+def test_prompts_of_different_lengths_get_a_plain_message_not_an_exception():
+    at = open_page(app(clean="When Mary and John went to the store, John gave a drink to",
+                       corrupted="When Mary and John went to the store, Mary gave a drink to",
+                       answer=" to", wrong=" the"), PAGE)
+    assert_clean(at)
+    told = [w.value for w in at.warning if "same number of tokens" in w.value]
+    assert len(told) == 1 and "26 tokens" in told[0] and "24" in told[0], [w.value for w in at.warning]
+    assert not any("patching the residual stream" in str(chart_title(c)) for c in charts(at))
+
+
+def test_the_two_model_view_runs_on_both_demo_models_with_one_scale():
+    at = open_page(app(two_models="true"), PAGE)
+    assert_clean(at)
+    titles = [str(chart_title(c)) for c in charts(at)]
+    for name in ("demo/tiny-gpt2", "demo/tiny-opt"):
+        assert f"{name}: patching the residual stream" in titles
+    assert titles.count("Knocking out one head") == 2
