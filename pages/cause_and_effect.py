@@ -30,7 +30,17 @@ st.header("1. Knock out heads")
 st.caption("A knocked-out head's output is removed before the layer mixes its heads (set to zero, or to its "
            "average over the prompt); everything else runs as usual.")
 left, right = st.columns([3, 1])
+
+
+def look_at_newest_head():
+    """The attention view below follows the head just added to the knock-out (the multiselect keeps their order)."""
+    newest = views.parse_heads(st.session_state.knock_out[-1:], n_layers, n_heads)
+    if newest:
+        st.session_state.layer, st.session_state.head = newest[0]
+
+
 picked = left.multiselect("Heads to knock out", options, key="knock_out", bind="query-params",
+                          on_change=look_at_newest_head,
                           help="L1.H1 is head 1 of layer 1 (both count from 0). Click a head in the maps below, or "
                                "use “Knock this head out” on the Attention page.")
 st.session_state.setdefault("ablate_with", "zero")
@@ -72,12 +82,12 @@ st.caption("The loss is −log of the probability the model gave to the token th
 tables.csv_button(losses, "Download the losses as CSV", "knockout_losses.csv")
 
 st.subheader("A head's attention, before and after")
-view_options = options
-default_view = views.head_label(*heads[0]) if heads else views.head_label(st.session_state.layer, st.session_state.head)
-shown = st.selectbox("Head to look at", view_options, index=view_options.index(default_view),
+shown = st.selectbox("Head to look at", options,
+                     index=options.index(views.head_label(st.session_state.layer, st.session_state.head)),
                      help="A knocked-out head still attends; its output is just thrown away. Look at a head of a "
                           "later layer to see whether it still attends the same way without the heads you removed.")
 layer, head = views.parse_heads([shown], n_layers, n_heads)[0]
+st.session_state.layer, st.session_state.head = layer, head  # the same head opens on the Attention page
 window = min(cap.attention_tokens, after.attention_tokens, 40)
 start = cap.attention_tokens - window
 order = tables.token_labels(cap)[start : start + window]

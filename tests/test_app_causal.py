@@ -10,10 +10,12 @@ import types
 
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 
 import opt_lens
 from app import causal_views as views
-from test_app import app, assert_clean, chart_title, charts, open_page
+from app import experiments
+from test_app import ROOT, TIMEOUT, app, assert_clean, chart_title, charts, open_page
 from test_app_concurrency import chart_rows
 
 PAGE = "pages/cause_and_effect.py"
@@ -109,8 +111,8 @@ def test_knocking_out_the_induction_head_raises_the_second_copy_loss_by_the_libr
 
 
 def test_the_url_restores_the_knocked_out_heads_and_the_patching_prompts():
-    query = dict(knock_out=["L0.H1", "L1.H1"], ablate_with="mean", clean="one red cat cake seven green hat, one red cat",
-                 corrupted="one red cat owl seven green hat, one red cat", answer=" cake", wrong=" owl")
+    query = dict(knock_out=["L0.H1", "L1.H1"], ablate_with="mean", clean="one red cat rice seven green hat, one red cat",
+                 corrupted="one red cat owl seven green hat, one red cat", answer=" rice", wrong=" owl")
     at = open_page(app(**query), PAGE)
     assert_clean(at)
     assert at.multiselect[0].value == ["L0.H1", "L1.H1"] and at.radio[0].value == "mean"
@@ -140,3 +142,59 @@ def test_the_two_model_view_runs_on_both_demo_models_with_one_scale():
     for name in ("demo/tiny-gpt2", "demo/tiny-opt"):
         assert f"{name}: patching the residual stream" in titles
     assert titles.count("Knocking out one head") == 2
+
+
+def test_knock_this_head_out_on_the_attention_page_opens_the_page_with_that_head():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(layer="0", head="1")
+    at.run().switch_page("pages/attention.py").run()
+    button = next(b for b in at.button if b.label.startswith("Knock this head out"))
+    assert button.label == "Knock this head out (L0.H1)"
+    button.click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Cause and effect"
+    assert at.multiselect[0].value == ["L0.H1"]
+
+
+@pytest.mark.parametrize("title, metric", [("Knock out the copying head", "induction"),
+                                            ("Break the circuit upstream", "previous_token")])
+def test_the_guided_experiments_open_the_page_with_the_best_scoring_heads(title, metric, gpt2):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    index = [e.title for e in experiments.EXPERIMENTS].index(title)
+    at.button(key=f"try-{index}").click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Cause and effect"
+    scores = opt_lens.heads.head_scores(gpt2, opt_lens.capture(gpt2, experiments.REPEATED_TEXT))
+    best = getattr(scores, metric)
+    knocked = views.parse_heads(at.multiselect[0].value, 2, 4)
+    assert len(knocked) == 1 and best[knocked[0]] == best.max()  # ties (L1.H1, L1.H2: 0.88) go either way
+    viewed = views.parse_heads([next(b for b in at.selectbox if b.label == "Head to look at").value], 2, 4)[0]
+    assert scores.induction[viewed] == scores.induction.max()
+
+
+def stripe(cap, layer: int, head: int) -> float:
+    """Mean attention, from each token of the prompt's second half that occurred before, to the token that
+    followed its latest earlier occurrence: an induction head's stripe."""
+    ids, pattern, weights = cap.input_ids.tolist(), cap.pattern(layer, head), []
+    for query in range(len(ids) // 2, len(ids)):
+        earlier = [key for key in range(query - 1) if ids[key] == ids[query]]
+        if earlier:
+            weights.append(float(pattern[query, earlier[-1] + 1]))
+    return sum(weights) / len(weights)
+
+
+def test_the_figures_the_guided_experiments_quote_hold_on_tiny_gpt2(gpt2):
+    text = experiments.REPEATED_TEXT
+
+    def halves(**ablation):
+        loss = opt_lens.token_losses(opt_lens.capture(gpt2, text, **ablation))
+        return views.half_means(loss)  # what the page's two loss metrics show
+
+    first, second = halves()
+    assert first == pytest.approx(7.79, abs=0.1) and second == pytest.approx(3.48, abs=0.1)
+    assert halves(ablate=[(1, 2)])[1] == pytest.approx(4.08, abs=0.1)  # "rises only a little"
+    assert halves(ablate=[(1, h) for h in range(4)])[1] == pytest.approx(8.43, abs=0.1)  # all of layer 1: gone
+    assert halves(ablate=[(0, 1)])[1] == pytest.approx(7.51, abs=0.1)  # previous-token head out
+    before = stripe(opt_lens.capture(gpt2, text), 1, 2)
+    after = stripe(opt_lens.capture(gpt2, text, ablate=[(0, 1)]), 1, 2)
+    assert before == pytest.approx(0.61, abs=0.03) and after == pytest.approx(0.08, abs=0.03)
