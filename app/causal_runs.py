@@ -7,7 +7,9 @@ draws nothing, so changing a view setting never reruns the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import dataclasses
+import hashlib
 
 import streamlit as st
 import torch
@@ -17,6 +19,10 @@ from app import causal_views as views
 from app.caches import BudgetCache, cached_capture, capture_cache, hand_back_freed_memory, shared_model
 
 RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tokens] floats: thousands fit
+# A sweep or patching map costs about (variants x prompt tokens) token-passes through a block stack. Up to GPT-2's
+# 144 heads on 128 tokens it starts at once; a larger one waits for a button, so nobody starts a minute-long
+# run (holding the shared model between its steps) by typing a long prompt.
+AUTO_RUN_TOKENS = 144 * 128
 
 
 @st.cache_resource
@@ -27,6 +33,15 @@ def result_cache() -> BudgetCache:
 def _tensor_bytes(value) -> int:
     tensors = value if isinstance(value, tuple) else (value,)
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) + 1024
+
+
+def _may_run(key, cost: int, what: str) -> bool:
+    """Whether ``key``'s result may be shown now: it is cached, it is cheap, or the student asked for it."""
+    if cost <= AUTO_RUN_TOKENS or key in result_cache().keys():
+        return True
+    st.caption(f"{what} takes {cost:,} token-passes through the model, which can take a while.")
+    return st.button(f"Run {what}", key=f"run-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}",
+                     icon=":material/play_arrow:")
 
 
 def _with_progress(label: str, run):
@@ -42,12 +57,14 @@ def _with_progress(label: str, run):
         bar.empty()
 
 
-def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str) -> opt_lens.Capture:
+def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str, *,
+                    ui: bool = True) -> opt_lens.Capture:
     """The capture of ``prompt`` with ``heads`` knocked out (``mode`` "zero" or "mean"); the plain capture if none."""
     if not heads:
-        return cached_capture(name, prompt)
-    lm = shared_model(name)
-    with st.spinner(f"Running {name} with {len(heads)} head(s) knocked out…"):
+        return cached_capture(name, prompt, ui=ui)
+    lm = shared_model(name, ui=ui)
+    spinner = st.spinner(f"Running {name} with {len(heads)} head(s) knocked out…") if ui else contextlib.nullcontext()
+    with spinner:
         return capture_cache().get(
             (name, prompt, "ablate", heads, mode),
             lambda: hand_back_freed_memory(opt_lens.capture(lm, prompt, ablate=list(heads), ablate_with=mode)),
@@ -55,17 +72,27 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
         )
 
 
+@st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero") -> torch.Tensor:
-    """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it."""
-    return opt_lens.token_losses(ablated_capture(name, prompt, heads, mode))
+    """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
+
+    It reads a copy of the shared capture: ``Capture.logits`` keeps the [seq, vocab] logits it computes, which
+    would grow a cached capture beyond the size its cache counted.
+    """
+    return opt_lens.token_losses(dataclasses.replace(ablated_capture(name, prompt, heads, mode, ui=False)))
 
 
-def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor:
-    """``[n_layers, n_heads]``: change in log-probability of ``token_id`` when each head alone is knocked out."""
+def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
+    """``[n_layers, n_heads]``: change in log-probability of ``token_id`` when each head alone is knocked out
+    (None while a large sweep waits for its button)."""
     lm = shared_model(name)
+    n_variants = lm.arch.n_layers * lm.arch.n_heads
+    key = (name, prompt, "head_effects", token_id)
+    if not _may_run(key, n_variants * cached_capture(name, prompt).seq_len, f"knocking out each head of {name}"):
+        return None
     return result_cache().get(
-        (name, prompt, "head_effects", token_id),
-        lambda: _with_progress(f"Knocking out each of {lm.arch.n_layers * lm.arch.n_heads} heads of {name} in turn",
+        key,
+        lambda: _with_progress(f"Knocking out each of {n_variants} heads of {name} in turn",
                                lambda progress: opt_lens.head_effects(lm, prompt, token_id=token_id, progress=progress)),
         _tensor_bytes,
     )
@@ -78,26 +105,29 @@ def attribution(name: str, prompt: str, token_id: int):
     return opt_lens.attribute(lm, cached_capture(name, prompt, ui=False), token_id)
 
 
-def patching(name: str, clean: str, corrupted: str, answer_id: int, wrong_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residual-stream (``[n_layers + 1, seq]``) and per-head (``[n_layers, n_heads]``) patching, clean into corrupted."""
+def patching(name: str, clean: str, corrupted: str, answer_id: int, wrong_id: int) -> tuple | None:
+    """Residual-stream (``[n_layers + 1, seq]``) and per-head (``[n_layers, n_heads]``) patching, clean into
+    corrupted (None while a large run waits for its button)."""
     lm = shared_model(name)
-    key = (name, clean, corrupted, answer_id, wrong_id)
+    arch = lm.arch
+    key = (name, clean, corrupted, answer_id, wrong_id, "patching")
+    seq = cached_capture(name, clean).seq_len
+    if not _may_run(key, ((arch.n_layers + 1) * seq + arch.n_layers * arch.n_heads) * seq, f"patching {name}"):
+        return None
 
-    def resid():
-        return _with_progress(f"Patching the residual stream of {name}, layer by layer and token by token",
-                              lambda progress: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer_id,
-                                                                    wrong_id=wrong_id, progress=progress))
+    def run():
+        resid = _with_progress(f"Patching the residual stream of {name}, layer by layer and token by token",
+                               lambda progress: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer_id,
+                                                                     wrong_id=wrong_id, progress=progress))
+        heads = _with_progress(f"Patching each head of {name}",
+                               lambda progress: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer_id,
+                                                                     wrong_id=wrong_id, progress=progress))
+        return resid, heads
 
-    def heads():
-        return _with_progress(f"Patching each head of {name}",
-                              lambda progress: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer_id,
-                                                                    wrong_id=wrong_id, progress=progress))
-
-    return (result_cache().get((*key, "patch_resid"), resid, _tensor_bytes),
-            result_cache().get((*key, "patch_heads"), heads, _tensor_bytes))
+    return result_cache().get(key, run, _tensor_bytes)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PatchingSetup:
     """Two prompts and two answer texts as one model sees them: token ids and labels, or why it cannot run."""
 

@@ -125,12 +125,14 @@ def open_clicked_head():
         st.session_state.layer, st.session_state.head = clicked
 
 
-effects = views.grid_frame(runs.head_effects(name, prompt, token_id), "change in log-prob")
-limit = views.symmetric_limit((effects, "change in log-prob"))
-st.altair_chart(views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
-                               f"“{token}”", limit, clickable=True, marked=heads),
-                width="stretch", on_select=open_clicked_head, key="effects_map")
-tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
+sweep = runs.head_effects(name, prompt, token_id)
+if sweep is not None:
+    effects = views.grid_frame(sweep, "change in log-prob")
+    limit = views.symmetric_limit((effects, "change in log-prob"))
+    st.altair_chart(views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
+                                   f"“{token}”", limit, clickable=True, marked=heads),
+                    width="stretch", on_select=open_clicked_head, key="effects_map")
+    tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
 
 # -------------------------------------------------------------------------------------------- attribution
 st.header("3. Who writes the answer")
@@ -172,7 +174,10 @@ def load_preset():
 
 def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None:
     """The residual-stream and per-head patching maps of one model (``limit``: a colour scale shared with others)."""
-    resid, per_head = runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id)
+    maps = runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id)
+    if maps is None:
+        return
+    resid, per_head = maps
     resid_frame = views.resid_patch_frame(resid, list(setup.labels))
     heads_frame = views.grid_frame(per_head, "restored")
     limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "restored"))
@@ -236,10 +241,13 @@ def patching_and_two_models():
                 st.subheader(escape_markdown(setup.name))
                 if not usable(setup):
                     continue
-                effects = (runs.head_effects(setup.name, clean, setup.answer_id)
-                           - runs.head_effects(setup.name, clean, setup.wrong_id))
-                knocked = views.grid_frame(views.fraction_of_clean(effects, setup.clean_effect), "fraction")
-                st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0), width="stretch")
+                for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
+                for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
+                if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
+                    knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
+                                               "fraction")
+                    st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
+                                    width="stretch")
                 try:
                     written = runs.attribution(setup.name, clean, setup.answer_id).heads - \
                         runs.attribution(setup.name, clean, setup.wrong_id).heads

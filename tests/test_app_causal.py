@@ -198,3 +198,31 @@ def test_the_figures_the_guided_experiments_quote_hold_on_tiny_gpt2(gpt2):
     before = stripe(opt_lens.capture(gpt2, text), 1, 2)
     after = stripe(opt_lens.capture(gpt2, text, ablate=[(0, 1)]), 1, 2)
     assert before == pytest.approx(0.61, abs=0.03) and after == pytest.approx(0.08, abs=0.03)
+
+
+def test_changing_a_view_setting_reruns_no_model_computation(monkeypatch):
+    at = open_page(app(knock_out=["L0.H1"]), PAGE)
+    calls = []
+    for function in ("capture", "head_effects", "attribute", "patch_resid", "patch_heads", "token_losses"):
+        original = getattr(opt_lens, function)
+        monkeypatch.setattr(opt_lens, function, lambda *a, _f=original, _n=function, **k: calls.append(_n) or _f(*a, **k))
+    look = next(box for box in at.selectbox if box.label == "Head to look at")
+    look.set_value("L1.H3").run()
+    assert_clean(at)
+    assert any(chart_title(c) == "L1.H3 after" for c in charts(at))
+    next(t for t in at.text_input if t.key == "target").set_value(" the").run()  # a new token: one new sweep
+    assert_clean(at)
+    assert calls == ["head_effects", "attribute"]
+
+
+def test_a_large_run_waits_for_its_button(monkeypatch):
+    from app import causal_runs
+
+    monkeypatch.setattr(causal_runs, "AUTO_RUN_TOKENS", 1)
+    at = open_page(app(prompt="Bob sat on the big red mat and"), PAGE)  # a prompt no other test swept
+    assert_clean(at)
+    assert not any("knocking out one head" in str(chart_title(c)) for c in charts(at))
+    run = next(b for b in at.button if b.label.startswith("Run knocking out each head"))
+    run.click().run()
+    assert_clean(at)
+    assert any("knocking out one head" in str(chart_title(c)) for c in charts(at))
