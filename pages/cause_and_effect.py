@@ -99,23 +99,6 @@ if start:
     st.caption(f"The last {window} tokens of the prompt.")
 
 # ------------------------------------------------------------------------------------------- the token
-st.header("2. Which heads matter")
-st.session_state.setdefault("target", "")
-typed = st.text_input("Token to explain (sections 2 and 3)", key="target", bind="query-params", max_chars=40,
-                      placeholder="empty: the model's own next-token guess",
-                      help="Type the token with its leading space, as in “ Mary”: the views measure one token.")
-if typed:
-    target = views.answer_token(lm.tokenizer, typed)
-    if target.problem:
-        st.warning(escape_markdown(target.problem), icon=":material/warning:")
-        st.stop()
-    token_id = target.token_id
-else:
-    token_id = int(cap.next_logits.argmax())
-token = views.token_text(lm.tokenizer, token_id)
-st.caption(f"Each cell knocks out that one head and measures how the log-probability of “{escape_markdown(token)}” "
-           "after the whole prompt changes (nats): red heads help the model predict it, blue heads work against "
-           "it. Click a cell to knock that head out in section 1.")
 
 
 def open_clicked_head():
@@ -125,8 +108,13 @@ def open_clicked_head():
         st.session_state.layer, st.session_state.head = clicked
 
 
-sweep = runs.head_effects(name, prompt, token_id)
-if sweep is not None:
+def which_heads_matter(token_id: int, token: str) -> None:
+    st.caption(f"Each cell knocks out that one head and measures how the log-probability of "
+               f"“{escape_markdown(token)}” after the whole prompt changes (nats): red heads help the model predict "
+               "it, blue heads work against it. Click a cell to knock that head out in section 1.")
+    sweep = runs.head_effects(name, prompt, token_id)
+    if sweep is None:
+        return
     effects = views.grid_frame(sweep, "change in log-prob")
     limit = views.symmetric_limit((effects, "change in log-prob"))
     st.altair_chart(views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
@@ -134,17 +122,18 @@ if sweep is not None:
                     width="stretch", on_select=open_clicked_head, key="effects_map")
     tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
 
-# -------------------------------------------------------------------------------------------- attribution
-st.header("3. Who writes the answer")
-st.caption(f"Direct logit attribution: how much each part adds, directly, to the logit of “{escape_markdown(token)}” "
-           "at the last position. The model's final state is a sum of what each part wrote into the residual "
-           "stream, read through the final norm (its scale frozen at this run's value) and the unembedding, so "
-           "the parts add up to the logit. Parts that act only through later parts show little here.")
-try:
-    attribution = runs.attribution(name, prompt, token_id)
-except opt_lens.OptLensError as refusal:
-    st.info(escape_markdown(refusal), icon=":material/info:")
-else:
+
+def who_writes_the_answer(token_id: int, token: str) -> None:
+    st.caption(f"Direct logit attribution: how much each part adds, directly, to the logit of "
+               f"“{escape_markdown(token)}” at the last position. The model's final state is a sum of what each part "
+               "wrote into the residual stream, read through the final norm (its scale frozen at this run's value) "
+               "and the unembedding, so the parts add up to the logit. Parts that act only through later parts "
+               "show little here.")
+    try:
+        attribution = runs.attribution(name, prompt, token_id)
+    except opt_lens.OptLensError as refusal:
+        st.info(escape_markdown(refusal), icon=":material/info:")
+        return
     heads_frame = views.grid_frame(attribution.heads, "logit")
     parts = views.attribution_parts(attribution)
     limit = views.symmetric_limit((heads_frame, "logit"), (parts, "logit"))
@@ -152,14 +141,31 @@ else:
     left.altair_chart(views.head_map(heads_frame, "logit", f"Heads writing “{token}”", limit, marked=heads),
                       width="stretch")
     right.altair_chart(views.parts_chart(parts, "Embeddings, MLPs, biases", limit), width="stretch")
-    total = views.attribution_sum(attribution)
-    model_logit = float(cap.next_logits[token_id])
     st.markdown(
         f"embeddings {attribution.embed:+.3f} + heads {float(attribution.heads.sum()):+.3f} + MLPs "
-        f"{float(attribution.mlps.sum()):+.3f} + biases {attribution.rest:+.3f} = **{total:.3f}**; the model's own "
-        f"logit for “{escape_markdown(token)}” is **{model_logit:.3f}**."
+        f"{float(attribution.mlps.sum()):+.3f} + biases {attribution.rest:+.3f} = "
+        f"**{views.attribution_sum(attribution):.3f}**; the model's own logit for “{escape_markdown(token)}” is "
+        f"**{float(cap.next_logits[token_id]):.3f}**."
     )
     tables.csv_button(heads_frame, "Download the head attribution as CSV", "attribution_heads.csv")
+
+
+st.header("2. Which heads matter")
+st.session_state.setdefault("target", "")
+typed = st.text_input("Token to explain (sections 2 and 3)", key="target", bind="query-params", max_chars=40,
+                      placeholder="empty: the model's own next-token guess",
+                      help="Type the token with its leading space, as in “ Mary”: the views measure one token.")
+target = views.answer_token(lm.tokenizer, typed) if typed else None
+if target is not None and target.problem:
+    st.warning(escape_markdown(target.problem), icon=":material/warning:")
+    st.header("3. Who writes the answer")
+    st.caption("Type a token that is one token for this model, or leave the box empty.")
+else:
+    token_id = target.token_id if target is not None else int(cap.next_logits.argmax())
+    token = views.token_text(lm.tokenizer, token_id)
+    which_heads_matter(token_id, token)
+    st.header("3. Who writes the answer")
+    who_writes_the_answer(token_id, token)
 
 # ---------------------------------------------------------------------------------------------- patching
 PRESETS = views.PATCHING_PRESETS

@@ -6,6 +6,7 @@ never from the page's own helpers.
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
@@ -226,3 +227,55 @@ def test_a_large_run_waits_for_its_button(monkeypatch):
     run.click().run()
     assert_clean(at)
     assert any("knocking out one head" in str(chart_title(c)) for c in charts(at))
+
+
+def test_the_attribution_adds_up_to_the_logit_the_model_computes(gpt2):
+    prompt = "The cat sat on the"
+    at = open_page(app(prompt=prompt, target=" mat"), PAGE)
+    assert_clean(at)
+    ids = gpt2.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logit = float(gpt2.model(input_ids=ids).logits[0, -1, gpt2.tokenizer.convert_tokens_to_ids("Ġmat")])
+    line = next(m.value for m in at.markdown if "the model's own logit" in m.value)
+    total, model_logit = (float(part.split("**")[1]) for part in line.split("= ")[-1].split("is "))
+    assert total == pytest.approx(logit, abs=2e-3) and model_logit == pytest.approx(logit, abs=2e-3)
+    rows = chart_rows(chart(at, "Heads writing"))
+    expected = opt_lens.attribute(gpt2, opt_lens.capture(gpt2, prompt), gpt2.tokenizer.convert_tokens_to_ids("Ġmat"))
+    assert [r["logit"] for r in rows] == pytest.approx(expected.heads.flatten().tolist(), abs=1e-5)
+
+
+def test_a_model_without_direct_attribution_gets_the_librarys_reason_as_an_info(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise opt_lens.OptLensError("This model normalises after each block (post-LN), so its logit is no sum of parts.")
+
+    monkeypatch.setattr(opt_lens, "attribute", refuse)
+    at = open_page(app(prompt="A dog ran to the old farm and", two_models="true",  # prompts no other test attributes
+                       clean="one red cat tea seven green hat, one red cat", answer=" tea",
+                       corrupted="one red cat pie seven green hat, one red cat", wrong=" pie"), PAGE)
+    assert_clean(at)
+    reasons = [i.value for i in at.info if "post\\-LN" in i.value]
+    assert len(reasons) == 3  # section 3, and each model of section 5
+
+
+def test_markup_typed_into_the_experiment_is_shown_as_text():
+    at = open_page(app(clean="<img src=x onerror=alert(1)>", corrupted="<b>x</b>", answer="<script>", wrong="[a](b)",
+                       target="<i>"), PAGE)
+    assert_clean(at)
+    shown = " ".join(w.value for w in at.warning)
+    assert "\\<i\\>" in shown and "\\<script\\>" in shown
+    assert "<script>" not in shown and "<i>" not in shown
+
+
+def test_the_two_model_maps_are_fractions_of_each_models_clean_effect():
+    at = open_page(app(two_models="true"), PAGE)
+    preset = views.PATCHING_PRESETS["Copying (works on the demo models)"]
+    opt = opt_lens.load("demo/tiny-opt")
+    answer, wrong = (opt.tokenizer.convert_tokens_to_ids(t) for t in ("Ġcake", "Ġmilk"))
+    clean, corrupted = (opt_lens.capture(opt, text).next_logits for text in (preset.clean, preset.corrupted))
+    effect = float(clean[answer] - clean[wrong] - corrupted[answer] + corrupted[wrong])
+    knocked = (opt_lens.head_effects(opt, preset.clean, token_id=answer)
+               - opt_lens.head_effects(opt, preset.clean, token_id=wrong)) / effect
+    shown = [c for c in charts(at) if chart_title(c) == "Knocking out one head"][1]  # model B's
+    assert [r["fraction"] for r in chart_rows(shown)] == pytest.approx(knocked.flatten().tolist(), abs=1e-4)
+    scale = json.loads(shown.proto.spec)["encoding"]["color"]["scale"]
+    assert scale["domain"] == [-1.0, 1.0] and scale["domainMid"] == 0
