@@ -185,11 +185,16 @@ def head_map(frame: pd.DataFrame, value: str, title: str, limit: float, *, click
             strokeWidth=alt.condition(is_marked, alt.value(3), alt.value(1)),
             tooltip=["name", "layer", "head", alt.Tooltip(f"{value}:Q", format=".3f")],
         )
-        .properties(title=title, height=max(140, 26 * (int(frame["layer"].max()) + 1) if not frame.empty else 140))
+        .properties(title=title, height=max(200, 30 * _rows(frame) + 80))
     )
     if clickable:
         chart = chart.add_params(alt.selection_point(name="picked", fields=["layer", "head"], on="click"))
     return chart
+
+
+def _rows(frame: pd.DataFrame) -> int:
+    """How many layers a map draws (its height grows with them; the axes and legend need ~80 px besides)."""
+    return int(frame["layer"].max()) + 1 if not frame.empty else 1
 
 
 def resid_patch_frame(values: torch.Tensor, labels: list[str]) -> pd.DataFrame:
@@ -210,12 +215,12 @@ def resid_patch_chart(frame: pd.DataFrame, order: list[str], title: str, limit: 
         .encode(
             x=alt.X("position:N", sort=order, title="position patched (corrupted prompt's token)",
                     axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
-            y=alt.Y("layer:O", sort="descending", title="residual stream (0 = embeddings, i = after block i-1)"),
+            y=alt.Y("layer:O", sort="descending", title="stream (0 = embeddings)"),
             color=alt.Color("restored:Q", title="fraction of the clean effect",
                             scale=alt.Scale(scheme=DIVERGING, domain=[-limit, limit], domainMid=0, clamp=True)),
             tooltip=["stream", "position", alt.Tooltip("restored:Q", format=".3f")],
         )
-        .properties(title=title, height=max(140, 30 * int(frame["layer"].max() + 1) if not frame.empty else 140))
+        .properties(title=title, height=30 * _rows(frame) + 230)  # the slanted token labels take ~120 px
     )
 
 
@@ -247,7 +252,7 @@ def parts_chart(frame: pd.DataFrame, title: str, limit: float) -> alt.Chart:
             color=alt.condition(alt.datum.logit >= 0, alt.value("#4c78a8"), alt.value("#e45756")),
             tooltip=["part", alt.Tooltip("logit:Q", format=".3f")],
         )
-        .properties(title=title, height=30 * len(frame) + 40)
+        .properties(title=title, height=30 * len(frame) + 80)
     )
 
 

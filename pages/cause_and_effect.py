@@ -185,11 +185,11 @@ def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None
         return
     resid, per_head = maps
     resid_frame = views.resid_patch_frame(resid, list(setup.labels))
-    heads_frame = views.grid_frame(per_head, "restored")
-    limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "restored"))
+    heads_frame = views.grid_frame(per_head, "fraction restored")
+    limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "fraction restored"))
     st.altair_chart(views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
                                             "stream", limit), width="stretch")
-    st.altair_chart(views.head_map(heads_frame, "restored", f"{setup.name}: patching one head's output", limit),
+    st.altair_chart(views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
                     width="stretch")
 
 
