@@ -242,25 +242,28 @@ def attribution_sum(attribution) -> float:
             + float(attribution.rest))
 
 
-def parts_chart(frame: pd.DataFrame, title: str, limit: float) -> alt.Chart:
+def parts_chart(frame: pd.DataFrame, title: str, limit: float, value: str = "logit",
+                axis_title: str = "writes toward the token's logit") -> alt.Chart:
     return (
         alt.Chart(frame)
         .mark_bar()
         .encode(
             y=alt.Y("part:N", sort=alt.EncodingSortField("order"), title=None),
-            x=alt.X("logit:Q", title="writes toward the token's logit", scale=alt.Scale(domain=[-limit, limit])),
-            color=alt.condition(alt.datum.logit >= 0, alt.value("#4c78a8"), alt.value("#e45756")),
-            tooltip=["part", alt.Tooltip("logit:Q", format=".3f")],
+            x=alt.X(f"{value}:Q", title=axis_title, scale=alt.Scale(domain=[-limit, limit], clamp=True)),
+            color=alt.condition(alt.datum[value] >= 0, alt.value("#4c78a8"), alt.value("#e45756")),
+            tooltip=["part", alt.Tooltip(f"{value}:Q", format=".3f")],
         )
         .properties(title=title, height=30 * len(frame) + 80)
     )
 
 
-def check_answer_ids(*answers: Answer) -> None:
-    """Raise the first answer's problem as an OptLensError (shown as a short message)."""
-    for answer in answers:
-        if answer.problem:
-            raise opt_lens.OptLensError(answer.problem)
+def attribution_difference(for_answer, for_wrong, clean_effect: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What each part writes toward logit(answer) - logit(wrong), as a fraction of the clean effect: the heads
+    as a map's rows, the embeddings, MLPs and biases as bars (both with a ``fraction`` column)."""
+    heads = grid_frame(fraction_of_clean(for_answer.heads - for_wrong.heads, clean_effect), "fraction")
+    parts = attribution_parts(for_answer)
+    parts["fraction"] = (parts["logit"] - attribution_parts(for_wrong)["logit"]) / clean_effect
+    return heads, parts.drop(columns="logit")
 
 
 # ---------------------------------------------------------------------------------------------- patching

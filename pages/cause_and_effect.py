@@ -206,6 +206,30 @@ def usable(setup: runs.PatchingSetup) -> bool:
     return True
 
 
+def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
+    """Section 5's column for one model: every map as a fraction of its own clean effect, on -1..1."""
+    clean = setup.clean
+    for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
+    for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
+    if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
+        knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
+                                   "fraction")
+        st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
+                        width="stretch")
+    try:
+        for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
+                                 for token_id in (setup.answer_id, setup.wrong_id))
+    except opt_lens.OptLensError as refusal:
+        st.info(escape_markdown(refusal), icon=":material/info:")
+    else:
+        direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
+        st.altair_chart(views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
+                        width="stretch")
+        st.altair_chart(views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
+                                          "fraction of the clean effect"), width="stretch")
+    patching_maps(setup, limit=1.0)
+
+
 @st.fragment
 def patching_and_two_models():
     with frame.friendly_errors():
@@ -247,23 +271,7 @@ def patching_and_two_models():
                 st.subheader(escape_markdown(setup.name))
                 if not usable(setup):
                     continue
-                for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
-                for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
-                if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
-                    knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
-                                               "fraction")
-                    st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
-                                    width="stretch")
-                try:
-                    written = runs.attribution(setup.name, clean, setup.answer_id).heads - \
-                        runs.attribution(setup.name, clean, setup.wrong_id).heads
-                except opt_lens.OptLensError as refusal:
-                    st.info(escape_markdown(refusal), icon=":material/info:")
-                else:
-                    direct = views.grid_frame(views.fraction_of_clean(written, setup.clean_effect), "fraction")
-                    st.altair_chart(views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
-                                    width="stretch")
-                patching_maps(setup, limit=1.0)
+                one_model_on_the_common_scale(setup)
 
 
 patching_and_two_models()
