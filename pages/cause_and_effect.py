@@ -253,6 +253,9 @@ def patching_and_two_models():
                        f"{setup.corrupted_diff:.2f} after the corrupted one. Positions where the prompts differ "
                        "are labelled with both tokens.")
             patching_maps(setup)
+            st.caption("**Notice** where the restoring cells sit: in the early rows at the token where the prompts "
+                       "differ, in the last row at the last token. The row where they jump from one to the other is "
+                       "the layer whose heads carry the difference across; the head map below names them.")
 
         st.header("5. Two models side by side")
         if not st.toggle("Show model B beside model A", key="two_models", bind="query-params"):
@@ -263,7 +266,9 @@ def patching_and_two_models():
         st.caption("Both models read the patching prompts above; the answer and the wrong token are matched by their "
                    "text through each model's tokenizer (their ids differ). Every map is in the same unit, the "
                    "fraction of the clean effect (clean minus corrupted logit difference), on one scale from −1 to "
-                   "1: −1 for a knock-out that undoes the whole effect, 1 for a patch that restores it all.")
+                   "1: −1 for a knock-out that undoes the whole effect, 1 for a patch that restores it all. "
+                   "**Notice** whether both models do the job with the same kind of head, even where its number "
+                   "differs.")
         setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
         columns = st.columns(2)
         for column, setup in zip(columns, setups):

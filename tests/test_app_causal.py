@@ -323,3 +323,15 @@ def test_what_the_parts_write_toward_answer_minus_wrong_is_a_fraction_of_the_cle
     heads, parts = views.attribution_difference(answer, wrong, clean_effect=4.0)
     assert heads["fraction"].tolist() == [-0.25, 0.5]
     assert dict(zip(parts["part"], parts["fraction"])) == {"embeddings": 0.125, "MLP 0": 0.5, "biases (rest)": 0.0}
+
+
+@pytest.mark.parametrize("query", [
+    {"prompt": "a"},  # one token for GPT-2: nothing to predict within the prompt
+    {"prompt": "a", "model": "demo/tiny-opt"},  # </s> a: two tokens
+    {"prompt": "The cat sat on the mat. " * 200},  # cut to the context
+    {"knock_out": ["L7.H9", "x"], "ablate_with": "median", "two_models": "maybe"},  # a hand-edited link
+    {"clean": "a", "corrupted": "b", "answer": " cake", "wrong": " cake"},
+])
+def test_edge_cases_draw_without_errors(query):
+    at = open_page(app(**query), PAGE)
+    assert_clean(at)
