@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from app.causal_views import head_label
+from app.state import chosen_model
 from app.tables import head_score_table
 
 
@@ -64,19 +65,33 @@ EXPERIMENTS = [
 ]
 
 
-def start_experiment(experiment: Experiment) -> None:
-    """Put the experiment's prompt (and its best head) into the session and open its page."""
+def prepare_experiment(experiment: Experiment) -> None:
+    """Put the experiment's prompt (and its best head) into the session: a button's callback, run before
+    the sidebar's prompt box is drawn; the page that shows it is opened after."""
     st.session_state.prompt = experiment.prompt
     if experiment.head_metric:
         st.session_state.layer, st.session_state.head = best_head(experiment.head_metric, experiment.prompt)
         st.session_state.head_metric = experiment.head_metric  # the Attention page's score map shows that score
     if experiment.knock_out_metric:
         st.session_state.knock_out = [head_label(*best_head(experiment.knock_out_metric, experiment.prompt))]
-    st.switch_page(experiment.page)
 
 
 def best_head(metric: str, prompt: str) -> tuple[int, int]:
-    """The (layer, head) of the current model that scores highest on ``metric``."""
-    scores = head_score_table(st.session_state.model, prompt)
+    """The (layer, head) of the model in use that scores highest on ``metric``."""
+    scores = head_score_table(chosen_model("model"), prompt)
     best = scores[scores.metric == metric].sort_values("score").iloc[-1]
     return int(best["layer"]), int(best["head"])
+
+
+def opening_query(experiment: Experiment) -> dict:
+    """The URL an experiment's page opens with: the head it chose, since the Layer and Head boxes, bound to
+    the URL but not drawn when it was chosen, take their first value from there (on Cause and effect: the
+    heads to knock out, and the chosen head as the one to look at)."""
+    query = {}
+    if experiment.head_metric:
+        query |= {"layer": str(st.session_state.layer), "head": str(st.session_state.head)}
+    if experiment.knock_out_metric:
+        query["knock_out"] = st.session_state.knock_out
+        if experiment.head_metric:
+            query["look_at"] = head_label(st.session_state.layer, st.session_state.head)
+    return query

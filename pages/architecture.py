@@ -1,17 +1,17 @@
 import altair as alt
 import streamlit as st
 
-from app import architecture_facts, caches, state, tables
+from app import architecture_facts, caches, frame, state, tables
 
-st.title("Architecture")
-st.markdown(
+frame.page_intro(
+    "Architecture",
     "The numbers that define a model, read from its configuration and module tree (no weights are "
     "downloaded for this page). **Notice** where the models differ: OPT-350m normalises *after* each "
     "sublayer (post-LN) and squeezes its 512-wide word embeddings up to 1024; OPT counts positions from 2."
 )
 choices = state.default_models()
 options = sorted(set(state.DEMO_MODELS + (state.GPT2_FAMILY + state.OPT_FAMILY if caches.hub_online() else [])
-                     + [st.session_state.model, *choices]))
+                     + [state.chosen_model("model"), *choices]))
 defaults = (["gpt2", "facebook/opt-125m", "facebook/opt-350m"] if caches.hub_online() else list(state.DEMO_MODELS))
 names = st.multiselect("Models to compare", options, default=[n for n in defaults if n in options], max_selections=5)
 typed = state.typed_model_id(st.text_input(

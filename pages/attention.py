@@ -1,10 +1,10 @@
 import altair as alt
 import streamlit as st
 
-from app import causal_views, selection, state, tables
+from app import causal_views, frame, selection, state, tables
 
-st.title("Attention")
-st.markdown(
+frame.page_intro(
+    "Attention",
     "Each **head** decides, for every token (a row, the *query*), how much to read from each earlier token "
     "(a column, the *key*); each row sums to 1, and no token can look ahead. **Notice** heads with a clear job: "
     "a diagonal just below the main one is a *previous-token* head; a column at the first token is a head "
@@ -13,8 +13,6 @@ st.markdown(
 )
 name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
-st.session_state.layer = state.clamp(st.session_state.layer, n_layers)
-st.session_state.head = state.clamp(st.session_state.head, n_heads)
 
 
 def open_clicked_head():
@@ -24,9 +22,9 @@ def open_clicked_head():
 
 
 left, right = st.columns(2)
-layer = left.selectbox("Layer", range(n_layers), index=st.session_state.layer)
-head = right.selectbox("Head", range(n_heads), index=st.session_state.head)
-st.session_state.layer, st.session_state.head = layer, head
+# Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
+layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
+head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
 
 window_size = 32
 start, end = 0, cap.seq_len
@@ -126,6 +124,6 @@ st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="hea
 st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
 if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
              help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
-    st.session_state.knock_out = [causal_views.head_label(layer, head)]
-    st.switch_page("pages/cause_and_effect.py")
+    chosen = causal_views.head_label(layer, head)
+    st.switch_page("pages/cause_and_effect.py", query_params={"knock_out": chosen, "look_at": chosen})
 tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")

@@ -7,8 +7,8 @@ from app import frame, selection, state, tables
 from app.caches import hub_online
 from app.text import escape_markdown
 
-st.title("Cause and effect")
-st.markdown(
+frame.page_intro(
+    "Cause and effect",
     "The other pages show what a model computes; this one tests what it **needs**. An *intervention* changes one "
     "part of the computation and runs the rest as usual: **knock out** a head (remove what it adds), or **patch** "
     "an activation (copy it from a run on another prompt). If the prediction changes, that part caused it; an "
@@ -19,8 +19,8 @@ n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 options = views.head_options(n_layers, n_heads)
 # Heads picked on another model (or typed in a URL) that this model lacks are dropped, not an error.
 st.session_state.knock_out = [h for h in st.session_state.get("knock_out", []) if h in options]
-st.session_state.layer = state.clamp(st.session_state.layer, n_layers)
-st.session_state.head = state.clamp(st.session_state.head, n_heads)
+if st.session_state.get("look_at") not in options:
+    st.session_state.pop("look_at", None)
 if cap.seq_len < 2:
     st.info("These experiments need a prompt of at least two tokens.")
     st.stop()
@@ -34,9 +34,8 @@ left, right = st.columns([3, 1])
 
 def look_at_newest_head():
     """The attention view below follows the head just added to the knock-out (the multiselect keeps their order)."""
-    newest = views.parse_heads(st.session_state.knock_out[-1:], n_layers, n_heads)
-    if newest:
-        st.session_state.layer, st.session_state.head = newest[0]
+    if st.session_state.knock_out:
+        st.session_state.look_at = st.session_state.knock_out[-1]
 
 
 picked = left.multiselect("Heads to knock out", options, key="knock_out", bind="query-params",
@@ -82,12 +81,10 @@ st.caption("The loss is −log of the probability the model gave to the token th
 tables.csv_button(losses, "Download the losses as CSV", "knockout_losses.csv")
 
 st.subheader("A head's attention, before and after")
-shown = st.selectbox("Head to look at", options,
-                     index=options.index(views.head_label(st.session_state.layer, st.session_state.head)),
+shown = st.selectbox("Head to look at", options, key="look_at", bind="query-params",
                      help="A knocked-out head still attends; its output is just thrown away. Look at a head of a "
                           "later layer to see whether it still attends the same way without the heads you removed.")
 layer, head = views.parse_heads([shown], n_layers, n_heads)[0]
-st.session_state.layer, st.session_state.head = layer, head  # the same head opens on the Attention page
 window = min(cap.attention_tokens, after.attention_tokens, 40)
 start = cap.attention_tokens - window
 order = tables.token_labels(cap)[start : start + window]
@@ -105,7 +102,7 @@ def open_clicked_head():
     clicked = state.clicked_head(st.session_state.get("effects_map"), n_layers, n_heads)
     if clicked:
         st.session_state.knock_out = [views.head_label(*clicked)]
-        st.session_state.layer, st.session_state.head = clicked
+        st.session_state.look_at = views.head_label(*clicked)
 
 
 def which_heads_matter(token_id: int, token: str) -> None:
@@ -261,8 +258,8 @@ def patching_and_two_models():
         if not st.toggle("Show model B beside model A", key="two_models", bind="query-params"):
             st.caption("Every map for two models on the same prompts and the same answer text, on one colour scale.")
             return
-        state.model_picker("Model B", "model_b", "The model to put beside the sidebar's.")
-        name_b = st.session_state.model_b
+        name_b = state.model_box("Model B", "model_b", "The model to put beside the sidebar's: any from the list, "
+                                 "or a Hugging Face model ID typed in and confirmed with Enter.")
         st.caption("Both models read the patching prompts above; the answer and the wrong token are matched by their "
                    "text through each model's tokenizer (their ids differ). Every map is in the same unit, the "
                    "fraction of the clean effect (clean minus corrupted logit difference), on one scale from −1 to "

@@ -1,21 +1,21 @@
 import altair as alt
 import streamlit as st
 
-from app import architecture_facts, comparison, selection, state, tables, text
+from app import architecture_facts, comparison, frame, selection, state, tables, text
 
-st.title("Compare two models")
-st.markdown(
+frame.page_intro(
+    "Compare two models",
     "The same prompt through two models, usually GPT-2 and OPT-125M: similar sizes, different training "
     "data and details. Tokens are matched by the characters they cover, predictions by the token text. "
     "**Notice** whether they agree on the next token, at what depth each settles on its answer, and which "
     "heads do the same job in both."
 )
 left, right = st.columns(2)
-with left:
-    state.model_picker("Model A", "model", "The model in the sidebar.")
+name_a, prompt = state.chosen_model("model"), state.chosen_prompt()
+left.selectbox("Model A", [name_a], disabled=True, help="The model in the sidebar: change it there.")
 with right:
-    state.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
-name_a, name_b, prompt = st.session_state.model, st.session_state.model_b, st.session_state.prompt
+    name_b = state.model_box("Model B", "model_b", "Any model from the list, or a Hugging Face model ID "
+                             "(for example facebook/opt-125m) typed in and confirmed with Enter.")
 selection.selected_comparison_captures(name_a, name_b, prompt)
 result = comparison.compare_models(name_a, name_b, prompt)
 

@@ -1,10 +1,10 @@
 import streamlit as st
 
-from app import experiments, text
+from app import experiments, frame, state, text
 from opt_lens.memory import format_bytes, memory_limit
 
-st.title("opt_lens: look inside a language model")
-st.markdown(
+frame.page_intro(
+    "opt_lens: look inside a language model",
     """
 A language model reads a text as a list of **tokens**, passes them through a stack of **layers** in which
 **attention heads** move information between positions, and ends with a guess for the **next token**.
@@ -29,8 +29,9 @@ for index, (column, experiment) in enumerate(zip(columns, experiments.EXPERIMENT
     with column.container(border=True, height="stretch", key=f"experiment-{index}"):
         st.markdown(f"**{experiment.title}**")
         st.caption(experiment.notice)
-        if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:"):
-            experiments.start_experiment(experiment)
+        if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:",
+                     on_click=experiments.prepare_experiment, args=(experiment,)):
+            st.switch_page(experiment.page, query_params=experiments.opening_query(experiment))
 st.caption("Each one replaces the prompt in the sidebar and opens a page, on the model in use.")
-st.caption(f"Model in use: **{text.escape_markdown(st.session_state.model)}** · Memory this server allows: "
+st.caption(f"Model in use: **{text.escape_markdown(state.chosen_model('model'))}** · Memory this server allows: "
            f"{format_bytes(memory_limit()[0])}")

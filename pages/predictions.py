@@ -1,10 +1,10 @@
 import altair as alt
 import streamlit as st
 
-from app import selection, tables, text
+from app import frame, selection, tables, text
 
-st.title("Predictions & logit lens")
-st.markdown(
+frame.page_intro(
+    "Predictions & logit lens",
     "After the last layer the model turns its internal state into a probability for every token in its "
     "vocabulary: its guess for what comes **next**. The **logit lens** applies that same final step to the "
     "state after *each* layer, showing what the model 'would say' if it stopped there. **Notice** at which "

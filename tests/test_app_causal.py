@@ -16,8 +16,7 @@ from streamlit.testing.v1 import AppTest
 import opt_lens
 from app import causal_views as views
 from app import experiments
-from test_app import ROOT, TIMEOUT, app, assert_clean, chart_title, charts, open_page
-from test_app_concurrency import chart_rows
+from test_app import ROOT, TIMEOUT, app, assert_clean, chart_rows, chart_title, charts, open_page
 
 PAGE = "pages/cause_and_effect.py"
 REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
@@ -145,26 +144,37 @@ def test_the_two_model_view_runs_on_both_demo_models_with_one_scale():
     assert titles.count("Knocking out one head") == 2
 
 
-def test_knock_this_head_out_on_the_attention_page_opens_the_page_with_that_head():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(layer="0", head="1")
-    at.run().switch_page("pages/attention.py").run()
-    button = next(b for b in at.button if b.label.startswith("Knock this head out"))
-    assert button.label == "Knock this head out (L0.H1)"
-    button.click().run()
+def test_the_attention_page_offers_to_knock_out_the_open_head():
+    at = open_page(app(layer="0", head="1"), "pages/attention.py")
     assert_clean(at)
-    assert at.title[0].value == "Cause and effect"
-    assert at.multiselect[0].value == ["L0.H1"]
+    assert [b.label for b in at.button if b.label.startswith("Knock this head out")] == ["Knock this head out (L0.H1)"]
+
+
+def experiment_query(title: str) -> dict:
+    """What the start page's button for ``title`` puts in the session and the URL it opens its page with."""
+
+    def prepare(title):
+        import json
+
+        import streamlit as st
+
+        from app import experiments
+
+        experiment = next(e for e in experiments.EXPERIMENTS if e.title == title)
+        experiments.prepare_experiment(experiment)
+        st.code(json.dumps({"prompt": st.session_state.prompt, **experiments.opening_query(experiment)}))
+
+    at = AppTest.from_function(prepare, args=(title,), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return json.loads(at.code[0].value)
 
 
 @pytest.mark.parametrize("title, metric", [("Knock out the copying head", "induction"),
                                             ("Break the circuit upstream", "previous_token")])
 def test_the_guided_experiments_open_the_page_with_the_best_scoring_heads(title, metric, gpt2):
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    index = [e.title for e in experiments.EXPERIMENTS].index(title)
-    at.button(key=f"try-{index}").click().run()
+    at = open_page(app(**experiment_query(title)), PAGE)  # the page the button opens, as it opens it
     assert_clean(at)
-    assert at.title[0].value == "Cause and effect"
+    assert at.session_state.prompt == experiments.REPEATED_TEXT
     scores = opt_lens.heads.head_scores(gpt2, opt_lens.capture(gpt2, experiments.REPEATED_TEXT))
     best = getattr(scores, metric)
     knocked = views.parse_heads(at.multiselect[0].value, 2, 4)
