@@ -24,6 +24,13 @@ _LAZY = {
     "Capture": "capturing",
     "capture": "capturing",
     "capture_ids": "capturing",
+    "Ablation": "ablation",
+    "Attribution": "causal",
+    "attribute": "causal",
+    "head_effects": "causal",
+    "patch_heads": "causal",
+    "patch_resid": "causal",
+    "token_losses": "causal",
     "LensMap": "lens",
     "Prediction": "lens",
     "logit_lens": "lens",
@@ -36,7 +43,7 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
+    "ablation", "causal", "compare", "heads", "hub", "memory", "lens", "loading", "architecture", "families", "tokens", "surgery", "capturing",
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .ablation import Ablation, ablation_spec, install_ablation
 from .errors import OptLensError
 from .surgery import get_module, hooks
 from .tokens import display_tokens, tokenize
@@ -42,6 +43,7 @@ class Capture:
     next_logits: torch.Tensor  # [vocab]: the model's own logits at the last position
     attn_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
     mlp_out: torch.Tensor | None = None  # [layer, seq, d_model] when captured
+    ablation: Ablation | None = None  # what was knocked out of this run (every field describes it)
     # A weak reference: a cached capture must not keep an evicted model's weights alive.
     _unembed: weakref.ref | None = field(default=None, repr=False)
     _logits: torch.Tensor | None = field(default=None, repr=False)
@@ -94,11 +96,17 @@ def capture(
     points: tuple[str, ...] = (),
     attention_dtype: torch.dtype | None = None,
     attention_prefix: int | None = None,
+    ablate=(),
+    ablate_with: str = "zero",
+    ablate_mlps=(),
 ) -> Capture:
     """Tokenize ``text`` (truncating to the model's context) and capture one forward pass.
 
     ``attention_prefix=n`` keeps the attention among the first ``n`` tokens only: as attention is causal,
     exactly the patterns a run on those ``n`` tokens gives, at a fraction of the memory of a long prompt's.
+
+    ``ablate=[(layer, head), ...]`` and ``ablate_mlps=[layer, ...]`` knock those parts out of the run
+    (``ablate_with="zero"`` or ``"mean"``, see ablation.py); every field then describes the ablated run.
     """
     tokenized = tokenize(lm.tokenizer, text, lm.arch.max_positions)
     return capture_ids(
@@ -111,6 +119,9 @@ def capture(
         points=points,
         attention_dtype=attention_dtype,
         attention_prefix=attention_prefix,
+        ablate=ablate,
+        ablate_with=ablate_with,
+        ablate_mlps=ablate_mlps,
     )
 
 
@@ -125,6 +136,9 @@ def capture_ids(
     points: tuple[str, ...] = (),
     attention_dtype: torch.dtype | None = None,
     attention_prefix: int | None = None,
+    ablate=(),
+    ablate_with: str = "zero",
+    ablate_mlps=(),
 ) -> Capture:
     """Capture a forward pass on token ids (for synthetic inputs such as repeated random tokens)."""
     arch = lm.arch
@@ -137,6 +151,7 @@ def capture_ids(
     if seq > arch.max_positions:
         raise OptLensError(f"{seq} tokens is more than this model's context of {arch.max_positions}.")
     assert attention_prefix is None or attention_prefix > 0, f"attention_prefix must be positive, not {attention_prefix}"
+    knocked_out = ablation_spec(arch, ablate, ablate_mlps, ablate_with)
     kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is stored
     if attention_dtype is None:
         full_bytes = arch.n_layers * arch.n_heads * kept * kept * 4
@@ -195,6 +210,7 @@ def capture_ids(
 
     model = lm.model
     with lm.lock, torch.inference_mode(), hooks() as hook_set:
+        install_ablation(lm, hook_set, input_ids, knocked_out)  # first: the recording hooks see the ablated run
         hook_set.forward_pre(get_module(model, arch.paths.block(0)), before_first_block)
         for layer in range(arch.n_layers):
             hook_set.forward(get_module(model, arch.paths.block(layer)), after_block(layer))
@@ -225,6 +241,7 @@ def capture_ids(
         next_logits=next_logits,
         attn_out=extra.get("attn_out"),
         mlp_out=extra.get("mlp_out"),
+        ablation=knocked_out,
         _unembed=weakref.ref(get_module(model, arch.paths.unembed)),
     )
 

@@ -1,0 +1,117 @@
+"""Cost of the cause-and-effect sweeps against the separate forward passes they replace.
+
+Random-weight GPT-2-size (124M) and OPT-125m-size models, CPU, float32, eager attention (what a loaded
+model uses). For each prompt length it times, interleaved in one process (medians of ``--repeats`` rounds):
+
+- a plain forward pass (``model(input_ids)``, all positions' logits, as a loop of separate runs would do),
+  and one asking for the last position's logits only (``logits_to_keep=1``);
+- ``head_effects`` (n_layers x n_heads variants), ``patch_heads`` (the same count) and ``patch_resid``
+  ((n_layers + 1) x seq variants),
+
+and prints each sweep's time as a multiple of running its variants as separate plain forwards
+("x fwds"; the issue's target for ``head_effects`` on GPT-2 at 32 tokens is at most 0.4) and of the
+cheaper last-logits-only forwards ("x last").
+
+    python benchmarks/causal_cost.py [--lengths 32 128] [--repeats 3] [--threads 1]
+
+On a loaded shared machine, two torch threads spin against each other and a tiny forward pass can take
+25 times longer than with one; ``--threads 1`` gives stable figures there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import opt_lens  # noqa: E402
+from capture_cost import MODELS  # noqa: E402  (the same GPT-2-size and OPT-125m-size configs)
+from opt_lens.loading import LoadedModel  # noqa: E402
+from opt_lens.tokens import tokenize  # noqa: E402
+
+PASSAGE = (
+    "The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passed far out at sea, "
+    "and the keeper wrote their names in a book that nobody read. One winter a storm broke the window at the top "
+    "of the tower, and snow fell on the lamp until morning. "
+)
+
+
+def prompt_pair(lm, n_tokens: int) -> tuple[str, str]:
+    """A clean prompt of exactly ``n_tokens`` tokens and a corrupted one of the same length (one word changed)."""
+    text = PASSAGE * (1 + n_tokens // 40)
+    ids = tokenize(lm.tokenizer, text, lm.arch.max_positions).input_ids
+    special = len(lm.tokenizer("x")["input_ids"]) - len(lm.tokenizer("x", add_special_tokens=False)["input_ids"])
+    clean = lm.tokenizer.decode(ids[special:n_tokens])
+    corrupted = clean.replace(" keeper", " sailor", 1)
+    for prompt in (clean, corrupted):
+        assert len(tokenize(lm.tokenizer, prompt, lm.arch.max_positions).input_ids) == n_tokens
+    return clean, corrupted
+
+
+def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) -> None:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval().requires_grad_(False)
+    lm = LoadedModel(name=label, model=model, tokenizer=make_tokenizer(), arch=opt_lens.describe(model), source="local")
+    arch = lm.arch
+    print(f"\n{label}: {arch.n_params:,} parameters, torch threads {torch.get_num_threads()}")
+    print(f"{'tokens':>6} {'fwd':>8} {'fwd last':>8}  {'sweep':<12} {'variants':>8} {'time':>9} {'x fwds':>7} {'x last':>7}")
+    for length in lengths:
+        clean, corrupted = prompt_pair(lm, length)
+        ids = tokenize(lm.tokenizer, clean, arch.max_positions).input_ids[None]
+        answer, wrong = lm.tokenizer(" the", add_special_tokens=False)["input_ids"][0], 13
+
+        def forward(**extra):
+            with torch.inference_mode():
+                model(input_ids=ids, use_cache=False, **extra)
+
+        runs = {
+            "forward": forward,
+            "forward last": lambda: forward(logits_to_keep=1),
+            "head_effects": lambda: opt_lens.head_effects(lm, clean),
+            "patch_heads": lambda: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer, wrong_id=wrong),
+            "patch_resid": lambda: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer, wrong_id=wrong),
+        }
+        variants = {
+            "head_effects": arch.n_layers * arch.n_heads,
+            "patch_heads": arch.n_layers * arch.n_heads,
+            "patch_resid": (arch.n_layers + 1) * length,
+        }
+        for name in ("forward", "forward last"):  # warm-up: first calls allocate and pick kernels (a sweep is
+            runs[name]()  # many passes, so it warms itself up)
+        times = {name: [] for name in runs}
+        for _ in range(repeats):  # interleaved, so that load from other processes hits every run alike
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        median = {name: statistics.median(t) for name, t in times.items()}
+        for i, (name, count) in enumerate(variants.items()):
+            lead = f"{length:>6} {median['forward'] * 1e3:>6.1f}ms {median['forward last'] * 1e3:>6.1f}ms" if i == 0 else " " * 24
+            print(
+                f"{lead}  {name:<12} {count:>8} {median[name]:>8.2f}s"
+                f" {median[name] / (count * median['forward']):>7.3f} {median[name] / (count * median['forward last']):>7.3f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for label, (config, make_tokenizer) in MODELS.items():
+        bench(label, config, make_tokenizer, args.lengths, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
