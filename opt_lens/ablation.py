@@ -13,6 +13,7 @@ hooks are removed whatever happens and no other student's pass ever sees them.
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -50,9 +51,13 @@ def ablation_spec(arch, heads=(), mlps=(), mode: str = "zero") -> Ablation | Non
             )
         checked_heads.append((layer, head))
     checked_mlps = []
-    for layer in mlps:
-        if not (isinstance(layer, int) and 0 <= layer < arch.n_layers):
-            raise OptLensError(f"There is no MLP layer {layer!r}: this model has layers 0-{arch.n_layers - 1}.")
+    for item in mlps:
+        try:
+            layer = operator.index(item)
+        except TypeError:
+            raise OptLensError(f"An MLP layer is a number, not {item!r}.") from None
+        if not 0 <= layer < arch.n_layers:
+            raise OptLensError(f"There is no MLP layer {layer}: this model has layers 0-{arch.n_layers - 1}.")
         checked_mlps.append(layer)
     if not checked_heads and not checked_mlps:
         return None

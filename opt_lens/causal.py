@@ -16,7 +16,6 @@ between; hooks live only inside ``hooks()`` blocks under the lock, and progress 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,8 +27,6 @@ from .capturing import Capture
 from .errors import OptLensError
 from .surgery import get_module, hooks
 from .tokens import tokenize
-
-logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 # Rows (variants x tokens) per batched rerun: big enough for efficient matrix products, small enough that
@@ -279,7 +276,7 @@ def token_losses(capture: Capture) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Attribution:
-    """Direct logit attribution of one token's logit at one position (all in logits, i.e. nats before softmax).
+    """Direct logit attribution of one token's logit at one position; every field is in logit units.
 
     ``embed + heads.sum() + mlps.sum() + rest == logit`` within float tolerance.
     """

@@ -171,7 +171,7 @@ def test_ablated_attention_and_resid_describe_the_ablated_run(tiny_lm):
 def test_invalid_ablations_are_refused(tiny_lm):
     lm = tiny_lm("gpt2")
     for kwargs in ({"ablate": [(3, 0)]}, {"ablate": [(0, 4)]}, {"ablate": [(0, -1)]}, {"ablate": ["L0H1"]},
-                   {"ablate": [(0, 1)], "ablate_with": "resample"}, {"ablate_mlps": [7]}):
+                   {"ablate": [(0, 1)], "ablate_with": "resample"}, {"ablate_mlps": [7]}, {"ablate_mlps": ["1"]}):
         with pytest.raises(opt_lens.OptLensError):
             opt_lens.capture(lm, PROMPT, **kwargs)
     assert no_hooks_anywhere(lm.model)
@@ -236,6 +236,20 @@ def test_failure_mid_sweep_leaves_no_hooks_and_the_model_unchanged(tiny_lm):
     ):
         with pytest.raises(RuntimeError, match="closed the page"):
             sweep()
+        assert no_hooks_anywhere(lm.model)
+        assert not lm.lock.locked()
+
+    def out_of_memory(module, args, output):  # a failure inside a batched rerun, while opt_lens' hooks are on
+        if (output[0] if isinstance(output, tuple) else output).shape[0] > 1:
+            raise RuntimeError("out of memory")
+
+    for sweep in (
+        lambda: opt_lens.head_effects(lm, PROMPT),
+        lambda: opt_lens.patch_heads(lm, PROMPT, CORRUPTED, answer_id=token_id(lm, " Mary"), wrong_id=token_id(lm, " John")),
+    ):
+        with plain_hooks((sub(lm, lm.arch.paths.block(lm.arch.n_layers - 1)), "post", out_of_memory)):
+            with pytest.raises(RuntimeError, match="out of memory"):
+                sweep()
         assert no_hooks_anywhere(lm.model)
         assert not lm.lock.locked()
         after = opt_lens.capture(lm, PROMPT)
