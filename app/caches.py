@@ -41,8 +41,11 @@ class BudgetCache:
         self._lock = threading.Lock()
         self._building: dict = {}
 
-    def get(self, key, build, size_of):
+    def get(self, key, build, size_of, still_valid=lambda value: True):
+        """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again."""
         with self._lock:
+            if key in self._items and not still_valid(self._items[key]):
+                del self._items[key], self._sizes[key]
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
@@ -148,11 +151,18 @@ def cached_capture(name: str, prompt: str, *, ui: bool = True,
     lm = shared_model(name, ui=ui)
     spinner = st.spinner(f"Running {name} on the prompt…") if ui else contextlib.nullcontext()
     with spinner:
-        return capture_cache().get(
-            (name, prompt, attention_prefix),
-            lambda: hand_back_freed_memory(opt_lens.capture(lm, prompt, attention_prefix=attention_prefix)),
-            lambda cap: cap.nbytes(),
-        )
+        return shared_capture((name, prompt, attention_prefix), lm,
+                              lambda: opt_lens.capture(lm, prompt, attention_prefix=attention_prefix))
+
+
+def shared_capture(key, lm: opt_lens.LoadedModel, run) -> opt_lens.Capture:
+    """``run()``'s capture, built once for everyone who asks for ``key`` on ``lm`` and kept within budget.
+
+    A capture reads its model for logits, so one taken on a model object since evicted is taken again.
+    """
+    return capture_cache().get(
+        key, lambda: hand_back_freed_memory(run()), lambda cap: cap.nbytes(), still_valid=lambda cap: cap.taken_on(lm)
+    )
 
 
 def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:

@@ -15,4 +15,5 @@ def app_pages() -> list:
                 url_path="predictions"),
         st.Page("pages/generate.py", title="Watch the model write", icon=":material/edit_note:", url_path="generate"),
         st.Page("pages/compare.py", title="Compare two models", icon=":material/compare_arrows:", url_path="compare"),
+        st.Page("pages/cause_and_effect.py", title="Cause and effect", icon=":material/science:", url_path="cause-and-effect"),
     ]

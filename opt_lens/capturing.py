@@ -85,6 +85,10 @@ class Capture:
 
         return readout(self.loaded_model(), self.resid[-1])  # [seq, vocab]
 
+    def taken_on(self, lm) -> bool:
+        """Whether this capture was taken on the loaded model object ``lm`` (which is still loaded)."""
+        return self._model is not None and self._model() is lm
+
     def loaded_model(self):
         """The ``LoadedModel`` this capture was taken on, while it is still loaded."""
         lm = self._model() if self._model is not None else None

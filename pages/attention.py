@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import frame, selection, state, tables
+from app import causal_views, frame, selection, state, tables
 
 frame.page_intro(
     "Attention",
@@ -125,6 +125,10 @@ def head_views():
     )
     st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
     st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
+    if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
+                 help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
+        chosen = causal_views.head_label(layer, head)
+        st.switch_page("pages/cause_and_effect.py", query_params={"knock_out": chosen, "look_at": chosen})
     tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
 

@@ -1,0 +1,167 @@
+"""The Cause and effect page's interventions, each run once per input and shared by every student.
+
+Ablated captures go into the shared capture cache (bounded by bytes like any capture); sweeps and patching
+maps are small tensors kept in their own cache. A long run shows a progress bar while it builds; a cache hit
+draws nothing, so changing a view setting never reruns the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+
+import streamlit as st
+import torch
+
+import opt_lens
+from app import causal_views as views
+from app.caches import BudgetCache, cached_capture, hand_back_freed_memory, shared_capture, shared_model
+
+RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tokens] floats: thousands fit
+# A sweep or patching map costs about (variants x prompt tokens) token-passes through a block stack. Up to GPT-2's
+# 144 heads on 128 tokens it starts at once; a larger one waits for a button, so nobody starts a minute-long
+# run (holding the shared model between its steps) by typing a long prompt.
+AUTO_RUN_TOKENS = 144 * 128
+
+
+@st.cache_resource
+def result_cache() -> BudgetCache:
+    return BudgetCache(RESULT_BUDGET_BYTES)
+
+
+def _tensor_bytes(value) -> int:
+    tensors = value if isinstance(value, tuple) else (value,)
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) + 1024
+
+
+def _may_run(key, cost: int, what: str) -> bool:
+    """Whether ``key``'s result may be shown now: it is cached, it is cheap, or the student asked for it."""
+    if cost <= AUTO_RUN_TOKENS or key in result_cache().keys():
+        return True
+    st.caption(f"{what} takes {cost:,} token-passes through the model, which can take a while.")
+    return st.button(f"Run {what}", key=f"run-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}",
+                     icon=":material/play_arrow:")
+
+
+def _with_progress(label: str, run):
+    """``run(progress)`` behind a progress bar that disappears when it is done."""
+    bar = st.progress(0.0, text=label)
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} ({done} of {total})")
+
+    try:
+        return run(progress)
+    finally:
+        bar.empty()
+
+
+def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str, *,
+                    ui: bool = True) -> opt_lens.Capture:
+    """The capture of ``prompt`` with ``heads`` knocked out (``mode`` "zero" or "mean"); the plain capture if none."""
+    if not heads:
+        return cached_capture(name, prompt, ui=ui)
+    lm = shared_model(name, ui=ui)
+    spinner = st.spinner(f"Running {name} with {len(heads)} head(s) knocked out…") if ui else contextlib.nullcontext()
+    with spinner:
+        return shared_capture((name, prompt, "ablate", heads, mode), lm,
+                              lambda: opt_lens.capture(lm, prompt, ablate=list(heads), ablate_with=mode))
+
+
+@st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
+def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero") -> torch.Tensor:
+    """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
+
+    It reads a copy of the shared capture: ``Capture.logits`` keeps the [seq, vocab] logits it computes, which
+    would grow a cached capture beyond the size its cache counted.
+    """
+    return opt_lens.token_losses(dataclasses.replace(ablated_capture(name, prompt, heads, mode, ui=False)))
+
+
+def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
+    """``[n_layers, n_heads]``: change in log-probability of ``token_id`` when each head alone is knocked out
+    (None while a large sweep waits for its button)."""
+    lm = shared_model(name)
+    n_variants = lm.arch.n_layers * lm.arch.n_heads
+    key = (name, prompt, "head_effects", token_id)
+    if not _may_run(key, n_variants * cached_capture(name, prompt).seq_len, f"knocking out each head of {name}"):
+        return None
+    return result_cache().get(
+        key,
+        lambda: _with_progress(f"Knocking out each of {n_variants} heads of {name} in turn",
+                               lambda progress: opt_lens.head_effects(lm, prompt, token_id=token_id, progress=progress)),
+        _tensor_bytes,
+    )
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def attribution(name: str, prompt: str, token_id: int):
+    """Direct logit attribution of ``token_id`` at the last position (cheap: one capture, then linear algebra)."""
+    lm = shared_model(name, ui=False)
+    return opt_lens.attribute(lm, cached_capture(name, prompt, ui=False), token_id)
+
+
+def patching(name: str, clean: str, corrupted: str, answer_id: int, wrong_id: int) -> tuple | None:
+    """Residual-stream (``[n_layers + 1, seq]``) and per-head (``[n_layers, n_heads]``) patching, clean into
+    corrupted (None while a large run waits for its button)."""
+    lm = shared_model(name)
+    arch = lm.arch
+    key = (name, clean, corrupted, answer_id, wrong_id, "patching")
+    seq = cached_capture(name, clean).seq_len
+    if not _may_run(key, ((arch.n_layers + 1) * seq + arch.n_layers * arch.n_heads) * seq, f"patching {name}"):
+        return None
+
+    def run():
+        resid = _with_progress(f"Patching the residual stream of {name}, layer by layer and token by token",
+                               lambda progress: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer_id,
+                                                                     wrong_id=wrong_id, progress=progress))
+        heads = _with_progress(f"Patching each head of {name}",
+                               lambda progress: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer_id,
+                                                                     wrong_id=wrong_id, progress=progress))
+        return resid, heads
+
+    return result_cache().get(key, run, _tensor_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchingSetup:
+    """Two prompts and two answer texts as one model sees them: token ids and labels, or why it cannot run."""
+
+    name: str
+    clean: str
+    corrupted: str
+    problem: str | None = None
+    answer_id: int | None = None
+    wrong_id: int | None = None
+    labels: tuple[str, ...] = ()
+    clean_diff: float = 0.0  # logit(answer) - logit(wrong) after the clean prompt
+    corrupted_diff: float = 0.0
+
+    @property
+    def clean_effect(self) -> float:
+        return self.clean_diff - self.corrupted_diff
+
+
+def patching_setup(name: str, clean: str, corrupted: str, answer: str, wrong: str) -> PatchingSetup:
+    """Map the answer texts through this model's tokenizer and run both prompts (cached captures)."""
+    if not clean.strip() or not corrupted.strip():
+        return PatchingSetup(name, clean, corrupted, "Type both prompts first.")
+    lm = shared_model(name)
+    answer_token, wrong_token = views.answer_token(lm.tokenizer, answer), views.answer_token(lm.tokenizer, wrong)
+    for role, token in (("answer", answer_token), ("wrong token", wrong_token)):
+        if token.problem:
+            return PatchingSetup(name, clean, corrupted, f"The {role}: {token.problem}")
+    if answer_token.token_id == wrong_token.token_id:
+        return PatchingSetup(name, clean, corrupted, "The answer and the wrong token are the same token: "
+                                                     "patching measures the difference between two.")
+    clean_cap, corrupted_cap = cached_capture(name, clean), cached_capture(name, corrupted)
+    mismatch = views.length_mismatch(name, clean_cap.tokens, corrupted_cap.tokens)
+    if mismatch:
+        return PatchingSetup(name, clean, corrupted, mismatch)
+    a, w = answer_token.token_id, wrong_token.token_id
+    return PatchingSetup(
+        name, clean, corrupted, None, a, w, tuple(views.pair_labels(clean_cap.tokens, corrupted_cap.tokens)),
+        float(clean_cap.next_logits[a] - clean_cap.next_logits[w]),
+        float(corrupted_cap.next_logits[a] - corrupted_cap.next_logits[w]),
+    )

@@ -1,0 +1,279 @@
+import streamlit as st
+
+import opt_lens
+from app import causal_runs as runs
+from app import causal_views as views
+from app import frame, selection, state, tables
+from app.caches import hub_online
+from app.text import escape_markdown
+
+frame.page_intro(
+    "Cause and effect",
+    "The other pages show what a model computes; this one tests what it **needs**. An *intervention* changes one "
+    "part of the computation and runs the rest as usual: **knock out** a head (remove what it adds), or **patch** "
+    "an activation (copy it from a run on another prompt). If the prediction changes, that part caused it; an "
+    "attention pattern alone can only suggest it. **Notice** which few parts matter and how much."
+)
+name, prompt, lm, cap = selection.selected_model_and_capture()
+n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
+options = views.head_options(n_layers, n_heads)
+# Heads picked on another model (or typed in a URL) that this model lacks are dropped, not an error.
+st.session_state.knock_out = [h for h in st.session_state.get("knock_out", []) if h in options]
+if st.session_state.get("look_at") not in options:
+    st.session_state.pop("look_at", None)
+if cap.seq_len < 2:
+    st.info("These experiments need a prompt of at least two tokens.")
+    st.stop()
+
+# ------------------------------------------------------------------------------------------- knock out
+st.header("1. Knock out heads")
+st.caption("A knocked-out head's output is removed before the layer mixes its heads (set to zero, or to its "
+           "average over the prompt); everything else runs as usual.")
+left, right = st.columns([3, 1])
+
+
+def look_at_newest_head():
+    """The attention view below follows the head just added to the knock-out (the multiselect keeps their order)."""
+    if st.session_state.knock_out:
+        st.session_state.look_at = st.session_state.knock_out[-1]
+
+
+picked = left.multiselect("Heads to knock out", options, key="knock_out", bind="query-params",
+                          on_change=look_at_newest_head,
+                          help="L1.H1 is head 1 of layer 1 (both count from 0). Click a head in the maps below, or "
+                               "use “Knock this head out” on the Attention page.")
+st.session_state.setdefault("ablate_with", "zero")
+mode = right.radio("Replace its output by", ["zero", "mean"], key="ablate_with", bind="query-params",
+                   help="mean: the head's average output over this prompt, a gentler knock-out that keeps the "
+                        "usual offset and removes only what differs between tokens.")
+heads = tuple(views.parse_heads(picked, n_layers, n_heads))
+after = runs.ablated_capture(name, prompt, heads, mode)
+loss_before = runs.token_losses(name, prompt)
+loss_after = runs.token_losses(name, prompt, heads, mode) if heads else None
+if not heads:
+    st.info("Pick one or more heads above to see what changes without them.", icon=":material/touch_app:")
+
+st.subheader("Next-token guesses, before and after")
+guesses = views.predictions_frame(lm.tokenizer, cap.next_logits, after.next_logits, 10)
+st.dataframe(guesses, hide_index=True, width="stretch", column_config={
+    column: st.column_config.NumberColumn(format="percent") for column in ("p before", "same token after", "p after")
+})
+st.caption("“same token after” is the probability the knocked-out run gives to the guess on the left.")
+tables.csv_button(guesses, "Download the guesses as CSV", "knockout_guesses.csv")
+
+st.subheader("Loss on every token, before and after")
+first, second = views.half_means(loss_before)
+metrics = st.columns(2)
+if loss_after is None:
+    metrics[0].metric("Mean loss, first half of the prompt", f"{first:.2f} nats")
+    metrics[1].metric("Mean loss, second half", f"{second:.2f} nats")
+else:
+    first_after, second_after = views.half_means(loss_after)
+    metrics[0].metric("Mean loss, first half of the prompt", f"{first_after:.2f} nats",
+                      f"{first_after - first:+.2f} nats (was {first:.2f})", delta_color="inverse")
+    metrics[1].metric("Mean loss, second half", f"{second_after:.2f} nats",
+                      f"{second_after - second:+.2f} nats (was {second:.2f})", delta_color="inverse")
+losses = views.loss_frame(tables.token_labels(cap), loss_before, loss_after)
+st.altair_chart(views.loss_chart(losses, f"{name}: loss of each next token"), width="stretch")
+st.caption("The loss is −log of the probability the model gave to the token that really came next: low means it "
+           "was expected. On a text written twice, the second copy is cheap because the model copies from the "
+           "first; knock out the heads that copy and it gets expensive again.")
+tables.csv_button(losses, "Download the losses as CSV", "knockout_losses.csv")
+
+st.subheader("A head's attention, before and after")
+shown = st.selectbox("Head to look at", options, key="look_at", bind="query-params",
+                     help="A knocked-out head still attends; its output is just thrown away. Look at a head of a "
+                          "later layer to see whether it still attends the same way without the heads you removed.")
+layer, head = views.parse_heads([shown], n_layers, n_heads)[0]
+window = min(cap.attention_tokens, after.attention_tokens, 40)
+start = cap.attention_tokens - window
+order = tables.token_labels(cap)[start : start + window]
+columns = st.columns(2)
+for column, run, capture in ((columns[0], "before", cap), (columns[1], "after", after)):
+    pattern = tables.attention_frame(capture, layer, [head], (start, start + window))
+    column.altair_chart(views.pattern_chart(pattern, order, f"{shown} {run}"), width="stretch")
+if start:
+    st.caption(f"The last {window} tokens of the prompt.")
+
+# ------------------------------------------------------------------------------------------- the token
+
+
+def open_clicked_head():
+    clicked = state.clicked_head(st.session_state.get("effects_map"), n_layers, n_heads)
+    if clicked:
+        st.session_state.knock_out = [views.head_label(*clicked)]
+        st.session_state.look_at = views.head_label(*clicked)
+
+
+def which_heads_matter(token_id: int, token: str) -> None:
+    st.caption(f"Each cell knocks out that one head and measures how the log-probability of "
+               f"“{escape_markdown(token)}” after the whole prompt changes (nats): red heads help the model predict "
+               "it, blue heads work against it. Click a cell to knock that head out in section 1.")
+    sweep = runs.head_effects(name, prompt, token_id)
+    if sweep is None:
+        return
+    effects = views.grid_frame(sweep, "change in log-prob")
+    limit = views.symmetric_limit((effects, "change in log-prob"))
+    st.altair_chart(views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
+                                   f"“{token}”", limit, clickable=True, marked=heads),
+                    width="stretch", on_select=open_clicked_head, key="effects_map")
+    tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
+
+
+def who_writes_the_answer(token_id: int, token: str) -> None:
+    st.caption(f"Direct logit attribution: how much each part adds, directly, to the logit of "
+               f"“{escape_markdown(token)}” at the last position. The model's final state is a sum of what each part "
+               "wrote into the residual stream, read through the final norm (its scale frozen at this run's value) "
+               "and the unembedding, so the parts add up to the logit. Parts that act only through later parts "
+               "show little here.")
+    try:
+        attribution = runs.attribution(name, prompt, token_id)
+    except opt_lens.OptLensError as refusal:
+        st.info(escape_markdown(refusal), icon=":material/info:")
+        return
+    heads_frame = views.grid_frame(attribution.heads, "logit")
+    parts = views.attribution_parts(attribution)
+    limit = views.symmetric_limit((heads_frame, "logit"), (parts, "logit"))
+    left, right = st.columns([3, 2])
+    left.altair_chart(views.head_map(heads_frame, "logit", f"Heads writing “{token}”", limit, marked=heads),
+                      width="stretch")
+    right.altair_chart(views.parts_chart(parts, "Embeddings, MLPs, biases", limit), width="stretch")
+    st.markdown(
+        f"embeddings {attribution.embed:+.3f} + heads {float(attribution.heads.sum()):+.3f} + MLPs "
+        f"{float(attribution.mlps.sum()):+.3f} + biases {attribution.rest:+.3f} = "
+        f"**{views.attribution_sum(attribution):.3f}**; the model's own logit for “{escape_markdown(token)}” is "
+        f"**{float(cap.next_logits[token_id]):.3f}**."
+    )
+    tables.csv_button(heads_frame, "Download the head attribution as CSV", "attribution_heads.csv")
+
+
+st.header("2. Which heads matter")
+st.session_state.setdefault("target", "")
+typed = st.text_input("Token to explain (sections 2 and 3)", key="target", bind="query-params", max_chars=40,
+                      placeholder="empty: the model's own next-token guess",
+                      help="Type the token with its leading space, as in “ Mary”: the views measure one token.")
+target = views.answer_token(lm.tokenizer, typed) if typed else None
+if target is not None and target.problem:
+    st.warning(escape_markdown(target.problem), icon=":material/warning:")
+    st.header("3. Who writes the answer")
+    st.caption("Type a token that is one token for this model, or leave the box empty.")
+else:
+    token_id = target.token_id if target is not None else int(cap.next_logits.argmax())
+    token = views.token_text(lm.tokenizer, token_id)
+    which_heads_matter(token_id, token)
+    st.header("3. Who writes the answer")
+    who_writes_the_answer(token_id, token)
+
+# ---------------------------------------------------------------------------------------------- patching
+PRESETS = views.PATCHING_PRESETS
+for key, value in vars(PRESETS[list(PRESETS)[1 if hub_online() else 0]]).items():
+    st.session_state.setdefault(key, value)
+
+
+def load_preset():
+    if st.session_state.patch_preset in PRESETS:
+        st.session_state.update(vars(PRESETS[st.session_state.patch_preset]))
+
+
+def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None:
+    """The residual-stream and per-head patching maps of one model (``limit``: a colour scale shared with others)."""
+    maps = runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id)
+    if maps is None:
+        return
+    resid, per_head = maps
+    resid_frame = views.resid_patch_frame(resid, list(setup.labels))
+    heads_frame = views.grid_frame(per_head, "fraction restored")
+    limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "fraction restored"))
+    st.altair_chart(views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
+                                            "stream", limit), width="stretch")
+    st.altair_chart(views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
+                    width="stretch")
+
+
+def usable(setup: runs.PatchingSetup) -> bool:
+    """Say plainly why a model cannot run this patching experiment; True when it can."""
+    if setup.problem:
+        st.warning(escape_markdown(setup.problem), icon=":material/warning:")
+        return False
+    if abs(setup.clean_effect) < views.MIN_CLEAN_EFFECT:
+        st.warning(f"{escape_markdown(setup.name)} gives about the same logit difference on both prompts "
+                   f"({setup.clean_diff:.2f} and {setup.corrupted_diff:.2f}): there is no effect to restore.",
+                   icon=":material/warning:")
+        return False
+    return True
+
+
+def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
+    """Section 5's column for one model: every map as a fraction of its own clean effect, on -1..1."""
+    clean = setup.clean
+    for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
+    for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
+    if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
+        knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
+                                   "fraction")
+        st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
+                        width="stretch")
+    try:
+        for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
+                                 for token_id in (setup.answer_id, setup.wrong_id))
+    except opt_lens.OptLensError as refusal:
+        st.info(escape_markdown(refusal), icon=":material/info:")
+    else:
+        direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
+        st.altair_chart(views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
+                        width="stretch")
+        st.altair_chart(views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
+                                          "fraction of the clean effect"), width="stretch")
+    patching_maps(setup, limit=1.0)
+
+
+@st.fragment
+def patching_and_two_models():
+    with frame.friendly_errors():
+        st.header("4. Patching: where does the difference travel?")
+        st.caption("Run the corrupted prompt, but copy one activation from the clean run. If the model then gives "
+                   "the clean answer, that activation carried the difference. 1 = the clean behaviour fully restored, "
+                   "0 = nothing changed; measured on logit(answer) − logit(wrong) after the last token.")
+        st.selectbox("Load an example", list(PRESETS), index=None, key="patch_preset", on_change=load_preset,
+                     placeholder="Choose an example pair…")
+        left, right = st.columns(2)
+        clean = left.text_input("Clean prompt", key="clean", bind="query-params", max_chars=state.MAX_PROMPT_CHARS)
+        corrupted = right.text_input("Corrupted prompt (differs in one place)", key="corrupted",
+                                     bind="query-params", max_chars=state.MAX_PROMPT_CHARS)
+        answer = left.text_input("Answer (what the clean prompt calls for)", key="answer", bind="query-params",
+                                 max_chars=40)
+        wrong = right.text_input("Wrong token (what the corrupted prompt calls for)", key="wrong",
+                                 bind="query-params", max_chars=40)
+        setup = runs.patching_setup(name, clean, corrupted, answer, wrong)
+        if usable(setup):
+            st.caption(f"logit(answer) − logit(wrong): {setup.clean_diff:.2f} after the clean prompt, "
+                       f"{setup.corrupted_diff:.2f} after the corrupted one. Positions where the prompts differ "
+                       "are labelled with both tokens.")
+            patching_maps(setup)
+            st.caption("**Notice** where the restoring cells sit: in the early rows at the token where the prompts "
+                       "differ, in the last row at the last token. The row where they jump from one to the other is "
+                       "the layer whose heads carry the difference across; the head map below names them.")
+
+        st.header("5. Two models side by side")
+        if not st.toggle("Show model B beside model A", key="two_models", bind="query-params"):
+            st.caption("Every map for two models on the same prompts and the same answer text, on one colour scale.")
+            return
+        name_b = state.model_box("Model B", "model_b", "The model to put beside the sidebar's: any from the list, "
+                                 "or a Hugging Face model ID typed in and confirmed with Enter.")
+        st.caption("Both models read the patching prompts above; the answer and the wrong token are matched by their "
+                   "text through each model's tokenizer (their ids differ). Every map is in the same unit, the "
+                   "fraction of the clean effect (clean minus corrupted logit difference), on one scale from −1 to "
+                   "1: −1 for a knock-out that undoes the whole effect, 1 for a patch that restores it all. "
+                   "**Notice** whether both models do the job with the same kind of head, even where its number "
+                   "differs.")
+        setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
+        columns = st.columns(2)
+        for column, setup in zip(columns, setups):
+            with column:
+                st.subheader(escape_markdown(setup.name))
+                if not usable(setup):
+                    continue
+                one_model_on_the_common_scale(setup)
+
+
+patching_and_two_models()
