@@ -1,0 +1,111 @@
+"""A lesson: the guided experiments walked in order, one step at a time, the step number in the URL.
+
+Each step opens its experiment (prompt, page, for a head its best head in the model in use) and puts a
+banner at the top of the page: the step's question, what to notice in this model, and for a head its score,
+with a warning when even the best head scores too low to show the mechanism.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+LESSON_KEY = "lesson"
+WEAK_SCORE = 0.3  # below this, the "best" head is not doing the job the step is about
+
+
+def steps() -> list:
+    from app.experiments import EXPERIMENTS  # the start page's experiments are the lesson's steps
+
+    return EXPERIMENTS
+
+
+def step_param(value) -> int | None:
+    """A step number from the URL (1-based), or None when it is missing or not a step."""
+    try:
+        step = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return step if 1 <= step <= len(steps()) else None
+
+
+def init() -> None:
+    """Read the step from the URL once per session."""
+    if LESSON_KEY not in st.session_state:
+        st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
+
+
+def url_params() -> dict[str, str]:
+    step = st.session_state.get(LESSON_KEY)
+    return {LESSON_KEY: str(step)} if step else {}
+
+
+def go(step: int) -> None:
+    """Open step ``step`` (1-based): its prompt, its head, its page."""
+    from app.experiments import start_experiment
+
+    st.session_state[LESSON_KEY] = step
+    start_experiment(steps()[step - 1].for_model(st.session_state.model))
+
+
+def best_head(scores, metric: str) -> tuple[int, int, float]:
+    """(layer, head, score) of the highest score on ``metric`` in a head-score table."""
+    best = scores[scores.metric == metric].sort_values(["score", "layer", "head"], ascending=[False, True, True]).iloc[0]
+    return int(best["layer"]), int(best["head"]), float(best["score"])
+
+
+def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
+    """What the step's head scores in this model, and whether that is too weak to show the mechanism."""
+    from app.tables import head_score_table
+
+    layer, head, score = best_head(head_score_table(name, prompt), metric)
+    text = (f"In {name}, the head with the highest {metric} score is layer {layer}, head {head}: "
+            f"{score:.2f} (1 would be a perfect {metric} head).")
+    return text, score < WEAK_SCORE
+
+
+def banner() -> None:
+    """The current step at the top of the page, with buttons to move on; nothing outside a lesson."""
+    step = st.session_state.get(LESSON_KEY)
+    if st.session_state.pop("_lesson_done", False):
+        st.success("That was the last step of the lesson. Every page stays open to explore; the start page "
+                   "can run the lesson again.", icon=":material/school:")
+    if not step:
+        return
+    total = len(steps())
+    name = st.session_state.model
+    experiment = steps()[step - 1].for_model(name)
+    with st.container(border=True, key="lesson-banner"):
+        st.markdown(f"**Lesson, step {step} of {total}: {experiment.title}**")
+        st.progress(step / total)
+        st.markdown(f"**Question:** {experiment.question}")
+        st.markdown(f"**What to notice:** {experiment.notice}")
+        if experiment.head_metric:
+            text, weak = head_finding(name, st.session_state.prompt, experiment.head_metric)
+            st.caption(escape(text))
+            if weak:
+                st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
+                           f"only the least weak, not a real {experiment.head_metric} head. Try another model.",
+                           icon=":material/warning:")
+        back, forward, leave = st.columns(3)
+        if step > 1 and back.button("Previous step", icon=":material/arrow_back:", key="lesson-back"):
+            go(step - 1)
+        if step < total and forward.button("Next step", icon=":material/arrow_forward:", type="primary",
+                                           key="lesson-next"):
+            go(step + 1)
+        if step == total and forward.button("Finish the lesson", icon=":material/check:", type="primary",
+                                            key="lesson-finish"):
+            finish()
+        if step < total and leave.button("Leave the lesson", icon=":material/close:", key="lesson-leave"):
+            finish()
+
+
+def finish() -> None:
+    st.session_state[LESSON_KEY] = None
+    st.session_state["_lesson_done"] = True
+    st.rerun()
+
+
+def escape(text: str) -> str:
+    from app.text import escape_markdown
+
+    return escape_markdown(text)
