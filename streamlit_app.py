@@ -1,19 +1,10 @@
 """opt_lens: look inside small language models. The entry point: shared sidebar, then the chosen page."""
 
-import logging
-
 import streamlit as st
 
-import app_support as app
+from app import frame
 
-# Failures reach students as short messages; the details go to the server log (Cloud: "Manage app").
-# The entry reruns on every interaction, so the handler is added once per process.
-for logger in (logging.getLogger("opt_lens"), logging.getLogger("app_support")):
-    if not any(isinstance(handler, logging.StreamHandler) for handler in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+frame.configure_logging()
 
 st.set_page_config(page_title="opt_lens", page_icon=":material/search:", layout="wide")
 
@@ -26,4 +17,4 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare two models", icon=":material/compare_arrows:", url_path="compare"),
 ]
 
-app.run_frame(st.navigation(PAGES).run)
+frame.run_frame(st.navigation(PAGES).run)

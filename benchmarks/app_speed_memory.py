@@ -125,11 +125,11 @@ def worker_memory() -> dict:
     at = page_app("pages/compare.py", model="gpt2", model_b="facebook/opt-125m", prompt=os.environ["BENCHMARK_PROMPT_1024"])
     at.run()
     problems = [e.value for e in at.exception] + [e.value for e in at.error]
-    import app_support
+    from app import caches
 
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_mb": before / 2**20, "rss_after_mb": process_rss_bytes() / 2**20,
-            "models_cached": app_support._model_cache().keys(), "problems": problems}
+            "models_cached": caches.model_cache().keys(), "problems": problems}
 
 
 def _peak_rss_mb(pid: int) -> float:

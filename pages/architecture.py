@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-import app_support as app
+from app import architecture_facts, caches, state, tables
 
 st.title("Architecture")
 st.markdown(
@@ -9,12 +9,12 @@ st.markdown(
     "downloaded for this page). **Notice** where the models differ: OPT-350m normalises *after* each "
     "sublayer (post-LN) and squeezes its 512-wide word embeddings up to 1024; OPT counts positions from 2."
 )
-choices = app.default_models()
-options = sorted(set(app.DEMO_MODELS + (app.GPT2_FAMILY + app.OPT_FAMILY if app.hub_online() else [])
+choices = state.default_models()
+options = sorted(set(state.DEMO_MODELS + (state.GPT2_FAMILY + state.OPT_FAMILY if caches.hub_online() else [])
                      + [st.session_state.model, *choices]))
-defaults = (["gpt2", "facebook/opt-125m", "facebook/opt-350m"] if app.hub_online() else list(app.DEMO_MODELS))
+defaults = (["gpt2", "facebook/opt-125m", "facebook/opt-350m"] if caches.hub_online() else list(state.DEMO_MODELS))
 names = st.multiselect("Models to compare", options, default=[n for n in defaults if n in options], max_selections=5)
-typed = app.typed_model_id(st.text_input(
+typed = state.typed_model_id(st.text_input(
     "Add any Hugging Face model ID", placeholder="facebook/opt-2.7b", max_chars=100,
     help="Only the model's configuration is read, so even a model too large to run here can be described.",
 ))
@@ -24,7 +24,7 @@ if not names:
     st.info("Pick at least one model.")
     st.stop()
 
-table, parts, errors = app.architecture_table(names)
+table, parts, errors = architecture_facts.architecture_table(names)
 for error in errors:
     st.warning(error)
 if table.empty:
@@ -39,7 +39,7 @@ def highlight_differences(row):
 st.subheader("Side by side")
 st.caption("Rows where the models differ are highlighted.")
 st.dataframe(table.style.apply(highlight_differences, axis=1), width="stretch", height=35 * len(table) + 40)
-app.csv_button(table, "Download the table as CSV", "architecture.csv", index=True)
+tables.csv_button(table, "Download the table as CSV", "architecture.csv", index=True)
 
 st.subheader("Where the parameters live")
 st.caption("Embeddings include position embeddings and OPT-350m's projections; most of a large model's "

@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-import app_support as app
+from app import selection, state, tables
 
 st.title("Attention")
 st.markdown(
@@ -11,14 +11,14 @@ st.markdown(
     "resting when it has nothing to do; the map below finds *induction* heads, which copy what followed an "
     "earlier occurrence of the current token."
 )
-name, prompt, lm, cap = app.current()
+name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
-st.session_state.layer = app.clamp(st.session_state.layer, n_layers)
-st.session_state.head = app.clamp(st.session_state.head, n_heads)
+st.session_state.layer = state.clamp(st.session_state.layer, n_layers)
+st.session_state.head = state.clamp(st.session_state.head, n_heads)
 
 
 def open_clicked_head():
-    clicked = app.clicked_head(st.session_state.get("head_map"), n_layers, n_heads)
+    clicked = state.clicked_head(st.session_state.get("head_map"), n_layers, n_heads)
     if clicked:
         st.session_state.layer, st.session_state.head = clicked
 
@@ -34,8 +34,8 @@ if cap.seq_len > window_size:
     end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len,
                     help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
     start = end - window_size
-frame = app.attention_frame(cap, layer, [head], (start, end))
-order = app.token_labels(cap)[start:end]
+frame = tables.attention_frame(cap, layer, [head], (start, end))
+order = tables.token_labels(cap)[start:end]
 heatmap = (
     alt.Chart(frame)
     .mark_rect()
@@ -48,14 +48,14 @@ heatmap = (
     .properties(title=f"{name} · layer {layer} · head {head}", height=140 + 20 * (end - start))
 )
 st.altair_chart(heatmap, width="stretch")
-app.csv_button(frame.assign(layer=layer), "Download this head's attention as CSV",
+tables.csv_button(frame.assign(layer=layer), "Download this head's attention as CSV",
                f"attention_layer{layer}_head{head}.csv")
 
 st.subheader("Where one token looks")
 st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
-labels = app.token_labels(cap)
+labels = tables.token_labels(cap)
 focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1])
-focus_row = app.attention_row(cap, layer, head, labels.index(focus))
+focus_row = tables.attention_row(cap, layer, head, labels.index(focus))
 bars = (
     alt.Chart(focus_row)
     .mark_bar(color="#4c78a8")
@@ -72,7 +72,7 @@ st.altair_chart(bars, width="stretch")
 st.subheader(f"All {n_heads} heads of layer {layer}")
 small = min(end - start, 24)
 multiples = (
-    alt.Chart(app.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
+    alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
     .mark_rect()
     .encode(
         x=alt.X("key:N", sort=order[-small:], axis=None),
@@ -91,7 +91,7 @@ st.subheader("What every head does")
 if cap.seq_len < 2:
     st.info("Head scores need a prompt of at least two tokens.")
     st.stop()
-scores = app.head_score_table(name, prompt)
+scores = tables.head_score_table(name, prompt)
 metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
                   horizontal=True, key="head_metric", help="Induction is measured on random tokens repeated once; the others on your prompt.")
 st.caption({
@@ -124,4 +124,4 @@ head_map = (
 )
 st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
 st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
-app.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
+tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")

@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-import app_support as app
+from app import architecture_facts, comparison, selection, state, tables, text
 
 st.title("Compare two models")
 st.markdown(
@@ -12,12 +12,12 @@ st.markdown(
 )
 left, right = st.columns(2)
 with left:
-    app.model_picker("Model A", "model", "The model in the sidebar.")
+    state.model_picker("Model A", "model", "The model in the sidebar.")
 with right:
-    app.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
+    state.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
 name_a, name_b, prompt = st.session_state.model, st.session_state.model_b, st.session_state.prompt
-app.comparison_captures(name_a, name_b, prompt)
-result = app.comparison(name_a, name_b, prompt)
+selection.selected_comparison_captures(name_a, name_b, prompt)
+result = comparison.compare_models(name_a, name_b, prompt)
 
 st.subheader("Next token")
 agreement = result.agreement
@@ -41,7 +41,7 @@ for column, side, name, table in ((columns[0], "A", name_a, result.next_a), (col
     )
     column.altair_chart(chart, width="stretch")
     with column:
-        app.csv_button(table, f"Download model {side}'s guesses as CSV", f"next_tokens_{app.file_safe(name)}.csv")
+        tables.csv_button(table, f"Download model {side}'s guesses as CSV", f"next_tokens_{text.file_safe(name)}.csv")
 st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agreement['shared vocabulary']:,} "
            "pieces both vocabularies have (GPT-2's `<|endoftext|>` and OPT's `</s>` both mean 'the text ends here' and "
            f"count as one); {name_a} puts {agreement['outside A']:.1%} and {name_b} "
@@ -80,9 +80,9 @@ lens_text = lens_base.mark_text(fontSize=11).encode(
     color=alt.condition(alt.datum["probability of final guess"] > 0.5, alt.value("white"), alt.value("black")),
 )
 st.altair_chart((lens_cells + lens_text).properties(height=150), width="stretch")
-settled = app.settle_table(result)
+settled = comparison.settle_table(result)
 st.dataframe(settled, width="stretch", hide_index=True)
-app.csv_button(result.depth, "Download both depth curves as CSV", "depth_curves.csv")
+tables.csv_button(result.depth, "Download both depth curves as CSV", "depth_curves.csv")
 
 st.subheader("Heads that behave alike")
 shared_tokens = (f"the {result.aligned_tokens} shared tokens" if result.head_tokens == result.aligned_tokens
@@ -93,14 +93,14 @@ if result.head_pairs.empty:
     st.info("The prompt is too short to compare attention patterns.")
 else:
     st.dataframe(result.head_pairs, width="stretch", hide_index=True)
-    app.csv_button(result.head_pairs, "Download the head pairs as CSV", "head_pairs.csv")
+    tables.csv_button(result.head_pairs, "Download the head pairs as CSV", "head_pairs.csv")
 
 st.subheader("Tokens, aligned")
 st.dataframe(result.tokens, width="stretch", hide_index=True)
-app.csv_button(result.tokens, "Download the aligned tokens as CSV", "aligned_tokens.csv")
+tables.csv_button(result.tokens, "Download the aligned tokens as CSV", "aligned_tokens.csv")
 
 st.subheader("Architecture differences")
-table, _, errors = app.architecture_table([name_a, name_b])
+table, _, errors = architecture_facts.architecture_table([name_a, name_b])
 for error in errors:
     st.warning(error)
 differences = table[table.nunique(axis=1) > 1]
@@ -109,4 +109,4 @@ if differences.empty:
 else:
     st.caption("Only the facts where the two models differ; the Architecture page shows them all.")
     st.dataframe(differences, width="stretch")
-    app.csv_button(differences, "Download the differences as CSV", "architecture_differences.csv", index=True)
+    tables.csv_button(differences, "Download the differences as CSV", "architecture_differences.csv", index=True)

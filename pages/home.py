@@ -1,6 +1,7 @@
 import streamlit as st
 
-import app_support as app
+from app import experiments, text
+from opt_lens.memory import format_bytes, memory_limit
 
 st.title("opt_lens: look inside a language model")
 st.markdown(
@@ -23,13 +24,13 @@ share exactly the view you are looking at.
 """
 )
 st.subheader("Things to try")
-columns = st.columns(len(app.EXPERIMENTS))
-for index, (column, experiment) in enumerate(zip(columns, app.EXPERIMENTS)):
+columns = st.columns(len(experiments.EXPERIMENTS))
+for index, (column, experiment) in enumerate(zip(columns, experiments.EXPERIMENTS)):
     with column.container(border=True, height="stretch", key=f"experiment-{index}"):
         st.markdown(f"**{experiment.title}**")
         st.caption(experiment.notice)
         if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:"):
-            app.start_experiment(experiment)
+            experiments.start_experiment(experiment)
 st.caption("Each one replaces the prompt in the sidebar and opens a page, on the model in use.")
-st.caption(f"Model in use: **{app.plain(st.session_state.model)}** · Memory this server allows: "
-           f"{app.format_bytes(app.memory_limit()[0])}")
+st.caption(f"Model in use: **{text.escape_markdown(st.session_state.model)}** · Memory this server allows: "
+           f"{format_bytes(memory_limit()[0])}")

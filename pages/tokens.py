@@ -1,6 +1,6 @@
 import streamlit as st
 
-import app_support as app
+from app import caches, comparison, selection, state, tables, text
 
 st.title("Tokens")
 st.markdown(
@@ -9,30 +9,30 @@ st.markdown(
     "tokens (emoji, many non-Latin scripts) shows as its raw bytes `<0x..>`. **Notice** that OPT starts every "
     "text with `</s>` and numbers the same pieces differently."
 )
-name, prompt, _, cap = app.current()
+name, prompt, _, cap = selection.selected_model_and_capture()
 
 
 def show_chips(model_name, capture):
-    st.markdown(f"**{app.plain(model_name)}**: {capture.seq_len} tokens")
+    st.markdown(f"**{text.escape_markdown(model_name)}**: {capture.seq_len} tokens")
     # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
-    st.markdown(app.token_chips(capture), unsafe_allow_html=True)
+    st.markdown(text.token_chips(capture), unsafe_allow_html=True)
 
 
 show_chips(name, cap)
 st.caption("Each chip is one token; the small number is its id in the vocabulary. Hover a chip to see its id.")
 with st.expander("As a table"):
-    table = app.token_table(cap)
+    table = tables.token_table(cap)
     st.dataframe(table, width="stretch", hide_index=True)
-    app.csv_button(table, "Download as CSV", "tokens.csv")
+    tables.csv_button(table, "Download as CSV", "tokens.csv")
 
 st.subheader("Two tokenizers on the same text")
-app.model_picker("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with GPT-2's.")
+state.model_picker("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with GPT-2's.")
 other = st.session_state.model_b
-other_cap = app.capture(other, prompt)
-app.warn_if_truncated(other, other_cap)
+other_cap = caches.cached_capture(other, prompt)
+selection.warn_if_truncated(other, other_cap)
 show_chips(other, other_cap)
 st.caption("Below, rows pair tokens that cover exactly the same characters; a token with no partner (like "
            "OPT's `</s>`, or a word the two tokenizers cut differently) has an empty cell on the other side.")
-aligned = app.aligned_tokens(name, other, prompt)
+aligned = comparison.aligned_tokens(name, other, prompt)
 st.dataframe(aligned, width="stretch", hide_index=True)
-app.csv_button(aligned, "Download the aligned tokens as CSV", "aligned_tokens.csv")
+tables.csv_button(aligned, "Download the aligned tokens as CSV", "aligned_tokens.csv")

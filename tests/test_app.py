@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import opt_lens
+from app import caches, experiments, state
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
@@ -23,9 +24,9 @@ def page_in_frame(page: str) -> None:
     """
     import runpy
 
-    import app_support
+    from app import frame
 
-    app_support.run_frame(lambda: runpy.run_path(page))
+    frame.run_frame(lambda: runpy.run_path(page))
 
 
 def app(page: str = "pages/home.py", **query) -> AppTest:
@@ -70,14 +71,12 @@ def test_every_page_runs_offline_on_the_demo_models(page):
 
 
 def test_the_start_page_offers_every_experiment_on_a_page_that_exists():
-    import app_support
-
     at = app().run()
     assert_clean(at)
-    assert [b.label for b in at.button if b.label == "Try it"] == ["Try it"] * len(app_support.EXPERIMENTS)
+    assert [b.label for b in at.button if b.label == "Try it"] == ["Try it"] * len(experiments.EXPERIMENTS)
     attention = open_page(app(), "pages/attention.py")
     scores = next(radio for radio in attention.radio if radio.label == "Score").options
-    for experiment in app_support.EXPERIMENTS:
+    for experiment in experiments.EXPERIMENTS:
         assert (ROOT / experiment.page).is_file() and experiment.title in " ".join(m.value for m in at.markdown)
         assert experiment.head_metric in (None, *scores)
 
@@ -195,9 +194,7 @@ def test_invalid_model_id_is_refused_in_the_sidebar():
     ],
 )
 def test_a_click_on_the_head_map_opens_that_head(event, expected):
-    import app_support
-
-    assert app_support.clicked_head(event, n_layers=2, n_heads=4) == expected
+    assert state.clicked_head(event, n_layers=2, n_heads=4) == expected
 
 
 def test_prompt_with_markup_is_shown_as_text():
@@ -255,10 +252,8 @@ def test_every_table_can_be_downloaded_as_csv():
 
 
 def test_a_model_too_large_for_the_memory_budget_is_refused_with_its_size(monkeypatch):
-    import app_support
-
     monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")  # the demo models need ~2 MB of weights
-    app_support._model_cache.clear()
+    caches.model_cache.clear()
     try:
         at = open_page(app(), "pages/predictions.py")
         assert not at.exception
@@ -267,13 +262,11 @@ def test_a_model_too_large_for_the_memory_budget_is_refused_with_its_size(monkey
         assert_clean(at)
     finally:
         monkeypatch.delenv("OPT_LENS_MEMORY_LIMIT_MB")
-        app_support._model_cache.clear()
+        caches.model_cache.clear()
 
 
 def test_the_budget_cache_evicts_the_least_recently_used_before_going_over():
-    import app_support
-
-    cache = app_support.BudgetCache(budget_bytes=10)
+    cache = caches.BudgetCache(budget_bytes=10)
     built = []
 
     def get(key, size):
@@ -309,8 +302,6 @@ def test_predictions_after_an_earlier_token_and_the_focus_token_view():
 
 
 def test_a_download_reports_its_progress_and_the_page_still_draws(monkeypatch):
-    import app_support
-
     seen = []
     real_load = opt_lens.load
 
@@ -321,15 +312,15 @@ def test_a_download_reports_its_progress_and_the_page_still_draws(monkeypatch):
             seen.append(done)
         return real_load(name, allow_local=False)
 
-    monkeypatch.setattr(app_support.opt_lens, "load", downloading_load)
-    app_support._model_cache.clear()
+    monkeypatch.setattr(caches.opt_lens, "load", downloading_load)
+    caches.model_cache.clear()
     try:
         at = open_page(app(), "pages/predictions.py")
         assert_clean(at)
         assert seen == [0, 1_000_000, 2_000_000]
         assert not at.get("progress")  # the bar is gone once the model is in memory
     finally:
-        app_support._model_cache.clear()
+        caches.model_cache.clear()
 
 
 def test_parameter_chart_switches_between_shares_and_counts():
@@ -341,9 +332,7 @@ def test_parameter_chart_switches_between_shares_and_counts():
 
 
 def test_a_failed_build_is_not_cached_and_can_be_retried():
-    import app_support
-
-    cache = app_support.BudgetCache(budget_bytes=10)
+    cache = caches.BudgetCache(budget_bytes=10)
 
     def fail():
         raise opt_lens.OptLensError("no such model")

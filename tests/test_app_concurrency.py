@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 import opt_lens
+from app import caches
 from test_app import app
 
 STUDENTS = 20
@@ -46,6 +47,4 @@ def test_twenty_students_at_once_each_get_their_own_predictions():
         guesses.add(tuple(row["token"] for row in rows))
     assert len(guesses) > 1  # the prompts really differ in what they predict
 
-    import app_support
-
-    assert model_name in app_support._model_cache().keys()  # one cached model object served everyone
+    assert model_name in caches.model_cache().keys()  # one cached model object served everyone

@@ -1,0 +1,50 @@
+"""Architecture facts of several models (from their configs alone) as one table, and where the parameters live."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+import opt_lens
+from app.caches import cached_description
+from app.text import escape_markdown
+
+FACT_LABELS = {
+    "family": "Family", "n_params": "Parameters", "n_layers": "Layers", "n_heads": "Attention heads",
+    "n_kv_heads": "Key/value heads", "d_model": "Hidden size (d_model)", "d_head": "Head size",
+    "d_mlp": "MLP width", "embed_dim": "Word-embedding width", "vocab_size": "Vocabulary",
+    "max_positions": "Context length", "positional": "Positions", "position_offset": "Position offset",
+    "norm": "LayerNorm placement", "activation": "Activation", "tied_embeddings": "Tied embeddings",
+    "model_class": "transformers class", "detection": "Structure found by", "layers_path": "Layer list",
+    "attn_path": "Attention", "attn_out_proj_path": "Heads mixed by", "mlp_path": "MLP",
+    "final_norm_path": "Final norm", "project_in_path": "Projection in",
+    "project_out_path": "Projection out", "unembed_path": "Unembedding", "embed_path": "Token embedding",
+    "positions_path": "Position embedding",
+}
+
+
+def architecture_table(names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Facts side by side (rows = facts, columns = models), the parameter breakdown, and errors met."""
+    columns, parts, errors = {}, [], []
+    for name in names:
+        try:
+            facts = cached_description(name)
+        except opt_lens.OptLensError as error:
+            errors.append(escape_markdown(f"{name}: {error}"))
+            continue
+        columns[name] = [_show_fact(key, facts.get(key)) for key in FACT_LABELS]
+        parts += [{"model": name, "where": where, "parameters": count}
+                  for where, count in facts["param_breakdown"].items() if count]
+    table = pd.DataFrame(columns, index=list(FACT_LABELS.values()))
+    return table, pd.DataFrame(parts), errors
+
+
+def _show_fact(key: str, value) -> str:
+    if value is None:
+        return "—"
+    if key == "n_params":
+        return f"{value:,}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "norm":
+        return {"pre": "pre-LN (before each sublayer)", "post": "post-LN (after the residual add)"}.get(value, value)
+    return str(value)

@@ -1,0 +1,158 @@
+"""The caches every student shares: loaded models and captures, each within a share of the memory limit.
+
+One cached model object serves every session; captures are cached by (model, prompt) and never modified
+after creation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+
+import streamlit as st
+
+import opt_lens
+from opt_lens.hub import hub_reachable
+from opt_lens.memory import format_bytes, memory_limit, release_freed_memory, return_large_blocks_when_freed
+
+logger = logging.getLogger(__name__)
+
+return_large_blocks_when_freed()
+
+# Share of the memory limit that cached models and captures may hold; the rest is the server and the UI.
+MODEL_SHARE, CAPTURE_SHARE = 0.55, 0.15
+# The Compare page matches heads on the first tokens only: at 1024 tokens, both models' full attention would
+# take 700 MB and the matching 10 s; 128 tokens (8,000 query-key cells per head) are plenty to tell which
+# patterns agree, and keep the page's peak memory under 1.8 GB with gpt2 and opt-125m.
+HEAD_MATCH_TOKENS = 128
+
+
+class BudgetCache:
+    """A least-recently-used cache bounded by bytes, shared by all sessions; one build per key at a time."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
+        self._lock = threading.Lock()
+        self._building: dict = {}
+
+    def get(self, key, build, size_of):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._building.setdefault(key, threading.Lock())
+        with key_lock:  # a second student asking for the same thing waits for the first build
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            try:
+                value = build()
+            except BaseException:
+                with self._lock:
+                    self._building.pop(key, None)
+                raise
+            size = size_of(value)
+            with self._lock:
+                self._make_room(size)
+                self._items[key], self._sizes[key] = value, size
+                self._building.pop(key, None)
+            return value
+
+    def make_room(self, size: int) -> None:
+        with self._lock:
+            self._make_room(size)
+
+    def _make_room(self, size: int) -> None:
+        while self._items and sum(self._sizes.values()) + size > self.budget_bytes:
+            evicted, _ = self._items.popitem(last=False)
+            logger.info("Evicting %s to stay within %s", evicted, format_bytes(self.budget_bytes))
+            self._sizes.pop(evicted)
+
+    def keys(self) -> list:
+        with self._lock:
+            return list(self._items)
+
+
+@st.cache_resource
+def model_cache() -> BudgetCache:
+    return BudgetCache(int(memory_limit()[0] * MODEL_SHARE))
+
+
+@st.cache_resource
+def capture_cache() -> BudgetCache:
+    return BudgetCache(int(memory_limit()[0] * CAPTURE_SHARE))
+
+
+@st.cache_resource(ttl=600, show_spinner=False)
+def hub_online() -> bool:
+    return hub_reachable()
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def cached_description(name: str) -> dict:
+    """Architecture facts from the config alone (no weights), for any model name."""
+    return opt_lens.describe_pretrained(name, allow_local=False).to_dict()
+
+
+def hand_back_freed_memory(value):
+    """``value``, after handing the memory freed while building it back to the system (models, captures)."""
+    release_freed_memory()
+    return value
+
+
+def shared_model(name: str, *, ui: bool = True) -> opt_lens.LoadedModel:
+    """The shared loaded model, loaded within the memory budget (with a progress bar while downloading).
+
+    Cached view functions pass ``ui=False``: the page has already loaded the model, and Streamlit would
+    otherwise replay the progress elements on every cache hit.
+    """
+    cache = model_cache()
+
+    def build() -> opt_lens.LoadedModel:
+        needed = cached_description(name)["n_params"] * opt_lens.loading.BYTES_PER_PARAM
+        if needed > cache.budget_bytes:
+            raise opt_lens.OptLensError(
+                f"{name} needs about {format_bytes(needed)} for its weights, more than this server keeps for "
+                f"models ({format_bytes(cache.budget_bytes)}). Try a smaller model."
+            )
+        cache.make_room(needed)  # evict before loading, not after
+        if not ui:
+            return hand_back_freed_memory(opt_lens.load(name, allow_local=False))
+        bar = st.progress(0.0, text=f"Preparing {name}…")
+
+        def progress(done: int, total: int, file_name: str) -> None:
+            bar.progress(min(done / max(total, 1), 1.0),
+                         text=f"Downloading {name}: {file_name} ({format_bytes(done)} of {format_bytes(total)})")
+
+        try:
+            with st.spinner(f"Loading {name} into memory…"):
+                return hand_back_freed_memory(opt_lens.load(name, progress=progress, allow_local=False))
+        finally:
+            bar.empty()
+
+    return cache.get(name, build, lambda lm: lm.weights_bytes)
+
+
+def cached_capture(name: str, prompt: str, *, ui: bool = True,
+                   attention_prefix: int | None = None) -> opt_lens.Capture:
+    """The capture of ``prompt`` on model ``name``, shared read-only by everyone who asks for the same pair.
+
+    ``attention_prefix`` keeps the attention of the first tokens only (see ``opt_lens.capture``).
+    """
+    lm = shared_model(name, ui=ui)
+    spinner = st.spinner(f"Running {name} on the prompt…") if ui else contextlib.nullcontext()
+    with spinner:
+        return capture_cache().get(
+            (name, prompt, attention_prefix),
+            lambda: hand_back_freed_memory(opt_lens.capture(lm, prompt, attention_prefix=attention_prefix)),
+            lambda cap: cap.nbytes(),
+        )
+
+
+def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:
+    """What the Compare page runs: both models on the prompt, attention kept for head matching only."""
+    return tuple(cached_capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))

@@ -1,0 +1,95 @@
+"""Two models side by side: the Compare page's whole result, and the aligned tokens the Tokens page shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+import opt_lens
+from app.caches import cached_capture, comparison_captures, shared_model
+
+
+@dataclass(frozen=True)
+class Comparison:
+    tokens: pd.DataFrame
+    next_a: pd.DataFrame
+    next_b: pd.DataFrame
+    agreement: dict
+    depth: pd.DataFrame
+    head_pairs: pd.DataFrame
+    head_tokens: int  # aligned tokens the head patterns were compared on
+    aligned_tokens: int
+
+
+@st.cache_data(ttl=3600, max_entries=32, show_spinner="Comparing the two models…")
+def compare_models(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison:
+    lm_a, lm_b = shared_model(name_a, ui=False), shared_model(name_b, ui=False)
+    cap_a, cap_b = comparison_captures(name_a, name_b, prompt, ui=False)
+    alignment = opt_lens.compare.align_tokens(cap_a, cap_b)
+    nxt = opt_lens.compare.compare_next_tokens(lm_a, cap_a, lm_b, cap_b, k=k)
+    curves = [opt_lens.compare.depth_curve(lm, cap) for lm, cap in ((lm_a, cap_a), (lm_b, cap_b))]
+    # Each layer also gets a cell on the common depth scale: from half a layer before it to half a layer after.
+    depth = pd.DataFrame([
+        {"model": curve.model_name, "depth": d, "layer": i, "probability of final guess": p, "guess": g,
+         "from": max(0.0, (i - 0.5) / (len(curve.depth) - 1)), "to": min(1.0, (i + 0.5) / (len(curve.depth) - 1))}
+        for curve in curves
+        for i, (d, p, g) in enumerate(zip(curve.depth, curve.final_token_prob, curve.top_token))
+    ])
+    depth["middle"] = (depth["from"] + depth["to"]) / 2
+    head_pairs, head_tokens = pd.DataFrame(), 0
+    if len(alignment.pairs) >= 2:
+        matches = opt_lens.compare.match_heads(cap_a, cap_b, alignment)
+        head_tokens = matches.n_tokens
+        head_pairs = pd.DataFrame([
+            {f"head in {name_a}": f"L{a[0]}.H{a[1]}", f"best match in {name_b}": f"L{b[0]}.H{b[1]}", "similarity": s}
+            for a, b, s in matches.top_pairs(12)
+        ])
+    return Comparison(
+        tokens=_alignment_frame(alignment, name_a, name_b),
+        next_a=pd.DataFrame(nxt.top_a, columns=["token", "probability"]),
+        next_b=pd.DataFrame(nxt.top_b, columns=["token", "probability"]),
+        agreement={"KL(A‖B)": nxt.kl_a_b, "KL(B‖A)": nxt.kl_b_a, "Jensen-Shannon": nxt.js,
+                   "top-k overlap": nxt.top_k_overlap, "shared": nxt.shared_top, "k": k,
+                   "shared vocabulary": nxt.shared_vocabulary, "outside A": nxt.mass_outside_a,
+                   "outside B": nxt.mass_outside_b,
+                   "settled": {c.model_name: c.settled_depth for c in curves},
+                   "final": {c.model_name: c.final_token for c in curves}},
+        depth=depth,
+        head_pairs=head_pairs,
+        head_tokens=head_tokens,
+        aligned_tokens=len(alignment.pairs),
+    )
+
+
+def settle_table(result: Comparison) -> pd.DataFrame:
+    """Per model: its final guess and the depth from which the logit lens already shows it on top."""
+    layers = result.depth.groupby("model")["layer"].max()
+    return pd.DataFrame([
+        {"model": name, "layers": int(layers[name]), "final guess": result.agreement["final"][name],
+         "top guess from depth": round(result.agreement["settled"][name], 2)}
+        for name in result.agreement["final"]
+    ])
+
+
+def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:
+    """The alignment as a table; a token one model lacks (OPT's </s>) shows an empty cell, not 'None'."""
+    table = pd.DataFrame(alignment.table())
+    for side in "AB":
+        table[f"token {side}"] = table[f"token {side}"].fillna("")
+        table[f"id {side}"] = [str(int(i)) if pd.notna(i) else "" for i in table[f"id {side}"]]
+    # A token the tokenizer adds (OPT's </s>) covers no characters: say so rather than show a span "0-0".
+    added = [row.start == row.end for row in alignment.rows]  # table() gives one line per row, in order
+    table.loc[added, "span"] = "added"
+    return table.rename(columns={
+        "token A": f"A: {name_a}", "token B": f"B: {name_b}", "id A": "id in A", "id B": "id in B",
+    })
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def aligned_tokens(name_a: str, name_b: str, prompt: str) -> pd.DataFrame:
+    """Both tokenizations of the prompt, paired by the characters each token covers."""
+    alignment = opt_lens.compare.align_tokens(cached_capture(name_a, prompt, ui=False),
+                                              cached_capture(name_b, prompt, ui=False))
+    return _alignment_frame(alignment, name_a, name_b)

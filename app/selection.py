@@ -1,0 +1,33 @@
+"""What the sidebar selects: the model and prompt in use, and their captures, saying when a prompt was cut."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import opt_lens
+from app.caches import cached_capture, comparison_captures, shared_model
+from app.text import escape_markdown
+
+
+def warn_if_truncated(name: str, cap: opt_lens.Capture) -> None:
+    """Every view of a capture says so when the prompt was longer than the model's context."""
+    if cap.truncated:
+        st.warning(f"The prompt has {cap.n_prompt_tokens} tokens, but {escape_markdown(name)} reads at most "
+                   f"{cap.seq_len}: what you see here is computed on the first ones only.",
+                   icon=":material/content_cut:")
+
+
+def selected_model_and_capture() -> tuple[str, str, opt_lens.LoadedModel, opt_lens.Capture]:
+    """The sidebar's model and prompt, the loaded model, and its capture of the prompt (saying if it was cut)."""
+    name, prompt = st.session_state.model, st.session_state.prompt
+    cap = cached_capture(name, prompt)
+    warn_if_truncated(name, cap)
+    return name, prompt, shared_model(name), cap
+
+
+def selected_comparison_captures(name_a: str, name_b: str, prompt: str) -> tuple:
+    """Both models' captures for the Compare page, each saying if the prompt was cut."""
+    captures = comparison_captures(name_a, name_b, prompt)
+    for name, cap in zip((name_a, name_b), captures):
+        warn_if_truncated(name, cap)
+    return captures

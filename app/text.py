@@ -1,0 +1,33 @@
+"""Text shown to students: Markdown escaping, HTML token chips, names made safe for file names."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import opt_lens
+
+# Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
+
+
+def escape_markdown(text) -> str:
+    """Text (a model ID, an error quoting one, a token) made safe for st.error/st.markdown: shown as typed."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
+
+
+def token_chips(cap: opt_lens.Capture) -> str:
+    """Token chips as HTML; every piece of user text is escaped, so a prompt can never inject markup."""
+    tokens, ids = cap.tokens, cap.input_ids.tolist()
+    chips = "".join(
+        f'<span title="id {token_id}" style="display:inline-block;margin:2px;padding:2px 6px;border-radius:6px;'
+        f'background:{"#e8eefc" if i % 2 else "#fdf0e0"};font-family:monospace;white-space:pre">'
+        f'{html.escape(token)}<sub style="color:#888;margin-left:3px">{token_id}</sub></span>'
+        for i, (token, token_id) in enumerate(zip(tokens, ids))
+    )
+    return f'<div style="line-height:2.2">{chips}</div>'
+
+
+def file_safe(name: str) -> str:
+    """A model name usable in a download's file name ("facebook/opt-125m" -> "facebook_opt-125m")."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
