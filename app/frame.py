@@ -8,6 +8,7 @@ import logging
 import streamlit as st
 
 import opt_lens
+from app import lessons, teacher
 from app.caches import model_cache
 from app.state import sidebar, sync_url
 from app.text import escape_markdown
@@ -61,6 +62,8 @@ def run_frame(run_page) -> None:
     note = sidebar()
     try:
         with friendly_errors():
+            teacher.show_note()
+            lessons.banner()
             run_page()
     finally:  # also after st.stop() or st.rerun() in a page: the URL always matches the view
         memory_note(note)

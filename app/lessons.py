@@ -29,9 +29,14 @@ def step_param(value) -> int | None:
 
 
 def init() -> None:
-    """Read the step from the URL once per session."""
-    if LESSON_KEY not in st.session_state:
-        st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
+    """Read the step from the URL once per session; a link without a prompt opens the step's own."""
+    if LESSON_KEY in st.session_state:
+        return
+    step = st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
+    if step and "prompt" not in st.query_params:
+        from app.experiments import apply_experiment
+
+        apply_experiment(steps()[step - 1].for_model(st.session_state.model))
 
 
 def url_params() -> dict[str, str]:
@@ -47,18 +52,13 @@ def go(step: int) -> None:
     start_experiment(steps()[step - 1].for_model(st.session_state.model))
 
 
-def best_head(scores, metric: str) -> tuple[int, int, float]:
-    """(layer, head, score) of the highest score on ``metric`` in a head-score table."""
-    best = scores[scores.metric == metric].sort_values(["score", "layer", "head"], ascending=[False, True, True]).iloc[0]
-    return int(best["layer"]), int(best["head"]), float(best["score"])
-
-
 def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
     """What the step's head scores in this model, and whether that is too weak to show the mechanism."""
+    from app.experiments import best_head
     from app.tables import head_score_table
 
     layer, head, score = best_head(head_score_table(name, prompt), metric)
-    text = (f"In {name}, the head with the highest {metric} score is layer {layer}, head {head}: "
+    text = (f"In {escape(name)}, the head with the highest {metric} score is layer {layer}, head {head}: "
             f"{score:.2f} (1 would be a perfect {metric} head).")
     return text, score < WEAK_SCORE
 
@@ -81,7 +81,7 @@ def banner() -> None:
         st.markdown(f"**What to notice:** {experiment.notice}")
         if experiment.head_metric:
             text, weak = head_finding(name, st.session_state.prompt, experiment.head_metric)
-            st.caption(escape(text))
+            st.caption(text)
             if weak:
                 st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
                            f"only the least weak, not a real {experiment.head_metric} head. Try another model.",

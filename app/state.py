@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 import opt_lens
+from app import glossary, lessons, teacher
 from app.caches import hub_online
 from app.text import escape_markdown
 
@@ -50,6 +51,8 @@ def init_state() -> None:
     st.session_state.prompt = prompt[:MAX_PROMPT_CHARS] if isinstance(prompt, str) and prompt.strip() else DEFAULT_PROMPT
     st.session_state.layer = _int_param(params.get("layer"), 0, 200) or 0
     st.session_state.head = _int_param(params.get("head"), 0, 200) or 0
+    teacher.init()
+    lessons.init()
     st.session_state._initialised = True
 
 
@@ -58,11 +61,14 @@ def sync_url() -> None:
     state = st.session_state
     wanted = {
         "model": state.model, "model_b": state.model_b, "prompt": state.prompt,
-        "layer": str(state.layer), "head": str(state.head),
+        "layer": str(state.layer), "head": str(state.head), **teacher.url_params(), **lessons.url_params(),
     }
     for key, value in wanted.items():
         if st.query_params.get(key) != value:
             st.query_params[key] = value
+    for key in {teacher.NOTE_KEY, lessons.LESSON_KEY} - wanted.keys():  # a finished lesson leaves the URL
+        if key in st.query_params:
+            del st.query_params[key]
 
 
 def _model_options(current: str) -> list[str]:
@@ -127,6 +133,8 @@ def sidebar():
             "Prompt", value=st.session_state.prompt, max_chars=MAX_PROMPT_CHARS, height=140,
             help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.",
         ) or st.session_state.prompt
+        teacher.presentation_toggle()
+        glossary.glossary()
         return st.empty()  # filled after the page has run, when its models are loaded
 
 

@@ -1,0 +1,140 @@
+"""The classroom features: teacher's note and presentation mode, the lesson, the glossary, views that fit
+the model in use, cached models as defaults. AppTest, offline."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import caches, experiments, glossary, lessons, teacher
+from test_app import ROOT, TIMEOUT, app, assert_clean, open_page
+
+PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
+         "pages/predictions.py", "pages/compare.py"]
+
+
+def note_shown(at: AppTest) -> list[str]:
+    return [element.value for element in at.text]
+
+
+def test_a_note_holding_html_and_markdown_is_shown_as_typed_on_every_page():
+    note = '<img src=x onerror=alert(1)> **look at** [head 2](javascript:alert(1)) <script>x</script>'
+    at = app(note=note)
+    for page in PAGES:
+        open_page(at, page)
+        assert_clean(at)
+        assert note_shown(at) == [note], page  # one plain-text element, character for character
+        assert not any("onerror" in m.value for m in at.markdown), page  # never through Markdown or HTML
+        assert at.query_params["note"] == note
+
+
+def test_a_note_is_cut_at_280_characters_and_control_characters_become_spaces():
+    at = open_page(app(note="a\x00b\u202ec" + "x" * 400), "pages/home.py")
+    assert_clean(at)
+    (shown,) = note_shown(at)
+    assert shown == ("a b c" + "x" * 400)[:280] and len(shown) == teacher.NOTE_LIMIT
+
+
+def test_no_note_no_box():
+    at = open_page(app(), "pages/home.py")
+    assert note_shown(at) == [] and "note" not in at.query_params
+
+
+def test_a_presentation_link_opens_presentation_mode_and_keeps_the_explanations():
+    plain = open_page(app(), "pages/attention.py")
+    at = open_page(app(present="true"), "pages/attention.py")
+    assert_clean(at)
+    assert at.toggle(key="present").value is True
+    styles = [h.proto.body for h in at.get("html")]
+    assert any("font-size" in body for body in styles)  # larger type
+    assert not any("font-size" in h.proto.body for h in plain.get("html"))
+    assert [m.value for m in at.markdown if "Notice" in m.value] == [m.value for m in plain.markdown if "Notice" in m.value]
+    at.toggle(key="present").set_value(False).run()
+    assert not any("font-size" in h.proto.body for h in at.get("html"))
+
+
+def test_the_glossary_is_on_every_page():
+    at = app()
+    for page in PAGES:
+        open_page(at, page)
+        shown = " ".join(m.value for m in at.sidebar.markdown)
+        for term in ("token", "logit", "probability", "KL divergence", "Jensen-Shannon", "residual stream",
+                     "attention head", "layer norm"):
+            assert f"**{term}**" in shown, (page, term)
+
+
+def test_a_lesson_walked_from_step_1_to_the_end():
+    at = open_page(app(), "pages/home.py")
+    at.button(key="lesson-start").click().run()
+    seen = []
+    for step, experiment in enumerate(experiments.EXPERIMENTS, start=1):
+        experiment = experiment.for_model("demo/tiny-gpt2")
+        assert at.session_state.lesson == step and at.query_params["lesson"] == str(step)
+        at = open_page(at, experiment.page)  # where the step's button switched to
+        assert_clean(at)
+        banner = " ".join(m.value for m in at.markdown)
+        assert f"step {step} of {len(experiments.EXPERIMENTS)}: {experiment.title}" in banner
+        assert experiment.question in banner and experiment.notice in banner
+        assert at.session_state.prompt == experiment.prompt
+        seen.append(experiment.title)
+        if step < len(experiments.EXPERIMENTS):
+            at.button(key="lesson-next").click().run()
+    assert seen == [e.title for e in experiments.EXPERIMENTS]
+    at.button(key="lesson-finish").click().run()
+    assert_clean(at)
+    assert at.session_state.lesson is None and "lesson" not in at.query_params
+    assert any("last step" in s.value for s in at.success)
+
+
+def test_a_lesson_link_opens_its_step_and_a_bad_step_is_ignored():
+    at = open_page(app(lesson="3"), "pages/predictions.py")
+    assert_clean(at)
+    assert at.session_state.lesson == 3 and at.button(key="lesson-back") and at.button(key="lesson-next")
+    at = open_page(app(lesson="99"), "pages/home.py")
+    assert_clean(at)
+    assert at.session_state.lesson is None and "lesson" not in at.query_params
+
+
+@pytest.mark.parametrize("name", ["demo/tiny-gpt2", "demo/tiny-opt"])
+def test_the_tokens_step_says_what_the_demo_vocabulary_really_does(name):
+    import opt_lens
+
+    step = next(e for e in experiments.EXPERIMENTS if e.page == "pages/tokens.py").for_model(name)
+    assert "common words take one" not in step.notice and "2,048" in step.notice
+    pieces = opt_lens.capture(opt_lens.load(name), step.prompt).tokens
+    for word in ("the", "cat", "sat", "mat"):  # the notice says these take one token each, space included
+        assert f"␣{word}" in pieces, (word, pieces)
+    assert "␣Tokenizers" not in pieces and "Tokenizers" not in pieces  # and that other words fall apart
+    general = next(e for e in experiments.EXPERIMENTS if e.page == "pages/tokens.py").for_model("gpt2")
+    assert "common words take one" in general.notice  # true for GPT-2's 50,257 pieces
+
+
+def test_a_head_step_shows_the_heads_score(monkeypatch):
+    at = open_page(app(lesson="1"), "pages/attention.py")
+    assert_clean(at)
+    # The demo's previous-token head on this step's prompt, computed independently of the app.
+    import opt_lens
+    from opt_lens import heads
+
+    lm = opt_lens.load("demo/tiny-gpt2")
+    scores = heads.previous_token_scores(opt_lens.capture(lm, experiments.EXPERIMENTS[0].prompt).attention)
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    assert (layer, head) == (0, 1)  # the head its card names
+    finding = [c.value for c in at.caption if "highest previous token score" in c.value]
+    assert finding and f"layer {layer}, head {head}: {scores.max():.2f}" in finding[0]
+    assert not [w for w in at.warning if "scores above" in w.value]
+
+
+def test_a_weak_best_head_is_called_weak_not_presented_as_the_mechanism(monkeypatch):
+    import pandas as pd
+
+    from app import tables
+
+    weak = pd.DataFrame([{"metric": m, "layer": layer, "head": head, "score": 0.05 * (1 + head)}
+                         for m in ("previous token", "induction") for layer in range(2) for head in range(4)])
+    monkeypatch.setattr(tables, "head_score_table", lambda name, prompt: weak)
+    at = open_page(app(lesson="2"), "pages/home.py")
+    assert_clean(at)
+    assert any("head 3: 0.20" in c.value for c in at.caption)
+    (warning,) = [w.value for w in at.warning if "scores above" in w.value]
+    assert "0.3" in warning and "not a real induction head" in warning
