@@ -138,3 +138,80 @@ def test_a_weak_best_head_is_called_weak_not_presented_as_the_mechanism(monkeypa
     assert any("head 3: 0.20" in c.value for c in at.caption)
     (warning,) = [w.value for w in at.warning if "scores above" in w.value]
     assert "0.3" in warning and "not a real induction head" in warning
+
+
+# ------------------------------------------------------------------------------------------ logit lens
+
+LENS_PROMPT = "The hedgehog and the squirrel sat on the blanket by the umbrella."
+
+
+def chart_data(chart):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
+
+
+def lens_chart(at: AppTest):
+    return next(c for c in at.get("vega_lite_chart") if "probability of final guess" in c.proto.spec)
+
+
+def test_the_lens_colours_each_cell_by_the_final_answer_and_greys_the_embeddings():
+    import json
+
+    import torch
+
+    import opt_lens
+
+    at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")
+    assert_clean(at)
+    chart = lens_chart(at)
+    spec, data = json.loads(chart.proto.spec), chart_data(chart)
+    color = spec["layer"][0]["encoding"]["color"]
+    assert color["condition"]["value"] == "#e6e6e6" and color["field"] == "probability of final guess"
+    lm = opt_lens.load("demo/tiny-gpt2")
+    cap = opt_lens.capture(lm, LENS_PROMPT)
+    for position in (1, cap.seq_len - 1):  # by hand: softmax of each layer's read-out, at the final answer
+        probs = torch.softmax(opt_lens.logit_lens(lm, cap, position), dim=-1)  # [layer + 1, vocab]
+        column = data[data.position == f"{position} {cap.tokens[position]}"].sort_values("layer")
+        assert column["probability of final guess"].tolist() == pytest.approx(
+            probs[:, probs[-1].argmax()].tolist(), abs=1e-5)
+    # Row 0, greyed, echoes the input token, as the caption says.
+    row0 = data[data.layer == 0].sort_values("position", key=lambda p: p.str.split(" ").str[0].astype(int))
+    assert row0.embeddings.all() and not data[data.layer > 0].embeddings.any()
+    assert row0.guess.tolist() == cap.tokens
+    assert any("Row 0, in grey" in c.value and "echoes the input token" in c.value for c in at.caption)
+
+
+def test_long_tokens_are_cut_in_cells_and_whole_in_the_tooltip():
+    import json
+
+    at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")
+    chart = lens_chart(at)
+    data = chart_data(chart)
+    hedgehog = data[(data.layer == 0) & (data.guess == "␣hedgehog")]
+    assert hedgehog.cell.tolist() == ["␣hedge…"]
+    assert all(len(cell) <= 7 for cell in data.cell)
+    assert data[data.guess.str.len() <= 7].apply(lambda row: row.cell == row.guess, axis=1).all()
+    tooltip = json.loads(chart.proto.spec)["layer"][0]["encoding"]["tooltip"]
+    assert any(t["field"] == "guess" for t in tooltip) and not any(t["field"] == "cell" for t in tooltip)
+
+
+def test_the_inspected_position_and_k_come_from_the_url_and_mark_the_lens():
+    at = open_page(app(prompt=LENS_PROMPT, position="4 ␣squirrel", k="5"), "pages/predictions.py")
+    assert_clean(at)
+    assert at.select_slider(key="position").value == 4 and at.slider(key="k").value == 5
+    bars = chart_data(at.get("vega_lite_chart")[0])
+    assert len(bars) == 5
+    assert any("really came next: “␣sat”" in c.value for c in at.caption)
+    assert '"4 \\u2423squirrel"' in lens_chart(at).proto.spec or '"4 ␣squirrel"' in lens_chart(at).proto.spec
+
+
+def test_the_lens_window_follows_a_position_beyond_the_first_columns():
+    long_prompt = " ".join(["The cat sat on the mat."] * 6)
+    at = open_page(app(prompt=long_prompt), "pages/predictions.py")
+    last = at.select_slider(key="position").options[-1]
+    shown = set(chart_data(lens_chart(at)).position)
+    assert last in shown and len(shown) == 16
+    at.select_slider(key="position").set_value(3).run()
+    shown = set(chart_data(lens_chart(at)).position)
+    assert any(p.startswith("3 ") for p in shown) and len(shown) == 16
