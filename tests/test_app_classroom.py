@@ -215,3 +215,66 @@ def test_the_lens_window_follows_a_position_beyond_the_first_columns():
     at.select_slider(key="position").set_value(3).run()
     shown = set(chart_data(lens_chart(at)).position)
     assert any(p.startswith("3 ") for p in shown) and len(shown) == 16
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def test_compare_says_when_a_and_b_are_the_same_model_and_offers_the_other_family():
+    at = open_page(app(model="demo/tiny-opt", model_b="demo/tiny-opt"), "pages/compare.py")
+    assert_clean(at)
+    assert any("both demo/tiny\\-opt" in w.value for w in at.warning)
+    assert not at.get("vega_lite_chart")  # nothing drawn that would look like a comparison
+    at.button(key="other-family").click().run()
+    assert_clean(at)
+    assert at.session_state.model_b == "demo/tiny-gpt2" and len(at.get("vega_lite_chart")) >= 4
+
+
+def test_compare_draws_a_and_b_in_their_own_colours_on_every_chart():
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    assert_clean(at)
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    blue, orange = "#1f77b4", "#e8710a"
+    assert len(specs) == 4
+    assert blue in specs[0] and orange not in specs[0] and orange in specs[1] and blue not in specs[1]
+    for spec in specs[2:]:  # the depth curve and both lenses: A blue, B orange
+        assert blue in spec and orange in spec
+    scale = json.loads(specs[2])["encoding"]["color"]["scale"]
+    assert scale == {"domain": ["demo/tiny-gpt2", "demo/tiny-opt"], "range": [blue, orange]}
+
+
+def test_compare_depth_is_in_percent_everywhere():
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    depth = json.loads(at.get("vega_lite_chart")[2].proto.spec)["encoding"]
+    assert depth["x"]["axis"]["format"] == "%" and "%" in depth["x"]["title"]
+    assert {"field": "depth", "format": ".0%", "title": "depth", "type": "quantitative"} in depth["tooltip"]
+    settled = next(d.value for d in at.dataframe if "top guess from depth" in d.value.columns)
+    assert all(value.endswith("%") for value in settled["top guess from depth"])
+
+
+def test_head_pairs_are_ranked_against_uniform_attention():
+    import torch
+
+    import opt_lens
+
+    at = open_page(app(), "pages/compare.py")
+    pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
+    # A's heads vs uniform attention, by hand: every token of demo/tiny-gpt2 has a partner in demo/tiny-opt.
+    cap = opt_lens.capture(opt_lens.load("demo/tiny-gpt2"), at.session_state.prompt)
+    n = min(cap.seq_len, 128)
+    uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    for _, row in pairs.iterrows():
+        layer, head = (int(part[1:]) for part in row["head in demo/tiny-gpt2"].split("."))
+        pattern = cap.attention[layer, head, :n, :n].double()
+        by_hand = 1 - 0.5 * (pattern - uniform).abs().sum(-1).mean()
+        assert row["A's head vs uniform"] == pytest.approx(float(by_hand), abs=1e-4)
+        assert row["above baseline"] == pytest.approx(
+            row["similarity"] - max(row["A's head vs uniform"], row["B's head vs uniform"]), abs=1e-6)
+    assert pairs["above baseline"].is_monotonic_decreasing
+    # The previous-token heads the demo cards name come first; the near-uniform pair no longer looks like a match.
+    first = pairs.iloc[0]
+    assert (first["head in demo/tiny-gpt2"], first["best match in demo/tiny-opt"]) == ("L0.H1", "L0.H2")
