@@ -278,3 +278,24 @@ def test_head_pairs_are_ranked_against_uniform_attention():
     # The previous-token heads the demo cards name come first; the near-uniform pair no longer looks like a match.
     first = pairs.iloc[0]
     assert (first["head in demo/tiny-gpt2"], first["best match in demo/tiny-opt"]) == ("L0.H1", "L0.H2")
+
+
+# ------------------------------------------------------------------------------------------ architecture
+
+
+def test_architecture_opens_on_the_sidebar_models_and_adds_several_typed_ids():
+    at = open_page(app(model="demo/tiny-opt", model_b="demo/tiny-gpt2"), "pages/architecture.py")
+    assert_clean(at)
+    assert at.multiselect(key="architecture_models").value == ["demo/tiny-opt", "demo/tiny-gpt2"]
+    assert at.dataframe[0].value.columns.tolist() == ["demo/tiny-opt", "demo/tiny-gpt2"]
+    for typed in ("facebook/opt-2.7b", "EleutherAI/pythia-70m"):  # their configs need the Hub: a warning each
+        at.text_input(key="architecture_typed").set_value(typed).run()
+        assert not at.exception
+    assert at.multiselect(key="architecture_models").value == [
+        "demo/tiny-opt", "demo/tiny-gpt2", "facebook/opt-2.7b", "EleutherAI/pythia-70m"]
+    assert at.text_input(key="architecture_typed").value == ""  # cleared for the next one
+    warned = " ".join(w.value for w in at.warning)
+    assert "facebook/opt\\-2\\.7b" in warned and "EleutherAI/pythia\\-70m" in warned
+    at.text_input(key="architecture_typed").set_value("<b>x</b>").run()
+    assert any("is not a model ID" in w.value for w in at.warning)
+    assert len(at.multiselect(key="architecture_models").value) == 4
