@@ -9,7 +9,7 @@ import streamlit as st
 
 import opt_lens
 from app import glossary, lessons, teacher
-from app.caches import hub_online
+from app.caches import cached_hub_models, hub_online
 from app.text import escape_markdown
 
 DEMO_MODELS = list(opt_lens.DEMO_MODELS)
@@ -35,8 +35,16 @@ def _model_param(value) -> str | None:
         return None
 
 
+def can_load(name: str) -> bool:
+    """Whether ``name`` loads here: a demo model, a model in the local Hugging Face cache, or any with the Hub."""
+    return name in DEMO_MODELS or hub_online() or name in cached_hub_models()
+
+
 def default_models() -> tuple[str, str]:
-    return ("gpt2", "facebook/opt-125m") if hub_online() else ("demo/tiny-gpt2", "demo/tiny-opt")
+    """GPT-2 and OPT-125m where they load (online, or from the local cache), else the demo of each family."""
+    first = "gpt2" if can_load("gpt2") else DEMO_MODELS[0]
+    second = "facebook/opt-125m" if can_load("facebook/opt-125m") else DEMO_MODELS[1]
+    return first, second
 
 
 def init_state() -> None:
@@ -71,16 +79,38 @@ def sync_url() -> None:
             del st.query_params[key]
 
 
+def model_options() -> list[str]:
+    """The models the dropdowns offer: the demo models, GPT-2 and OPT families and every cached model; without
+    the Hub, only those that load (the demo models and the cached ones)."""
+    options = list(dict.fromkeys(DEMO_MODELS + GPT2_FAMILY + OPT_FAMILY + cached_hub_models()))
+    return [name for name in options if can_load(name)]
+
+
 def _model_options(current: str) -> list[str]:
-    options = DEMO_MODELS + GPT2_FAMILY + (OPT_FAMILY if hub_online() else [])
+    options = model_options()
     return options + ([current] if current not in options else []) + [TYPE_YOUR_OWN]
 
 
 def model_label(name: str) -> str:
-    """How a model shows in a dropdown: offline, Hub models say that they cannot load here."""
-    if name in DEMO_MODELS or name == TYPE_YOUR_OWN or hub_online():
+    """How a model shows in a dropdown: cached models are marked; one that cannot load here says why."""
+    if name in DEMO_MODELS or name == TYPE_YOUR_OWN:
         return name
-    return f"{name} (needs the Hugging Face Hub)"
+    if name in cached_hub_models():
+        return f"{name} · cached here"
+    return name if hub_online() else f"{name} (needs the Hugging Face Hub)"
+
+
+def availability() -> str | None:
+    """What runs here when the Hub cannot be reached (None when it can): the banner of the sidebar."""
+    if hub_online():
+        return None
+    cached = cached_hub_models()
+    demos = "the two bundled demo models (tiny toys trained on simple sentences)"
+    if not cached:
+        return f"The Hugging Face Hub can't be reached from this server, so the app runs on {demos}."
+    listed = ", ".join(cached[:6]) + (f" and {len(cached) - 6} more" if len(cached) > 6 else "")
+    return (f"The Hugging Face Hub can't be reached from this server. Available here: {escape_markdown(listed)} "
+            f"from this computer's model cache, and {demos}.")
 
 
 def model_picker(label: str, key: str, help_text: str) -> None:
@@ -124,11 +154,10 @@ def sidebar():
     """The shared controls, identical on every page."""
     init_state()
     with st.sidebar:
-        if not hub_online():
-            st.info("The Hugging Face Hub can't be reached from this server, so the app runs on the two bundled "
-                    "demo models (tiny toys trained on simple sentences).", icon=":material/cloud_off:")
-        model_picker("Model", "model", "GPT-2 models and the demo models; choose 'Type a model ID' for others, "
-                     "such as facebook/opt-125m or facebook/opt-350m.")
+        if banner := availability():
+            st.info(banner, icon=":material/cloud_off:")
+        model_picker("Model", "model", "The demo models, GPT-2 and OPT models, and the models in this computer's "
+                     "Hugging Face cache (marked 'cached here'); choose 'Type a model ID' for any other.")
         st.session_state.prompt = st.text_area(
             "Prompt", value=st.session_state.prompt, max_chars=MAX_PROMPT_CHARS, height=140,
             help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.",

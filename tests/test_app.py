@@ -223,12 +223,12 @@ def test_prompt_longer_than_the_context_warns_on_every_view_and_still_draws():
         assert not [w for w in open_page(at, page).warning if "reads at most" in w.value]
 
 
-def test_offline_the_dropdown_still_lists_the_gpt2_family_and_says_it_needs_the_hub():
+def test_offline_with_an_empty_cache_the_dropdown_offers_only_what_loads():
     at = open_page(app(), "pages/predictions.py")
     options = at.sidebar.selectbox[0].options
-    assert options[:2] == ["demo/tiny-gpt2", "demo/tiny-opt"]
-    assert "gpt2 (needs the Hugging Face Hub)" in options and "gpt2-xl (needs the Hugging Face Hub)" in options
-    at.sidebar.selectbox[0].set_value("gpt2").run()
+    assert options == ["demo/tiny-gpt2", "demo/tiny-opt", "Type a model ID…"]  # no Hub, nothing cached
+    at.sidebar.selectbox[0].set_value("Type a model ID…").run()
+    at.sidebar.text_input[0].set_value("gpt2").run()  # a typed ID is still tried, and says why it fails
     assert not at.exception
     assert any("Cannot reach the Hugging Face Hub" in e.value for e in at.error)
 
