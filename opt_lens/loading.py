@@ -23,7 +23,7 @@ from . import hub
 from .architecture import Architecture, describe
 from .errors import OptLensError
 from .memory import format_bytes, memory_budget
-from .names import DEMO_MODELS, validate_name
+from .names import DEMO_MODELS, is_local_folder, validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def load(
         if not (folder / "config.json").is_file():
             raise OptLensError(f"The demo model {name} is missing from this installation.")
         return _load_folder(name, folder, _checked_fit(name, folder), source)
-    if allow_local and Path(name).is_dir():
+    if allow_local and is_local_folder(name):
         folder = Path(name)
         if not (folder / "config.json").is_file():
             raise OptLensError(f"The folder {name} has no config.json, so it is not a saved model.")
@@ -93,7 +93,7 @@ def describe_pretrained(name_or_path: str, *, allow_local: bool = True) -> Archi
     name = validate_name(name_or_path, allow_local=allow_local)
     if name in DEMO_MODELS:
         folder = DEMO_MODELS[name]
-    elif allow_local and Path(name).is_dir():
+    elif allow_local and is_local_folder(name):
         folder = Path(name)
     else:
         folder = hub.fetch_config(name).folder

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,12 @@ def memory_limit() -> tuple[int, str]:
     override = os.environ.get(LIMIT_ENV, "").strip()
     if override:
         try:
-            return int(float(override) * 2**20), f"{LIMIT_ENV}={override}"
+            limit = float(override) * 2**20
         except ValueError:
-            logger.warning("Ignoring %s=%r: not a number of megabytes", LIMIT_ENV, override)
+            limit = math.nan
+        if math.isfinite(limit) and limit > 0:
+            return int(limit), f"{LIMIT_ENV}={override}"
+        logger.warning("Ignoring %s=%r: not a positive, finite number of megabytes", LIMIT_ENV, override)
     physical = _physical_bytes()
     for path in _CGROUP_LIMIT_FILES:
         try:

@@ -13,6 +13,9 @@ DEMO_MODELS = {"demo/tiny-gpt2": DEMO_DIR / "tiny-gpt2", "demo/tiny-opt": DEMO_D
 
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _HUB_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+# Longer than any Hub ID (two parts of at most 96) and any sensible folder path; checked before the name
+# reaches the file system, which refuses a name of more than 255 bytes with an OSError.
+MAX_NAME_CHARS = 1024
 
 
 def validate_name(name_or_path: str, *, allow_local: bool = True) -> str:
@@ -20,12 +23,28 @@ def validate_name(name_or_path: str, *, allow_local: bool = True) -> str:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise OptLensError("Type a model name, for example gpt2 or facebook/opt-125m.")
     name = name_or_path.strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise OptLensError(f"That name is {len(name):,} characters long; model IDs look like gpt2 or facebook/opt-125m.")
     if name in DEMO_MODELS:
         return name
     if re.match(r"^[a-z]+://", name, flags=re.IGNORECASE):
         raise OptLensError("Paste the model's ID (like facebook/opt-125m), not a web address.")
-    if allow_local and Path(name).is_dir():
+    if allow_local and is_local_folder(name):
         return name
     if not _HUB_ID.match(name) or ".." in name or "--" in name:
-        raise OptLensError(f"'{name[:80]}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
+        raise OptLensError(f"'{_printable(name[:80])}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
     return name
+
+
+def is_local_folder(name: str) -> bool:
+    """Whether ``name`` is an existing folder; False for what no file system accepts as a path."""
+    try:
+        return Path(name).is_dir()
+    except (OSError, ValueError):  # a part longer than 255 bytes; a NUL character
+        return False
+
+
+def _printable(text: str) -> str:
+    # A message echoes what was typed: control characters and lone surrogates (which cannot be encoded to
+    # send to a browser) show as U+FFFD.
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)

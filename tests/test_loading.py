@@ -1,4 +1,4 @@
-"""Loading: demo names, local folders, the Hub (faked: it is unreachable here), and every refusal."""
+"""Loading: demo names, local folders, the Hub (a stand-in on 127.0.0.1, see conftest.py), and every refusal."""
 
 import json
 import pickle
@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,9 +51,9 @@ def test_loaded_model_is_eval_float32_eager(tiny_lm):
     assert lm.weights_bytes == lm.arch.n_params * 4
 
 
-def test_unreachable_hub_fails_fast_with_a_clear_message():
+def test_unreachable_hub_fails_fast_with_a_clear_message(hub_unreachable):
     start = time.perf_counter()
-    with pytest.raises(opt_lens.OptLensError, match="Hub"):
+    with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
         opt_lens.load("gpt2", allow_local=False)
     assert time.perf_counter() - start < 5
 
@@ -198,63 +197,33 @@ def test_freed_tensors_go_back_to_the_system(policy):
     assert kept_after_trim_mb <= 1, "release_freed_memory hands the heaps' free pages back"
 
 
-class FakeHub:
-    """Serves a local model folder as if it were a Hub repository, recording what was downloaded."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.downloaded: list[str] = []
-
-    def model_info(self, repo_id, files_metadata=False):
-        siblings = [SimpleNamespace(rfilename=p.name, size=p.stat().st_size) for p in self.folder.iterdir()]
-        return SimpleNamespace(sha="0" * 40, siblings=siblings)
-
-    def hf_hub_download(self, repo_id, file_name, revision=None, tqdm_class=None, local_files_only=False):
-        self.downloaded.append(file_name)
-        path = self.folder / file_name
-        if tqdm_class is not None:
-            with tqdm_class(total=path.stat().st_size, disable=True) as bar:
-                bar.update(path.stat().st_size)
-        return str(path)
-
-
-@pytest.fixture
-def fake_hub(tiny_folder, tmp_path, monkeypatch):
-    served = FakeHub(copy_model(tiny_folder, "opt", tmp_path / "snapshot"))
-    monkeypatch.setattr(hub, "HfApi", lambda: served)
-    monkeypatch.setattr(hub, "hf_hub_download", served.hf_hub_download)
-    return served
-
-
-def test_hub_download_reports_progress_and_loads(fake_hub):
+def test_hub_download_reports_progress_and_loads(hub_answering):
     events = []
-    lm = opt_lens.load("facebook/opt-tiny", progress=lambda done, total, name: events.append((done, total, name)))
-    assert lm.source == "hub" and lm.name == "facebook/opt-tiny"
-    assert fake_hub.downloaded[0] == "config.json" and "model.safetensors" in fake_hub.downloaded
+    lm = opt_lens.load("someone/tiny-opt", progress=lambda done, total, name: events.append((done, total, name)))
+    assert lm.source == "hub" and lm.name == "someone/tiny-opt"
+    gets = [r.rsplit("/", 1)[-1] for r in hub_answering.requests if r.startswith("GET") and "/resolve/" in r]
+    assert gets[0] == "config.json" and "model.safetensors" in gets
     totals = {total for _, total, _ in events}
     assert len(totals) == 1 and events[-1][0] == totals.pop()
     assert [done for done, _, _ in events] == sorted(done for done, _, _ in events)
 
 
-def test_hub_model_too_large_is_refused_before_downloading_weights(fake_hub, monkeypatch):
+def test_hub_model_too_large_is_refused_before_downloading_weights(hub_answering, monkeypatch):
     monkeypatch.setenv("OPT_LENS_MEMORY_LIMIT_MB", "1")
     with pytest.raises(opt_lens.OptLensError, match="needs about"):
-        opt_lens.load("facebook/opt-tiny")
-    assert fake_hub.downloaded == ["config.json"]
+        opt_lens.load("someone/tiny-opt")
+    gets = [r.rsplit("/", 1)[-1] for r in hub_answering.requests if r.startswith("GET") and "/resolve/" in r]
+    assert gets == ["config.json"]
 
 
-def test_hub_errors_become_clear_messages(monkeypatch):
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    response = SimpleNamespace(status_code=404, headers={}, request=None, url="")
-    for error, message in ((RepositoryNotFoundError("x", response=response), "no model called"),
-                           (GatedRepoError("x", response=response), "gated")):
-        def refuse(repo_id, files_metadata=False, error=error):
-            raise error
-
-        monkeypatch.setattr(hub, "HfApi", lambda refuse=refuse: SimpleNamespace(model_info=refuse))
-        with pytest.raises(opt_lens.OptLensError, match=message):
-            opt_lens.load("someone/private-model")
+@pytest.mark.parametrize(
+    "status, headers, message",
+    [(404, {"X-Error-Code": "RepoNotFound"}, "no model called"), (403, {"X-Error-Code": "GatedRepo"}, "gated")],
+)
+def test_hub_errors_become_clear_messages(hub_answering, status, headers, message):
+    hub_answering.fail_with = (status, headers)
+    with pytest.raises(opt_lens.OptLensError, match=message):
+        opt_lens.load("someone/tiny-opt")
 
 
 def test_weight_file_choice_prefers_safetensors():
@@ -277,7 +246,14 @@ def test_demo_names_resolve_locally_before_the_hub():
     assert all(Path(folder).is_relative_to(Path(loading.__file__).parent) for folder in opt_lens.DEMO_MODELS.values())
 
 
-def test_hub_reachability_probe_is_fast_offline():
+def test_hub_reachability_probe_is_fast_offline(hub_unreachable):
     start = time.perf_counter()
-    assert hub.hub_reachable() is False  # no network in tests
+    assert hub.hub_reachable() is False
     assert time.perf_counter() - start < 5
+
+
+def test_hub_reachability_probe_sees_an_answering_hub(hub_answering):
+    hub_answering.add("gpt2", hub_answering.repos["someone/tiny-gpt2"])  # the probe asks about gpt2
+    assert hub.hub_reachable() is True
+
+
