@@ -299,3 +299,51 @@ def test_architecture_opens_on_the_sidebar_models_and_adds_several_typed_ids():
     at.text_input(key="architecture_typed").set_value("<b>x</b>").run()
     assert any("is not a model ID" in w.value for w in at.warning)
     assert len(at.multiselect(key="architecture_models").value) == 4
+
+
+# ------------------------------------------------------------------------------------------ cached models
+
+
+@pytest.fixture
+def classroom_cache(hub_answering, tiny_folder):
+    """A Hugging Face cache holding tiny stand-ins for gpt2 and facebook/opt-125m (fetched with the real client
+    from the stand-in Hub), plus an incomplete facebook/opt-350m (no tokenizer); then the Hub goes away."""
+    from huggingface_hub import hf_hub_download
+
+    for repo, kind, complete in (("gpt2", "gpt2", True), ("facebook/opt-125m", "opt", True),
+                                 ("facebook/opt-350m", "opt", False)):
+        hub_answering.add(repo, tiny_folder(kind))
+        for file in sorted(tiny_folder(kind).iterdir()):
+            if complete or not file.name.startswith("tokenizer"):
+                hf_hub_download(repo, file.name)
+    hub_answering.stop()
+    clear = (caches.hub_online, caches.cached_hub_models, caches.cached_description, caches.model_cache,
+             caches.capture_cache)
+    for cached in clear:
+        cached.clear()
+    yield hub_answering.cache
+    for cached in clear:
+        cached.clear()
+
+
+def test_without_the_hub_cached_gpt2_and_opt_are_the_defaults(classroom_cache):
+    at = open_page(app(), "pages/predictions.py")
+    assert_clean(at)
+    assert (at.session_state.model, at.session_state.model_b) == ("gpt2", "facebook/opt-125m")
+    assert at.sidebar.selectbox[0].options == [
+        "demo/tiny-gpt2", "demo/tiny-opt", "gpt2 · cached here", "facebook/opt-125m · cached here", "Type a model ID…"]
+    (banner,) = [info.value for info in at.sidebar.info]
+    assert "facebook/opt\\-125m, gpt2 from this computer's model cache" in banner and "demo models" in banner
+    assert "runs on the two" not in banner
+    assert caches.model_cache().keys() == ["gpt2"]  # the page ran on the cached model
+    at = open_page(at, "pages/compare.py")
+    assert_clean(at)
+    assert sorted(caches.model_cache().keys()) == ["facebook/opt-125m", "gpt2"]
+
+
+def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unreachable):
+    caches.hub_online.clear(), caches.cached_hub_models.clear()
+    at = open_page(app(), "pages/home.py")
+    assert (at.session_state.model, at.session_state.model_b) == ("demo/tiny-gpt2", "demo/tiny-opt")
+    (banner,) = [info.value for info in at.sidebar.info]
+    assert "runs on the two bundled demo models" in banner
