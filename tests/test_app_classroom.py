@@ -347,3 +347,16 @@ def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unr
     assert (at.session_state.model, at.session_state.model_b) == ("demo/tiny-gpt2", "demo/tiny-opt")
     (banner,) = [info.value for info in at.sidebar.info]
     assert "runs on the two bundled demo models" in banner
+
+
+def test_the_attention_views_a_teacher_points_at_open_from_the_url():
+    import json
+
+    long_prompt = " ".join(["The cat sat on the mat."] * 8)
+    at = open_page(app(prompt=long_prompt, window="40", focus="4 ␣the", head_metric="induction"), "pages/attention.py")
+    assert_clean(at)
+    assert at.slider(key="window").value == 40
+    assert at.select_slider(key="focus").value == "4 ␣the"
+    assert at.radio(key="head_metric").value == "induction"
+    titles = [json.loads(c.proto.spec).get("title", "") for c in at.get("vega_lite_chart")]
+    assert any(title.startswith("Where “4 ␣the” looks") for title in titles), titles
