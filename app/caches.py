@@ -15,11 +15,9 @@ import streamlit as st
 
 import opt_lens
 from opt_lens.hub import hub_reachable
-from opt_lens.memory import format_bytes, memory_limit, release_freed_memory, return_large_blocks_when_freed
+from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
 
 logger = logging.getLogger(__name__)
-
-return_large_blocks_when_freed()
 
 # Share of the memory limit that cached models and captures may hold; the rest is the server and the UI.
 MODEL_SHARE, CAPTURE_SHARE = 0.55, 0.15

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 import opt_lens
+from app.state import chosen_model
 from app.tables import head_score_table
 
 
@@ -84,16 +85,20 @@ def best_head(scores, metric: str) -> tuple[int, int, float]:
     return int(best["layer"]), int(best["head"]), float(best["score"])
 
 
-def start_experiment(experiment: Experiment) -> None:
-    """Put the experiment's prompt (and its best head) into the session and open its page."""
-    apply_experiment(experiment)
-    st.switch_page(experiment.page)
-
-
-def apply_experiment(experiment: Experiment) -> None:
-    """Put the experiment's prompt (and its best head) into the session."""
+def prepare_experiment(experiment: Experiment) -> None:
+    """Put the experiment's prompt (and its best head) into the session: a button's callback, run before
+    the sidebar's prompt box is drawn; the page that shows it is opened after."""
     st.session_state.prompt = experiment.prompt
     if experiment.head_metric:
-        scores = head_score_table(st.session_state.model, experiment.prompt)
+        scores = head_score_table(chosen_model("model"), experiment.prompt)
         st.session_state.layer, st.session_state.head, _ = best_head(scores, experiment.head_metric)
         st.session_state.head_metric = experiment.head_metric  # the Attention page's score map shows that score
+
+
+def opening_query(experiment: Experiment) -> dict:
+    """The URL an experiment's page opens with: the head it chose and the score it is about, since the boxes
+    that hold them, bound to the URL but not drawn when it was chosen, take their first value from there."""
+    if not experiment.head_metric:
+        return {}
+    return {"layer": str(st.session_state.layer), "head": str(st.session_state.head),
+            "head_metric": experiment.head_metric}

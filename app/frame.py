@@ -1,8 +1,9 @@
-"""What every rerun does around the chosen page: the sidebar, friendly errors, the memory note, the URL."""
+"""What every rerun does around the chosen page: logging, the sidebar, friendly errors, the memory note."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 
 import streamlit as st
@@ -10,26 +11,23 @@ import streamlit as st
 import opt_lens
 from app import lessons, teacher
 from app.caches import model_cache
-from app.state import sidebar, sync_url
+from app.navigation import app_pages
+from app.state import sidebar
 from app.text import escape_markdown
-from opt_lens.memory import format_bytes
+from opt_lens.memory import format_bytes, return_large_blocks_when_freed
 
 logger = logging.getLogger(__name__)
 
-# Streamlit treats a folder named pages/ as an old-style multipage app until some run calls st.navigation:
-# on a fresh server, a shared link to /attention would run that page alone, without streamlit_app.py.
-# Opt out once per process and restart that first run through the entry point.
-try:
-    from streamlit.runtime.pages_manager import PagesManager  # internal: guarded, the app runs without it
-except ImportError:  # pragma: no cover - a Streamlit that moved it
-    PagesManager = None
-if getattr(PagesManager, "uses_pages_directory", False):
-    PagesManager.uses_pages_directory = False
-    st.rerun()
+_inside_frame = contextvars.ContextVar("inside_frame", default=False)
 
 
-def configure_logging() -> None:
-    """Send the library's and the app's log to the server's output, once per process (the entry reruns)."""
+def configure_server() -> None:
+    """Process-wide policy, set by the entry point on every run (each call is cheap and idempotent).
+
+    Freed model and capture buffers go back to the system rather than to a heap that only grows, and the
+    library's and the app's log goes to the server's output (Cloud: "Manage app").
+    """
+    return_large_blocks_when_freed()
     for package_logger in (logging.getLogger("opt_lens"), logging.getLogger("app")):
         if not any(isinstance(handler, logging.StreamHandler) for handler in package_logger.handlers):
             handler = logging.StreamHandler()
@@ -58,13 +56,32 @@ def friendly_errors():
 
 
 def run_frame(run_page) -> None:
-    """What every rerun does around the current page: the shared sidebar, friendly errors, the URL."""
+    """What every rerun does around the current page: the shared sidebar, friendly errors, the memory note."""
+    teacher.init()
+    lessons.init()
     note = sidebar()
+    inside = _inside_frame.set(True)
     try:
         with friendly_errors():
-            teacher.show_note()
-            lessons.banner()
             run_page()
-    finally:  # also after st.stop() or st.rerun() in a page: the URL always matches the view
+    finally:  # also after st.stop() in a page
+        _inside_frame.reset(inside)
         memory_note(note)
-        sync_url()
+        teacher.sync_url()
+        lessons.sync_url()
+
+
+def page_intro(title: str, what_it_shows: str) -> None:
+    """A page's title and what it shows (every page starts with it), run inside the entry point's frame.
+
+    A fresh server whose first request is a deep link runs the page script alone: Streamlit still treats
+    the pages/ folder as an old-style multipage app until some run has called st.navigation. The page then
+    registers the app's pages itself and reruns, through the entry point, on the same page.
+    """
+    if not _inside_frame.get():
+        st.navigation(app_pages(), position="hidden")
+        st.rerun()
+    teacher.show_note()
+    st.title(title)
+    st.markdown(what_it_shows)
+    lessons.banner()

@@ -34,22 +34,43 @@ def init() -> None:
         return
     step = st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
     if step and "prompt" not in st.query_params:
-        from app.experiments import apply_experiment
+        from app.experiments import prepare_experiment
+        from app.state import chosen_model
 
-        apply_experiment(steps()[step - 1].for_model(st.session_state.model))
+        prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
 
 
-def url_params() -> dict[str, str]:
+def sync_url() -> None:
+    from app.teacher import keep_in_url
+
     step = st.session_state.get(LESSON_KEY)
-    return {LESSON_KEY: str(step)} if step else {}
+    keep_in_url(LESSON_KEY, str(step) if step else None)
 
 
-def go(step: int) -> None:
-    """Open step ``step`` (1-based): its prompt, its head, its page."""
-    from app.experiments import start_experiment
+def prepare(step: int) -> None:
+    """A button's callback: step ``step`` (1-based) becomes the current one, with its prompt and its head."""
+    from app.experiments import prepare_experiment
+    from app.state import chosen_model
 
     st.session_state[LESSON_KEY] = step
-    start_experiment(steps()[step - 1].for_model(st.session_state.model))
+    prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
+
+
+def open_step(step: int) -> None:
+    """Open the page of step ``step``, after ``prepare(step)`` ran."""
+    from app.experiments import opening_query
+    from app.teacher import NOTE_KEY
+
+    experiment = steps()[step - 1]
+    note = st.session_state.get(NOTE_KEY)
+    query = {**opening_query(experiment), LESSON_KEY: str(step), **({NOTE_KEY: note} if note else {})}
+    st.switch_page(experiment.page, query_params=query)
+
+
+def step_button(label: str, step: int, key: str, **kwargs) -> None:
+    """A button that opens step ``step``."""
+    if st.button(label, key=key, on_click=prepare, args=(step,), **kwargs):
+        open_step(step)
 
 
 def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
@@ -72,7 +93,9 @@ def banner() -> None:
     if not step:
         return
     total = len(steps())
-    name = st.session_state.model
+    from app.state import chosen_model, chosen_prompt
+
+    name = chosen_model("model")
     experiment = steps()[step - 1].for_model(name)
     with st.container(border=True, key="lesson-banner"):
         st.markdown(f"**Lesson, step {step} of {total}: {experiment.title}**")
@@ -80,29 +103,29 @@ def banner() -> None:
         st.markdown(f"**Question:** {experiment.question}")
         st.markdown(f"**What to notice:** {experiment.notice}")
         if experiment.head_metric:
-            text, weak = head_finding(name, st.session_state.prompt, experiment.head_metric)
+            text, weak = head_finding(name, chosen_prompt(), experiment.head_metric)
             st.caption(text)
             if weak:
                 st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
                            f"only the least weak, not a real {experiment.head_metric} head. Try another model.",
                            icon=":material/warning:")
         back, forward, leave = st.columns(3)
-        if step > 1 and back.button("Previous step", icon=":material/arrow_back:", key="lesson-back"):
-            go(step - 1)
-        if step < total and forward.button("Next step", icon=":material/arrow_forward:", type="primary",
-                                           key="lesson-next"):
-            go(step + 1)
-        if step == total and forward.button("Finish the lesson", icon=":material/check:", type="primary",
-                                            key="lesson-finish"):
-            finish()
-        if step < total and leave.button("Leave the lesson", icon=":material/close:", key="lesson-leave"):
-            finish()
+        if step > 1:
+            with back:
+                step_button("Previous step", step - 1, "lesson-back", icon=":material/arrow_back:")
+        if step < total:
+            with forward:
+                step_button("Next step", step + 1, "lesson-next", icon=":material/arrow_forward:", type="primary")
+            leave.button("Leave the lesson", icon=":material/close:", key="lesson-leave", on_click=finish)
+        else:
+            forward.button("Finish the lesson", icon=":material/check:", type="primary", key="lesson-finish",
+                           on_click=finish)
 
 
 def finish() -> None:
+    """A button's callback: the lesson ends (the page stays)."""
     st.session_state[LESSON_KEY] = None
     st.session_state["_lesson_done"] = True
-    st.rerun()
 
 
 def escape(text: str) -> str:

@@ -6,6 +6,7 @@ import streamlit as st
 
 import opt_lens
 from app.caches import cached_capture, comparison_captures, shared_model
+from app.state import chosen_model, chosen_prompt
 from app.text import escape_markdown
 
 
@@ -19,7 +20,7 @@ def warn_if_truncated(name: str, cap: opt_lens.Capture) -> None:
 
 def selected_model_and_capture() -> tuple[str, str, opt_lens.LoadedModel, opt_lens.Capture]:
     """The sidebar's model and prompt, the loaded model, and its capture of the prompt (saying if it was cut)."""
-    name, prompt = st.session_state.model, st.session_state.prompt
+    name, prompt = chosen_model("model"), chosen_prompt()
     cap = cached_capture(name, prompt)
     warn_if_truncated(name, cap)
     return name, prompt, shared_model(name), cap

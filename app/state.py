@@ -1,6 +1,8 @@
-"""Session and URL state: defaults, the model lists and pickers, the shared sidebar, checked layer/head values.
+"""What a student has chosen, kept in widgets bound to the URL: the models, the prompt, the sidebar.
 
-Everything read from the URL or the browser is untrusted and validated before it reaches the session.
+Model, second model and prompt live in widgets with ``bind="query-params"`` (layer and head on the Attention
+page), so a copied link reopens the same view. A URL is untrusted: every value is checked before use, and
+a value that fails falls back to the default with a short message.
 """
 
 from __future__ import annotations
@@ -8,31 +10,16 @@ from __future__ import annotations
 import streamlit as st
 
 import opt_lens
-from app import glossary, lessons, teacher
+from app import glossary, teacher
 from app.caches import cached_hub_models, hub_online
 from app.text import escape_markdown
 
 DEMO_MODELS = list(opt_lens.DEMO_MODELS)
 GPT2_FAMILY = ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
 OPT_FAMILY = ["facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b"]
-TYPE_YOUR_OWN = "Type a model ID…"
 DEFAULT_PROMPT = "Alice went to the park. Bob gave the ball to Alice. Then Alice gave the ball to Bob. The cat sat on the"
 MAX_PROMPT_CHARS = 4000
-
-
-def _int_param(value, low: int, high: int) -> int | None:
-    try:
-        number = int(str(value))
-    except (TypeError, ValueError):
-        return None
-    return number if low <= number <= high else None
-
-
-def _model_param(value) -> str | None:
-    try:
-        return opt_lens.validate_name(str(value), allow_local=False) if value else None
-    except opt_lens.OptLensError:
-        return None
+MODEL_KEYS = ("model", "model_b")  # the sidebar's model and the second model of Tokens and Compare
 
 
 def can_load(name: str) -> bool:
@@ -47,53 +34,16 @@ def default_models() -> tuple[str, str]:
     return first, second
 
 
-def init_state() -> None:
-    """Fill the session from the URL once (validated: it is untrusted), falling back to defaults."""
-    if st.session_state.get("_initialised"):
-        return
-    params = st.query_params
-    first, second = default_models()
-    prompt = params.get("prompt")
-    st.session_state.model = _model_param(params.get("model")) or first
-    st.session_state.model_b = _model_param(params.get("model_b")) or second
-    st.session_state.prompt = prompt[:MAX_PROMPT_CHARS] if isinstance(prompt, str) and prompt.strip() else DEFAULT_PROMPT
-    st.session_state.layer = _int_param(params.get("layer"), 0, 200) or 0
-    st.session_state.head = _int_param(params.get("head"), 0, 200) or 0
-    teacher.init()
-    lessons.init()
-    st.session_state._initialised = True
-
-
-def sync_url() -> None:
-    """Write the view into the URL so that a shared link reproduces it."""
-    state = st.session_state
-    wanted = {
-        "model": state.model, "model_b": state.model_b, "prompt": state.prompt,
-        "layer": str(state.layer), "head": str(state.head), **teacher.url_params(), **lessons.url_params(),
-    }
-    for key, value in wanted.items():
-        if st.query_params.get(key) != value:
-            st.query_params[key] = value
-    for key in {teacher.NOTE_KEY, lessons.LESSON_KEY} - wanted.keys():  # a finished lesson leaves the URL
-        if key in st.query_params:
-            del st.query_params[key]
-
-
 def model_options() -> list[str]:
-    """The models the dropdowns offer: the demo models, GPT-2 and OPT families and every cached model; without
-    the Hub, only those that load (the demo models and the cached ones)."""
+    """The models every model box lists (a student may type any other Hugging Face ID): the demo models, the
+    GPT-2 and OPT families and every cached model; without the Hub, only those that load."""
     options = list(dict.fromkeys(DEMO_MODELS + GPT2_FAMILY + OPT_FAMILY + cached_hub_models()))
     return [name for name in options if can_load(name)]
 
 
-def _model_options(current: str) -> list[str]:
-    options = model_options()
-    return options + ([current] if current not in options else []) + [TYPE_YOUR_OWN]
-
-
 def model_label(name: str) -> str:
-    """How a model shows in a dropdown: cached models are marked; one that cannot load here says why."""
-    if name in DEMO_MODELS or name == TYPE_YOUR_OWN:
+    """How a model shows in a box: cached models are marked; one that cannot load here says why."""
+    if name in DEMO_MODELS:
         return name
     if name in cached_hub_models():
         return f"{name} · cached here"
@@ -113,29 +63,60 @@ def availability() -> str | None:
             f"from this computer's model cache, and {demos}.")
 
 
-def model_picker(label: str, key: str, help_text: str) -> None:
-    """A dropdown of known models plus a box for any Hugging Face ID, bound to ``st.session_state[key]``.
+def _checked_model(name) -> str:
+    """``name`` as a model ID; raises OptLensError for anything else (a path, a URL, markup)."""
+    if not isinstance(name, str) or not name.strip():
+        raise opt_lens.OptLensError("Choose a model or type a Hugging Face model ID.")
+    return opt_lens.validate_name(name.strip(), allow_local=False)
 
-    The widgets carry no key of their own: their position follows the session state, so pickers on
-    different pages (and the URL) always agree.
-    """
-    typing = f"_{key}_typing"
-    current = st.session_state[key]
-    options = _model_options(current)
-    index = len(options) - 1 if st.session_state.get(typing) else options.index(current)
-    choice = st.selectbox(label, options, index=index, help=help_text, format_func=model_label)
-    st.session_state[typing] = choice == TYPE_YOUR_OWN
-    if choice != TYPE_YOUR_OWN:
-        st.session_state[key] = choice
-        return
-    typed = st.text_input(f"{label}: Hugging Face model ID", placeholder="facebook/opt-125m", max_chars=100).strip()
-    if typed:
-        try:
-            st.session_state[key] = opt_lens.validate_name(typed, allow_local=False)
-            st.session_state[typing] = False
-            st.rerun()
+
+def chosen_model(key: str) -> str:
+    """The model the box ``key`` names (or, before that box is drawn, the link), checked; the default when it
+    names none (a bad link, say)."""
+    try:
+        return _checked_model(st.session_state.get(key, st.query_params.get(key)))
+    except opt_lens.OptLensError:
+        return default_models()[MODEL_KEYS.index(key)]
+
+
+def chosen_prompt() -> str:
+    prompt = st.session_state.get("prompt")
+    return prompt if isinstance(prompt, str) and prompt.strip() else DEFAULT_PROMPT
+
+
+def _refuse_invalid_model(key: str) -> None:
+    """A typed name that is not a model ID leaves the previous model in place, and says why."""
+    try:
+        st.session_state[key] = _checked_model(st.session_state[key])
+        st.session_state[f"_{key}_in_use"] = st.session_state[key]
+    except opt_lens.OptLensError as error:
+        st.session_state[f"_{key}_refused"] = escape_markdown(error)
+        st.session_state[key] = st.session_state.get(f"_{key}_in_use", default_models()[MODEL_KEYS.index(key)])
+
+
+def model_box(label: str, key: str, help_text: str) -> str:
+    """A dropdown of known models that also takes any typed Hugging Face ID; returns the model in use."""
+    default = default_models()[MODEL_KEYS.index(key)]
+    options = model_options()
+    st.selectbox(label, options, index=options.index(default), key=key, bind="query-params",
+                 accept_new_options=True, help=help_text, on_change=_refuse_invalid_model, args=(key,),
+                 format_func=model_label)
+    refused = st.session_state.pop(f"_{key}_refused", None)
+    if refused:
+        st.error(refused, icon=":material/error:")
+    else:
+        try:  # a link's value reaches the box without passing the callback
+            _checked_model(st.session_state[key])
         except opt_lens.OptLensError as error:
-            st.error(escape_markdown(error))
+            st.error(f"{escape_markdown(error)} Showing {escape_markdown(default)} instead.", icon=":material/error:")
+    name = chosen_model(key)
+    st.session_state[f"_{key}_in_use"] = name
+    return name
+
+
+def _keep_a_prompt() -> None:
+    if not st.session_state.prompt.strip():
+        st.session_state.prompt = DEFAULT_PROMPT
 
 
 def typed_model_id(text: str) -> str | None:
@@ -151,24 +132,18 @@ def typed_model_id(text: str) -> str | None:
 
 
 def sidebar():
-    """The shared controls, identical on every page."""
-    init_state()
+    """The shared controls, identical on every page; returns a placeholder the frame fills after the page."""
     with st.sidebar:
         if banner := availability():
             st.info(banner, icon=":material/cloud_off:")
-        model_picker("Model", "model", "The demo models, GPT-2 and OPT models, and the models in this computer's "
-                     "Hugging Face cache (marked 'cached here'); choose 'Type a model ID' for any other.")
-        st.session_state.prompt = st.text_area(
-            "Prompt", value=st.session_state.prompt, max_chars=MAX_PROMPT_CHARS, height=140,
-            help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.",
-        ) or st.session_state.prompt
+        model_box("Model", "model", "The demo models, GPT-2 and OPT models, and the models in this computer's "
+                  "Hugging Face cache (marked 'cached here'); type any other Hugging Face model ID and press Enter.")
+        st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", bind="query-params", max_chars=MAX_PROMPT_CHARS,
+                     height=140, on_change=_keep_a_prompt,
+                     help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.")
         teacher.presentation_toggle()
         glossary.glossary()
-        return st.empty()  # filled after the page has run, when its models are loaded
-
-
-def clamp(value: int, upper: int) -> int:
-    return min(max(int(value), 0), max(upper - 1, 0))
+        return st.empty()
 
 
 def clicked_head(event, n_layers: int, n_heads: int) -> tuple[int, int] | None:

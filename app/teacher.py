@@ -40,10 +40,18 @@ def init() -> None:
         st.session_state[NOTE_KEY] = clean_note(st.query_params.get(NOTE_KEY))
 
 
-def url_params() -> dict[str, str]:
-    """What the teacher tools keep in the URL besides the bound toggle (for the frame's URL writer)."""
-    note = st.session_state.get(NOTE_KEY)
-    return {NOTE_KEY: note} if note else {}
+def keep_in_url(key: str, value: str | None) -> None:
+    """Keep ``key=value`` in the address bar (no widget holds it, and changing page clears such parameters);
+    remove ``key`` when ``value`` is None."""
+    if value is None:
+        if key in st.query_params:
+            del st.query_params[key]
+    elif st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+
+def sync_url() -> None:
+    keep_in_url(NOTE_KEY, st.session_state.get(NOTE_KEY))
 
 
 def presentation_toggle() -> bool:

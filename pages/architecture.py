@@ -2,10 +2,10 @@ import altair as alt
 import streamlit as st
 
 import opt_lens
-from app import architecture_facts, state, tables, text
+from app import architecture_facts, frame, state, tables, text
 
-st.title("Architecture")
-st.markdown(
+frame.page_intro(
+    "Architecture",
     "The numbers that define a model, read from its configuration and module tree (no weights are "
     "downloaded for this page). **Notice** the highlighted rows, where the models differ: how many layers and "
     "heads, how wide, how many tokens in the vocabulary and in the context, and where the layer norm sits."
@@ -13,7 +13,7 @@ st.markdown(
 MAX_MODELS = 6
 SELECTED, TYPED = "architecture_models", "architecture_typed"
 if SELECTED not in st.session_state:  # opens on the sidebar's model and the second model
-    st.session_state[SELECTED] = list(dict.fromkeys([st.session_state.model, st.session_state.model_b]))
+    st.session_state[SELECTED] = list(dict.fromkeys([state.chosen_model("model"), state.chosen_model("model_b")]))
 added = st.session_state.setdefault("architecture_added", [])
 
 
@@ -35,7 +35,7 @@ def add_typed_model() -> None:
         st.session_state[SELECTED] = [*st.session_state[SELECTED], name]
 
 
-options = list(dict.fromkeys([*state.model_options(), st.session_state.model, st.session_state.model_b, *added,
+options = list(dict.fromkeys([*state.model_options(), state.chosen_model("model"), state.chosen_model("model_b"), *added,
                               *st.session_state[SELECTED]]))
 names = st.multiselect("Models to compare", options, key=SELECTED, max_selections=MAX_MODELS,
                        format_func=state.model_label)

@@ -1,10 +1,10 @@
 import altair as alt
 import streamlit as st
 
-from app import selection, state, tables
+from app import frame, selection, state, tables
 
-st.title("Attention")
-st.markdown(
+frame.page_intro(
+    "Attention",
     "Each **head** decides, for every token (a row, the *query*), how much to read from each earlier token "
     "(a column, the *key*); each row sums to 1, and no token can look ahead. **Notice** heads with a clear job: "
     "a diagonal just below the main one is a *previous-token* head; a column at the first token is a head "
@@ -13,8 +13,6 @@ st.markdown(
 )
 name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
-st.session_state.layer = state.clamp(st.session_state.layer, n_layers)
-st.session_state.head = state.clamp(st.session_state.head, n_heads)
 
 
 def open_clicked_head():
@@ -24,9 +22,9 @@ def open_clicked_head():
 
 
 left, right = st.columns(2)
-layer = left.selectbox("Layer", range(n_layers), index=st.session_state.layer)
-head = right.selectbox("Head", range(n_heads), index=st.session_state.head)
-st.session_state.layer, st.session_state.head = layer, head
+# Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
+layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
+head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
 
 window_size = 32
 start, end = 0, cap.seq_len

@@ -1,21 +1,23 @@
+import html
+
 import altair as alt
 import streamlit as st
 
-from app import architecture_facts, comparison, selection, state, tables, text
+from app import architecture_facts, comparison, frame, selection, state, tables, text
 
-st.title("Compare two models")
-st.markdown(
+frame.page_intro(
+    "Compare two models",
     "The same prompt through two models, usually GPT-2 and OPT-125M: similar sizes, different training "
     "data and details. Tokens are matched by the characters they cover, predictions by the token text. "
     "**Notice** whether they agree on the next token, at what depth each settles on its answer, and which "
     "heads do the same job in both."
 )
 left, right = st.columns(2)
-with left:
-    state.model_picker("Model A", "model", "The model in the sidebar.")
+name_a, prompt = state.chosen_model("model"), state.chosen_prompt()
+left.selectbox("Model A", [name_a], disabled=True, help="The model in the sidebar: change it there.")
 with right:
-    state.model_picker("Model B", "model_b", "For example facebook/opt-125m.")
-name_a, name_b, prompt = st.session_state.model, st.session_state.model_b, st.session_state.prompt
+    name_b = state.model_box("Model B", "model_b", "Any model from the list, or a Hugging Face model ID "
+                             "(for example facebook/opt-125m) typed in and confirmed with Enter.")
 # Model A and model B keep these colours on every chart of the page.
 COLOR_A, COLOR_B = "#1f77b4", "#e8710a"
 
@@ -27,15 +29,18 @@ def other_family(name: str) -> str:
     return "gpt2" if name in state.OPT_FAMILY else "facebook/opt-125m"
 
 
+def use_other_family() -> None:
+    st.session_state.model_b = other_family(name_a)
+
+
 if name_a == name_b:
     st.warning(f"Model A and model B are both {text.escape_markdown(name_a)}: a model compared with itself agrees "
                "everywhere, so this page would show nothing. Pick another model B.", icon=":material/content_copy:")
-    if st.button(f"Compare with {other_family(name_a)} instead", icon=":material/swap_horiz:", key="other-family"):
-        st.session_state.model_b = other_family(name_a)
-        st.rerun()
+    st.button(f"Compare with {other_family(name_a)} instead", icon=":material/swap_horiz:", key="other-family",
+              on_click=use_other_family)
     st.stop()
-st.markdown(f"<span style='color:{COLOR_A}'>■</span> **A: {text.escape_markdown(name_a)}** &nbsp; "
-            f"<span style='color:{COLOR_B}'>■</span> **B: {text.escape_markdown(name_b)}** "
+st.markdown(f"<span style='color:{COLOR_A}'>■</span> **A: {html.escape(text.escape_markdown(name_a))}** &nbsp; "
+            f"<span style='color:{COLOR_B}'>■</span> **B: {html.escape(text.escape_markdown(name_b))}** "
             "(the same colours on every chart below)", unsafe_allow_html=True)
 selection.selected_comparison_captures(name_a, name_b, prompt)
 result = comparison.compare_models(name_a, name_b, prompt)

@@ -1,10 +1,10 @@
 import streamlit as st
 
-from app import experiments, lessons, teacher, text
+from app import experiments, frame, lessons, state, teacher, text
 from opt_lens.memory import format_bytes, memory_limit
 
-st.title("opt_lens: look inside a language model")
-st.markdown(
+frame.page_intro(
+    "opt_lens: look inside a language model",
     """
 A language model reads a text as a list of **tokens**, passes them through a stack of **layers** in which
 **attention heads** move information between positions, and ends with a guess for the **next token**.
@@ -24,12 +24,11 @@ share exactly the view you are looking at.
 """
 )
 st.subheader("Things to try")
-model = st.session_state.model
+model = state.chosen_model("model")
 st.caption(f"Written for the model in use, {text.escape_markdown(model)}. Each one replaces the prompt in the "
            "sidebar and opens its page; together they make a lesson you can walk step by step.")
 steps = experiments.EXPERIMENTS
-if st.button(f"Start the lesson ({len(steps)} steps)", type="primary", icon=":material/school:", key="lesson-start"):
-    lessons.go(1)
+lessons.step_button(f"Start the lesson ({len(steps)} steps)", 1, "lesson-start", type="primary", icon=":material/school:")
 columns = st.columns(len(steps))
 for index, (column, experiment) in enumerate(zip(columns, steps)):
     experiment = experiment.for_model(model)
@@ -37,8 +36,7 @@ for index, (column, experiment) in enumerate(zip(columns, steps)):
         st.markdown(f"**{index + 1}. {experiment.title}**")
         st.markdown(experiment.question)
         st.caption(experiment.notice)
-        if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:"):
-            lessons.go(index + 1)
+        lessons.step_button("Try it", index + 1, f"try-{index}", icon=":material/play_arrow:")
 
 with st.expander("For teachers: links for a class", icon=":material/co_present:"):
     st.markdown(

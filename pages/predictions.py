@@ -1,10 +1,10 @@
 import altair as alt
 import streamlit as st
 
-from app import selection, tables, text
+from app import frame, selection, tables, text
 
-st.title("Predictions & logit lens")
-st.markdown(
+frame.page_intro(
+    "Predictions & logit lens",
     "After the last layer the model turns its internal state into a probability for every token in its "
     "vocabulary: its guess for what comes **next**. The **logit lens** applies that same final step to the "
     "state after *each* layer, showing what the model 'would say' if it stopped there. **Notice** at which "
@@ -97,7 +97,7 @@ words = base.mark_text(fontSize=11).encode(
 st.altair_chart((cells + words).properties(height=max(220, 40 * (lm.arch.n_layers + 1))), width="stretch",
                 on_select=inspect_clicked_position, key="lens")
 st.caption(
-    f"The top row is the model's real output ({text.escape_markdown(name)} has {lm.arch.n_layers} layers). "
+    f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
     "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
     "the input token itself: it says nothing about what the model predicts. The position outlined in red is "
     "the one inspected above; click a column to inspect another. Hover a cell for the whole token."

@@ -1,9 +1,9 @@
 import streamlit as st
 
-from app import caches, comparison, selection, state, tables, text
+from app import caches, comparison, frame, selection, state, tables, text
 
-st.title("Tokens")
-st.markdown(
+frame.page_intro(
+    "Tokens",
     "A model never sees letters: the prompt is cut into **tokens**, each a number in the model's vocabulary. "
     "GPT-2 and OPT use byte-level pieces: `␣` marks a leading space, and a character split over several "
     "tokens (emoji, many non-Latin scripts) shows as its raw bytes `<0x..>`. **Notice** that OPT starts every "
@@ -26,8 +26,8 @@ with st.expander("As a table"):
     tables.csv_button(table, "Download as CSV", "tokens.csv")
 
 st.subheader("Two tokenizers on the same text")
-state.model_picker("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with GPT-2's.")
-other = st.session_state.model_b
+other = state.model_box("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with "
+                        "GPT-2's; type any Hugging Face model ID and press Enter.")
 other_cap = caches.cached_capture(other, prompt)
 selection.warn_if_truncated(other, other_cap)
 show_chips(other, other_cap)

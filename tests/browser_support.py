@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,6 +27,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+OFFLINE_HUB = "http://127.0.0.1:9"  # the discard port: a Hub that is never there
 HEALTH_TIMEOUT = 60.0  # seconds until the server must answer /_stcore/health
 
 
@@ -57,8 +59,11 @@ class StreamlitServer:
             "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none",
         ]
+        # Never the real Hub nor the machine's cache: nothing listens on port 9, and the cache starts empty.
+        self._hf_home = tempfile.TemporaryDirectory(prefix="opt_lens_hf_home_")
+        offline = {"HF_ENDPOINT": OFFLINE_HUB, "HF_HOME": self._hf_home.name}
         self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **offline, **(env or {})}
         )
 
     def log(self) -> str:
@@ -88,6 +93,7 @@ class StreamlitServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self._log.close()
+        self._hf_home.cleanup()
 
 
 def launch_chromium(playwright):
@@ -137,3 +143,17 @@ def screenshot(page, name: str) -> Path:
     page.screenshot(path=str(path))
     page.set_viewport_size(size)
     return path
+
+
+def count_script_runs(page, seconds: float) -> int:
+    """How many script runs start in the next ``seconds``: a settled page starts none."""
+    page.evaluate("""() => {
+        window.__scriptRuns = 0;
+        const app = document.querySelector('[data-testid="stApp"]');
+        window.__runObserver = new MutationObserver(() => {
+            if (app.getAttribute('data-test-script-state') === 'running') window.__scriptRuns += 1;
+        });
+        window.__runObserver.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    }""")
+    page.wait_for_timeout(seconds * 1000)
+    return page.evaluate("() => { window.__runObserver.disconnect(); return window.__scriptRuns; }")

@@ -329,22 +329,24 @@ def classroom_cache(hub_answering, tiny_folder):
 def test_without_the_hub_cached_gpt2_and_opt_are_the_defaults(classroom_cache):
     at = open_page(app(), "pages/predictions.py")
     assert_clean(at)
-    assert (at.session_state.model, at.session_state.model_b) == ("gpt2", "facebook/opt-125m")
+    assert at.sidebar.selectbox[0].value == "gpt2"
     assert at.sidebar.selectbox[0].options == [
-        "demo/tiny-gpt2", "demo/tiny-opt", "gpt2 · cached here", "facebook/opt-125m · cached here", "Type a model ID…"]
+        "demo/tiny-gpt2", "demo/tiny-opt", "gpt2 · cached here", "facebook/opt-125m · cached here"]
     (banner,) = [info.value for info in at.sidebar.info]
     assert "facebook/opt\\-125m, gpt2 from this computer's model cache" in banner and "demo models" in banner
     assert "runs on the two" not in banner
     assert caches.model_cache().keys() == ["gpt2"]  # the page ran on the cached model
     at = open_page(at, "pages/compare.py")
     assert_clean(at)
+    assert next(box for box in at.selectbox if box.label == "Model B").value == "facebook/opt-125m"
     assert sorted(caches.model_cache().keys()) == ["facebook/opt-125m", "gpt2"]
 
 
 def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unreachable):
     caches.hub_online.clear(), caches.cached_hub_models.clear()
-    at = open_page(app(), "pages/home.py")
-    assert (at.session_state.model, at.session_state.model_b) == ("demo/tiny-gpt2", "demo/tiny-opt")
+    at = open_page(app(), "pages/compare.py")
+    assert {box.label: box.value for box in at.selectbox} == {
+        "Model": "demo/tiny-gpt2", "Model A": "demo/tiny-gpt2", "Model B": "demo/tiny-opt"}
     (banner,) = [info.value for info in at.sidebar.info]
     assert "runs on the two bundled demo models" in banner
 

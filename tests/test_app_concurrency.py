@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
 import pytest
 
 import opt_lens
 from app import caches
-from test_app import app
+from test_app import app, chart_rows
 
 STUDENTS = 20
 SUBJECTS = ["The cat", "Alice", "My teacher", "The dog", "Bob", "The red ball", "A bird", "The king", "Mary", "The sun"]
@@ -18,13 +16,6 @@ SUBJECTS = ["The cat", "Alice", "My teacher", "The dog", "Bob", "The red ball", 
 
 def prompt_of(student: int) -> str:
     return f"{SUBJECTS[student % len(SUBJECTS)]} sat on the {'mat' if student < 10 else 'chair'} and"
-
-
-def chart_rows(chart) -> list[dict]:
-    """The rows a Vega-Lite chart draws (its dataset travels as Arrow IPC)."""
-    name = json.loads(chart.proto.spec)["data"]["name"]
-    dataset = next(d for d in chart.proto.datasets if d.name == name)
-    return pa.ipc.open_stream(dataset.data.data).read_pandas().to_dict("records")
 
 
 def student(index: int) -> tuple[str, list[dict], list, list]:
@@ -35,7 +26,11 @@ def student(index: int) -> tuple[str, list[dict], list, list]:
 def test_twenty_students_at_once_each_get_their_own_predictions():
     model_name = "demo/tiny-gpt2"
     with ThreadPoolExecutor(max_workers=STUDENTS) as pool:
-        results = list(pool.map(student, range(STUDENTS)))
+        futures = [pool.submit(student, index) for index in range(STUDENTS)]
+    # Every worker's exception, not just the first: one student failing fails the test, saying who and why.
+    failures = {index: repr(future.exception()) for index, future in enumerate(futures) if future.exception()}
+    assert failures == {}
+    results = [future.result() for future in futures]
 
     alone = opt_lens.load(model_name)  # a separate model object: what each student would get alone
     guesses = set()

@@ -13,7 +13,16 @@ import pytest
 
 import opt_lens
 
-from browser_support import CHROMIUM, StreamlitServer, exception_texts, launch_chromium, main_text, screenshot, wait_for_app
+from browser_support import (
+    CHROMIUM,
+    StreamlitServer,
+    count_script_runs,
+    exception_texts,
+    launch_chromium,
+    main_text,
+    screenshot,
+    wait_for_app,
+)
 
 if not CHROMIUM.exists():
     if os.environ.get("OPT_LENS_REQUIRE_BROWSER") == "1":
@@ -32,6 +41,7 @@ PAGES = {  # sidebar link text -> the page's title
 }
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 ERROR_WORDS = ("Traceback", "Something went wrong", "Error:")
+SIDEBAR, MAIN = '[data-testid="stSidebar"]', '[data-testid="stMain"]'
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +134,7 @@ def test_every_page_through_the_sidebar_shows_no_exception(page, server):
 def test_model_prompt_layer_and_head_follow_the_ui(page, server):
     open_app(page, server)
     click_nav(page, "Attention")
-    assert "layer=0" in page.url and "head=0" in page.url
+    assert "layer=" not in page.url and "head=" not in page.url  # defaults stay out of the link
     choose(page, "Layer", "1")
     choose(page, "Head", "2")
     assert "layer=1" in page.url and "head=2" in page.url
@@ -179,6 +189,23 @@ def test_a_shared_url_restores_the_view(page, server):
     screenshot(page, "shared-url-attention")
 
 
+def test_a_deep_link_to_a_fresh_server_opens_the_whole_app(page):
+    fresh = StreamlitServer()  # no script has run in it yet: the link is its first request
+    try:
+        fresh.wait_healthy()
+        page.goto(f"{fresh.url}/attention?model=demo/tiny-opt&layer=1&head=2")
+        wait_for_app(page)
+        assert "demo/tiny-opt · layer 1 · head 2" in chart_titles(page)
+        assert title(page) == "Attention"
+        assert_clean(page, fresh)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.locator('[data-testid="stSidebarNav"] a', has_text="Compare two models").count() == 1
+        assert sidebar.get_by_role("combobox", name="Model", exact=True).count() == 1
+        assert sidebar.locator("textarea").first.input_value().startswith("Alice went to the park")
+    finally:
+        fresh.stop()
+
+
 def test_bad_url_parameters_fall_back_to_defaults(page, server):
     open_app(page, server, {"model": "../../etc/passwd", "layer": "-5", "head": "x" * 50}, path="attention")
     assert_clean(page, server)
@@ -205,3 +232,40 @@ def test_a_prompt_with_markup_shows_as_text_and_runs_no_script(page, server):
     assert "".join(pieces).replace("␣", " ").endswith(XSS)
     assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == XSS
     screenshot(page, "tokens-markup-prompt")
+
+
+def type_model(page, label: str, name: str, container: str) -> None:
+    """Type a model ID into the model box labelled ``label`` and press Enter."""
+    box = page.locator(container).get_by_role("combobox", name=label, exact=True).first
+    box.click()
+    box.fill(name)
+    box.press("Enter")
+    wait_for_app(page)
+
+
+@pytest.mark.parametrize(
+    "path, label, container, current",
+    [
+        ("tokens", "Model", SIDEBAR, "demo/tiny-gpt2"),
+        ("tokens", "Compare with", MAIN, "demo/tiny-opt"),
+        ("compare", "Model B", MAIN, "demo/tiny-opt"),
+    ],
+)
+def test_typing_the_model_in_use_settles_instead_of_rerunning_forever(page, server, path, label, container, current):
+    open_app(page, server, path=path)
+    type_model(page, label, current, container)
+    assert count_script_runs(page, seconds=10) == 0
+    assert_clean(page, server)
+    click_nav(page, "Architecture")  # page links still work
+    assert title(page) == "Architecture"
+
+
+def test_a_typed_name_that_is_not_a_model_id_keeps_the_model_in_use(page, server):
+    open_app(page, server, path="tokens")
+    type_model(page, "Model", "demo/tiny-opt", SIDEBAR)  # typed, not picked: taken all the same
+    assert "demo/tiny-opt:" in main_text(page)
+    type_model(page, "Model", "../../etc/passwd", SIDEBAR)
+    errors = page.locator(SIDEBAR).locator('[data-testid="stAlert"]', has_text="not a model ID")
+    assert errors.count() == 1 and "passwd" in errors.first.inner_text()
+    assert "demo/tiny-opt:" in main_text(page) and "passwd" not in page.url  # the previous model, not the default
+    assert_clean(page, server)
