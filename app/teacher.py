@@ -19,7 +19,8 @@ NOTE_LIMIT = 280
 _PRESENTATION_CSS = """<style>
 [data-testid="stMain"] { font-size: 1.25rem; }
 [data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label,
-[data-testid="stMain"] [data-testid="stCaptionContainer"] { font-size: 1.2rem; }
+[data-testid="stMain"] [data-testid="stCaptionContainer"], [data-testid="stMain"] td,
+[data-testid="stMain"] th { font-size: 1.2rem; }
 [data-testid="stMain"] h1 { font-size: 3rem; }
 [data-testid="stMain"] h3 { font-size: 1.9rem; }
 </style>"""

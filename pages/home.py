@@ -29,7 +29,7 @@ st.caption(f"Written for the model in use, {text.escape_markdown(model)}. Each o
            "sidebar and opens its page; together they make a lesson you can walk step by step.")
 steps = experiments.EXPERIMENTS
 lessons.step_button(f"Start the lesson ({len(steps)} steps)", 1, "lesson-start", type="primary", icon=":material/school:")
-columns = st.columns(len(steps))
+columns = st.columns(2) + st.columns(2)  # two by two: four narrow columns squeeze the text on a laptop
 for index, (column, experiment) in enumerate(zip(columns, steps)):
     experiment = experiment.for_model(model)
     with column.container(border=True, height="stretch", key=f"experiment-{index}"):

@@ -94,7 +94,7 @@ words = base.mark_text(fontSize=11).encode(
     .when(alt.datum["probability of final guess"] > 0.5).then(alt.value("white"))
     .otherwise(alt.value("black")),
 )
-st.altair_chart((cells + words).properties(height=max(220, 40 * (lm.arch.n_layers + 1))), width="stretch",
+st.altair_chart((cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1))), width="stretch",
                 on_select=inspect_clicked_position, key="lens")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "

@@ -362,3 +362,44 @@ def test_the_attention_views_a_teacher_points_at_open_from_the_url():
     assert at.radio(key="head_metric").value == "induction"
     titles = [json.loads(c.proto.spec).get("title", "") for c in at.get("vega_lite_chart")]
     assert any(title.startswith("Where “4 ␣the” looks") for title in titles), titles
+
+
+# ------------------------------------------------------------------------------------------ in Chromium
+
+
+def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and_shows_the_note_as_text():
+    import urllib.parse
+
+    from browser_support import CHROMIUM, StreamlitServer, launch_chromium, wait_for_app
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    note = '<img src=x onerror="document.title=1"> look at **row 0**'
+    query = urllib.parse.urlencode({"note": note})
+    server = StreamlitServer()
+    try:
+        server.wait_healthy()
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                sizes = {}
+                for present in ("", "&present=true"):
+                    tab = browser.new_page(viewport={"width": 1440, "height": 900})
+                    tab.goto(f"{server.url}/predictions?{query}{present}")
+                    wait_for_app(tab, timeout=90_000)
+                    sidebar = tab.locator('[data-testid="stSidebar"]')
+                    sizes[present] = tab.evaluate(
+                        "() => parseFloat(getComputedStyle(document.querySelector('[data-testid=\"stMain\"] p')).fontSize)")
+                    shown = tab.locator(".st-key-teacher-note").inner_text()
+                    assert note in shown  # character for character, as text
+                    assert tab.locator(".st-key-teacher-note img").count() == 0 and tab.title() != "1"
+                    box = sidebar.bounding_box()
+                    sidebar_open = bool(box) and box["width"] > 50 and box["x"] + box["width"] > 50
+                    assert sidebar_open == (not present), box
+                    tab.close()
+                assert sizes["&present=true"] >= 1.15 * sizes[""], sizes
+            finally:
+                browser.close()
+    finally:
+        server.stop()
