@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -108,28 +109,104 @@ def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
 
 def _checked_config(name: str, folder: Path) -> PretrainedConfig:
     """Read the config without running code from the repository, and refuse what is not a decoder-only LM."""
-    try:
-        raw = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as error:
-        raise OptLensError(f"The config of {name} could not be read.") from error
-    model_type = raw.get("model_type") if isinstance(raw, dict) else None
-    if model_type not in CONFIG_MAPPING_NAMES:
-        if isinstance(raw, dict) and "auto_map" in raw:
-            raise OptLensError(f"{name} needs custom code from its repository, which this tool never runs.")
-        raise OptLensError(f"{name} is a '{model_type}' model, which this version of transformers does not know.")
-    architectures = raw.get("architectures") or []
-    if raw.get("is_encoder_decoder") or (architectures and not set(architectures) & _CAUSAL_LM_CLASSES):
-        kind = architectures[0] if architectures else model_type
-        raise OptLensError(f"{name} is a {kind}, not a decoder-only text generator (causal language model).")
+    check_config_file(name, folder / "config.json")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except StrictDataclassError as error:  # a field of the wrong type; the first line names it
+        logger.warning("The config of %s is invalid", name, exc_info=error)
+        raise OptLensError(f"The config of {name} is invalid: {str(error).splitlines()[0][:120]}") from error
     except (OSError, ValueError) as error:
+        logger.warning("The config of %s could not be read", name, exc_info=error)
         raise OptLensError(f"The config of {name} could not be read.") from error
     config.name_or_path = name
     return config
 
 
+# Config fields that set how much a model builds, and the largest value a real model plausibly has: a
+# config beyond them (20,000 layers, a billion-word vocabulary) would take minutes and gigabytes to build
+# even on the meta device, so it is refused before anything is built. Llama-3.1-405B has 126 layers,
+# 128 heads, 16,384 wide with a 53,248-wide MLP; Gemma's vocabulary is 256,000; positions reach 10^6.
+SIZE_LIMITS = {
+    **dict.fromkeys(("n_layer", "num_hidden_layers", "num_layers", "n_layers"), 512),
+    **dict.fromkeys(("n_head", "num_attention_heads", "num_heads", "num_key_value_heads"), 1024),
+    **dict.fromkeys(("num_local_experts", "num_experts", "n_routed_experts"), 1024),  # DeepSeek-V3 has 256
+    **dict.fromkeys(
+        ("n_embd", "hidden_size", "d_model", "word_embed_proj_dim", "head_dim", "n_inner", "ffn_dim", "intermediate_size"),
+        262_144,
+    ),
+    "vocab_size": 2_097_152,
+    **dict.fromkeys(("n_positions", "n_ctx", "max_position_embeddings"), 4_194_304),
+}
+# layers x width^2 x 12 (attention and MLP) + (vocabulary + positions) x width: a GPT-style estimate of the
+# parameter count, to refuse a config whose every field is plausible but whose product is not (OPT-175B: 1.7e11).
+MAX_ESTIMATED_PARAMS = 2 * 10**12
+
+
+def check_config_file(name: str, path: Path) -> dict:
+    """Refuse a config that is unreadable, not a known decoder-only model, or asks for an implausible size.
+
+    Reads only the JSON: nothing from the repository runs, and nothing is built. Returns the parsed config.
+    """
+    try:
+        if path.stat().st_size > hub.MAX_CONFIG_BYTES:
+            raise OptLensError(f"The config of {name} is larger than any real model's; it was not read.")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        logger.warning("The config of %s could not be read", name, exc_info=error)
+        raise OptLensError(f"The config of {name} could not be read.") from error
+    if not isinstance(raw, dict):
+        raise OptLensError(f"The config of {name} is not a JSON object, so it could not be read.")
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
+        if "auto_map" in raw:
+            raise OptLensError(f"{name} needs custom code from its repository, which this tool never runs.")
+        raise OptLensError(
+            f"{name} is a '{str(model_type)[:40]}' model, which this version of transformers does not know."
+        )
+    if "auto_map" in raw:
+        logger.warning("Ignoring the auto_map of %s: its '%s' model type is built from transformers' own code, "
+                       "and code from a repository never runs", name, model_type)
+    architectures = raw.get("architectures") or []
+    if raw.get("is_encoder_decoder") or (architectures and not set(map(str, architectures)) & _CAUSAL_LM_CLASSES):
+        kind = str(architectures[0] if architectures else model_type)[:80]
+        raise OptLensError(f"{name} is a {kind}, not a decoder-only text generator (causal language model).")
+    _check_sizes(name, raw)
+    return raw
+
+
+def _check_sizes(name: str, raw: dict) -> None:
+    sizes = {}
+    for key, limit in SIZE_LIMITS.items():
+        value = raw.get(key)
+        if value is None:  # absent or null: transformers uses the family's default or derives it
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptLensError(f"The config of {name} gives {key} as {str(value)[:20]!r}, not a whole number.")
+        if not 1 <= value <= limit:
+            raise OptLensError(f"The config of {name} asks for {key} = {value}, outside 1 to {limit:,}.")
+        sizes[key] = value
+    width = _first(sizes, "n_embd", "hidden_size", "d_model")
+    heads = _first(sizes, "n_head", "num_attention_heads", "num_heads")
+    if width and heads and "head_dim" not in sizes and width % heads:
+        raise OptLensError(f"The config of {name} splits a width of {width} into {heads} heads, which does not divide.")
+    layers = _first(sizes, "n_layer", "num_hidden_layers", "num_layers", "n_layers") or 1
+    width = width or 1
+    vocab_and_positions = sizes.get("vocab_size", 0) + (_first(sizes, "n_positions", "max_position_embeddings") or 0)
+    estimate = 12 * layers * width**2 + vocab_and_positions * width
+    if estimate > MAX_ESTIMATED_PARAMS:
+        raise OptLensError(
+            f"The config of {name} describes about {estimate:.1e} parameters, far more than any model this tool can open."
+        )
+
+
+def _first(sizes: dict[str, int], *keys: str) -> int | None:
+    return next((sizes[k] for k in keys if k in sizes), None)
+
+
 def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str) -> LoadedModel:
+    if not hub.has_tokenizer(path.name for path in folder.iterdir()):
+        # transformers would build an empty tokenizer, and every prompt would then have no tokens.
+        raise OptLensError(f"{name} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
     has_safetensors = any(folder.glob("*.safetensors"))
     try:
         model = AutoModelForCausalLM.from_pretrained(

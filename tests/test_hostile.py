@@ -1,11 +1,16 @@
 """Hostile and careless input (issue 12): every case fails with an OptLensError, fast, naming what is wrong."""
 
+import json
 import logging
+import threading
+import time
 
 import pytest
+from huggingface_hub import constants as hub_constants
+from model_folders import config_folder, copy_model, edit_config
 
 import opt_lens
-from opt_lens import memory
+from opt_lens import hub, loading, memory
 
 
 # --- OPT_LENS_MEMORY_LIMIT_MB -------------------------------------------------------------------------
@@ -26,6 +31,115 @@ def test_a_positive_memory_limit_is_used_as_given(monkeypatch, caplog):
     assert not caplog.records
 
 
+# --- Config bombs and nonsense configs ------------------------------------------------------------------
+
+BOMB = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 20_000, "n_embd": 8, "n_head": 1}
+
+
+def test_a_config_bomb_is_refused_before_anything_is_built(tmp_path):
+    # Built on the meta device this took 109-134 s and 1.1 GB; refused from the JSON it takes milliseconds
+    # (benchmarks/hostile_input.py measures it).
+    folder = config_folder(tmp_path, BOMB)
+    with pytest.raises(opt_lens.OptLensError, match="n_layer = 20000"):
+        opt_lens.describe_pretrained(str(folder))
+    with pytest.raises(opt_lens.OptLensError, match="n_layer = 20000"):
+        opt_lens.load(str(folder))
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"vocab_size": 10**9}, "vocab_size"),
+        ({"n_positions": 10**8}, "n_positions"),
+        ({"n_head": 5000}, "n_head"),
+        ({"n_inner": 10**7}, "n_inner"),
+        # Every field plausible, the product not: 500 layers of width 200,000 would be 2.4e14 parameters.
+        ({"n_layer": 500, "n_embd": 200_000, "n_head": 1000}, "parameters"),
+    ],
+)
+def test_implausible_sizes_are_refused_naming_the_field(tmp_path, changes, field):
+    folder = config_folder(tmp_path, {**BOMB, "n_layer": 2, **changes})
+    with pytest.raises(opt_lens.OptLensError, match=field):
+        opt_lens.describe_pretrained(str(folder))
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"n_head": 0}, "n_head"),  # ZeroDivisionError before
+        ({"n_layer": -1}, "n_layer"),  # IndexError before
+        ({"n_embd": "64"}, "n_embd"),  # a dataclass validation error before
+        ({"n_embd": 64.5}, "n_embd"),
+        ({"n_layer": True}, "n_layer"),
+        ({"n_head": 3}, "3 heads"),  # 64 does not split into 3 heads
+        ({"layer_norm_epsilon": "small"}, "layer_norm_epsilon"),  # caught by transformers' own validation
+    ],
+)
+def test_nonsense_configs_are_refused_naming_the_field(tiny_folder, tmp_path, changes, field):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    edit_config(folder, **changes)
+    with pytest.raises(opt_lens.OptLensError, match=field):
+        opt_lens.load(str(folder))
+    with pytest.raises(opt_lens.OptLensError, match=field):
+        opt_lens.describe_pretrained(str(folder))
+
+
+def test_a_huge_config_file_is_not_read(tmp_path):
+    folder = config_folder(tmp_path, {**BOMB, "n_layer": 2, "padding": "x" * 2_000_000})
+    with pytest.raises(opt_lens.OptLensError, match="larger than any real model"):
+        opt_lens.describe_pretrained(str(folder))
+
+# Published configs of the largest models a teacher might name: the bounds must let them through.
+REAL_CONFIGS = {
+    "facebook/opt-66b": {
+        "model_type": "opt", "architectures": ["OPTForCausalLM"], "num_hidden_layers": 64, "num_attention_heads": 72,
+        "hidden_size": 9216, "ffn_dim": 36864, "word_embed_proj_dim": 9216, "max_position_embeddings": 2048,
+        "vocab_size": 50272,
+    },
+    "gpt2-xl": {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_head": 25, "n_embd": 1600,
+        "n_positions": 1024, "n_ctx": 1024, "vocab_size": 50257, "n_inner": None,
+    },
+    "meta-llama/Llama-3.1-70B": {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 80,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "hidden_size": 8192, "intermediate_size": 28672,
+        "max_position_embeddings": 131072, "vocab_size": 128256,
+    },
+}
+
+
+def test_a_config_bomb_on_the_hub_is_refused_before_any_weights_download(hub_answering, tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "bomb")
+    edit_config(folder, n_layer=20_000, n_embd=8, n_head=1)
+    hub_answering.add("someone/bomb", folder)
+    with pytest.raises(opt_lens.OptLensError, match="n_layer"):
+        opt_lens.load("someone/bomb")
+    assert not any("model.safetensors" in r for r in hub_answering.requests)
+    (folder / "config.json").write_text(json.dumps({"padding": "x" * 2_000_000}))
+    with pytest.raises(opt_lens.OptLensError, match="larger than any real model"):
+        opt_lens.describe_pretrained("someone/bomb")
+    config_gets = [r for r in hub_answering.requests if r.startswith("GET") and r.endswith("/config.json")]
+    assert len(config_gets) == 1  # the first load's; the 2 MB config was never fetched
+
+
+@pytest.mark.parametrize("name", REAL_CONFIGS)
+def test_the_largest_real_configs_pass_the_bounds(tmp_path, name):
+    folder = config_folder(tmp_path, REAL_CONFIGS[name])
+    assert loading.check_config_file(name, folder / "config.json") == REAL_CONFIGS[name]
+
+
+def test_opt_2_7b_is_still_described_from_its_config(tmp_path):
+    folder = config_folder(tmp_path, {
+        "model_type": "opt", "architectures": ["OPTForCausalLM"], "num_hidden_layers": 32, "num_attention_heads": 32,
+        "hidden_size": 2560, "ffn_dim": 10240, "word_embed_proj_dim": 2560, "max_position_embeddings": 2048,
+        "vocab_size": 50272, "do_layer_norm_before": True,
+    })
+    d, ffn = 2560, 10240
+    per_layer = 4 * (d * d + d) + (d * ffn + ffn) + (ffn * d + d) + 2 * 2 * d  # q k v out, fc1, fc2, two norms
+    expected = 50272 * d + (2048 + 2) * d + 32 * per_layer + 2 * d  # tied embeddings, offset-2 positions, final norm
+    assert opt_lens.describe_pretrained(str(folder)).n_params == expected
+
+
 # --- Names ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -39,3 +153,68 @@ def test_names_the_file_system_cannot_take_get_a_clear_error(name):
     message = str(error.value)
     assert len(message) < 200
     message.encode("utf-8")  # a message a browser can be sent: no lone surrogate echoed back
+
+
+# --- Missing tokenizer ------------------------------------------------------------------------------------
+
+def test_a_folder_without_tokenizer_files_is_refused_at_load(tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    for file_name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (folder / file_name).unlink(missing_ok=True)
+    with pytest.raises(opt_lens.OptLensError, match="no tokenizer"):
+        opt_lens.load(str(folder))
+
+
+# --- auto_map on a known model type -------------------------------------------------------------------------
+
+def test_auto_map_on_a_known_model_type_is_ignored_with_a_warning(tiny_folder, tmp_path, caplog):
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    marker = tmp_path / "code_ran"
+    (folder / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    edit_config(folder, auto_map={"AutoModelForCausalLM": "modeling_custom.M"})
+    with caplog.at_level(logging.WARNING, logger="opt_lens.loading"):
+        lm = opt_lens.load(str(folder))
+    assert type(lm.model).__name__ == "GPT2LMHeadModel" and not marker.exists()
+    warnings = [r.getMessage() for r in caplog.records if "auto_map" in r.getMessage()]
+    assert len(warnings) == 1 and str(folder) in warnings[0]
+
+
+# --- A Hub that never answers -------------------------------------------------------------------------------
+
+def test_the_hub_timeout_default_is_at_most_30_seconds():
+    assert 0 < hub.hub_timeout() <= 30
+
+
+def test_a_load_from_a_hanging_hub_fails_with_a_clear_message(hub_hanging, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_ETAG_TIMEOUT", 1)  # the setting hub_timeout() reads
+    start = time.perf_counter()
+    with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
+        opt_lens.load("facebook/opt-125m")
+    assert time.perf_counter() - start < 10  # was still waiting after 90 s
+
+
+def test_the_reachability_probe_gives_up_on_a_hanging_hub_within_seconds(hub_hanging):
+    start = time.perf_counter()
+    assert hub.hub_reachable() is False
+    assert time.perf_counter() - start < 5
+
+
+def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging):
+    failures = []
+
+    def waiting_student():
+        try:
+            opt_lens.load("facebook/opt-125m")  # waits the default timeout, 10 s
+        except Exception as error:  # noqa: BLE001 - collected, so that the test can check what it was
+            failures.append(error)
+
+    waiting = threading.Thread(target=waiting_student)
+    waiting.start()
+    time.sleep(0.5)  # the first student's request is now with the hanging Hub
+    start = time.perf_counter()
+    lm = opt_lens.load("demo/tiny-gpt2")
+    took = time.perf_counter() - start
+    assert lm.source == "demo" and waiting.is_alive(), f"the demo load took {took:.1f} s, until the other gave up"
+    hub_hanging.stop()  # the Hub hangs up: the waiting load ends now, as a network failure
+    waiting.join(10)
+    assert len(failures) == 1 and "Cannot reach the Hugging Face Hub" in str(failures[0])

@@ -1,8 +1,8 @@
 """Loading: demo names, local folders, the Hub (a stand-in on 127.0.0.1, see conftest.py), and every refusal."""
 
-import json
+import errno
+import logging
 import pickle
-import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_folders import copy_model, edit_config
 
 import opt_lens
 from opt_lens import hub, loading
@@ -56,17 +57,6 @@ def test_unreachable_hub_fails_fast_with_a_clear_message(hub_unreachable):
     with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
         opt_lens.load("gpt2", allow_local=False)
     assert time.perf_counter() - start < 5
-
-
-def copy_model(tiny_folder, kind, destination: Path) -> Path:
-    shutil.copytree(tiny_folder(kind), destination)
-    return destination
-
-
-def edit_config(folder: Path, **changes) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
 
 
 def test_remote_code_is_never_run(tiny_folder, tmp_path):
@@ -218,12 +208,53 @@ def test_hub_model_too_large_is_refused_before_downloading_weights(hub_answering
 
 @pytest.mark.parametrize(
     "status, headers, message",
-    [(404, {"X-Error-Code": "RepoNotFound"}, "no model called"), (403, {"X-Error-Code": "GatedRepo"}, "gated")],
+    [
+        (404, {"X-Error-Code": "RepoNotFound"}, "no model called"),
+        (403, {"X-Error-Code": "GatedRepo"}, "gated"),
+        (401, {"X-Error-Message": "Invalid credentials in Authorization header"}, "HF_TOKEN"),
+        (429, {}, "try again in a minute"),
+        (500, {}, "HTTP 500"),
+    ],
 )
-def test_hub_errors_become_clear_messages(hub_answering, status, headers, message):
+def test_hub_errors_become_clear_messages_and_keep_their_cause_in_the_log(hub_answering, caplog, status, headers, message):
     hub_answering.fail_with = (status, headers)
-    with pytest.raises(opt_lens.OptLensError, match=message):
-        opt_lens.load("someone/tiny-opt")
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match=message) as error:
+            opt_lens.load("someone/tiny-opt")
+    assert "connection" not in str(error.value)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert str(status) in str(record.exc_info[1]) and record.getMessage() == str(error.value)
+
+
+def test_a_full_disk_is_not_a_network_error(hub_answering, monkeypatch, caplog):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hub, "hf_hub_download", disk_full)
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match="disk is full") as error:
+            opt_lens.load("someone/tiny-opt")
+    assert "connection" not in str(error.value) and "reach" not in str(error.value)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[1].errno == errno.ENOSPC
+
+
+def test_an_unreachable_hub_leaves_its_cause_in_the_log(hub_unreachable, caplog):
+    with caplog.at_level(logging.WARNING, logger="opt_lens.hub"):
+        with pytest.raises(opt_lens.OptLensError, match="check the connection"):
+            opt_lens.load("someone/tiny-opt")
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert "onnect" in type(record.exc_info[1]).__name__  # the client's ConnectError: connection refused
+
+
+def test_a_hub_repository_without_a_tokenizer_is_refused_before_its_weights_download(hub_answering, tiny_folder, tmp_path):
+    folder = copy_model(tiny_folder, "opt", tmp_path / "no-tokenizer")
+    for file_name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (folder / file_name).unlink(missing_ok=True)
+    hub_answering.add("someone/no-tokenizer", folder)
+    with pytest.raises(opt_lens.OptLensError, match="no tokenizer"):
+        opt_lens.load("someone/no-tokenizer")
+    assert not any("model.safetensors" in r for r in hub_answering.requests)
 
 
 def test_weight_file_choice_prefers_safetensors():
@@ -256,4 +287,36 @@ def test_hub_reachability_probe_sees_an_answering_hub(hub_answering):
     hub_answering.add("gpt2", hub_answering.repos["someone/tiny-gpt2"])  # the probe asks about gpt2
     assert hub.hub_reachable() is True
 
+
+def test_a_model_downloaded_before_loads_and_is_listed_with_the_hub_gone(hub_answering):
+    online = opt_lens.load("someone/tiny-gpt2")
+    assert [m.repo_id for m in hub.cached_models()] == ["someone/tiny-gpt2"]
+    hub_answering.stop()  # connections are now refused
+    offline = opt_lens.load("someone/tiny-gpt2")
+    assert offline.source == "hub" and offline.arch.n_params == online.arch.n_params
+    torch.testing.assert_close(opt_lens.capture(offline, "Hello").next_logits, opt_lens.capture(online, "Hello").next_logits)
+    [cached] = hub.cached_models()
+    commit = hub_answering.commit("someone/tiny-gpt2")
+    assert cached.revision == commit
+    assert cached.folder == hub_answering.cache / "models--someone--tiny-gpt2" / "snapshots" / commit
+
+
+def test_the_cache_offers_only_models_that_can_load(hub_answering, tiny_folder, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    opt_lens.load("someone/tiny-opt")
+    opt_lens.describe_pretrained("someone/tiny-gpt2")  # downloads config.json only
+    custom = copy_model(tiny_folder, "gpt2", tmp_path / "custom")
+    edit_config(custom, model_type="custom_gpt", auto_map={"AutoModelForCausalLM": "modeling_custom.M"})
+    bert = copy_model(tiny_folder, "gpt2", tmp_path / "bert")
+    edit_config(bert, model_type="bert", architectures=["BertForMaskedLM"])
+    for repo_id, folder in (("someone/custom-code", custom), ("someone/bert", bert)):
+        hub_answering.add(repo_id, folder)
+        for file_name in ("config.json", "model.safetensors", "tokenizer.json"):
+            hf_hub_download(repo_id, file_name)  # the real client fills the cache, whatever the files hold
+    assert [m.repo_id for m in hub.cached_models()] == ["someone/tiny-opt"]
+
+
+def test_an_empty_or_missing_cache_offers_nothing(hub_unreachable):
+    assert not hub_unreachable.exists() and hub.cached_models() == []
 
