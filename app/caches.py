@@ -94,35 +94,10 @@ def hub_online() -> bool:
 def cached_hub_models() -> list[str]:
     """IDs of the Hub models in this computer's Hugging Face cache that load without the Hub, sorted.
 
-    Found with huggingface_hub's own cache scan; a model counts when one snapshot holds a config, weights and a
-    tokenizer, and its config describes a decoder-only model. Rescanned every minute, so a model a teacher
-    downloads while the app runs shows up.
+    ``opt_lens.hub.cached_models`` finds them with huggingface_hub's own cache scan. Rescanned every minute,
+    so a model a teacher downloads while the app runs shows up.
     """
-    from huggingface_hub import constants, scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        cache = scan_cache_dir(constants.HF_HUB_CACHE)
-    except (CacheNotFound, OSError):
-        return []
-    found = []
-    for repo in cache.repos:
-        if repo.repo_type != "model" or opt_lens.DEMO_MODELS.get(repo.repo_id):
-            continue
-        for revision in sorted(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified), reverse=True):
-            files = {f.file_name for f in revision.files}
-            weights = any(f.endswith((".safetensors", ".bin")) for f in files)
-            tokenizer = "tokenizer.json" in files or {"vocab.json", "merges.txt"} <= files
-            if not ("config.json" in files and weights and tokenizer):
-                continue
-            try:  # the snapshot's own config, read locally: is it a model this app can load?
-                opt_lens.describe_pretrained(str(revision.snapshot_path), allow_local=True)
-            except opt_lens.OptLensError as error:
-                logger.info("Not offering cached %s: %s", repo.repo_id, error)
-                break
-            found.append(repo.repo_id)
-            break
-    return sorted(found)
+    return [model.repo_id for model in opt_lens.hub.cached_models()]
 
 
 @st.cache_data(ttl=3600, show_spinner=False)
