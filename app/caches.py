@@ -15,6 +15,7 @@ import streamlit as st
 
 import opt_lens
 from opt_lens.hub import hub_reachable
+from opt_lens.tokens import Tokenized, tokenize
 from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,12 @@ def cached_capture(name: str, prompt: str, *, ui: bool = True,
             lambda: hand_back_freed_memory(opt_lens.capture(lm, prompt, attention_prefix=attention_prefix)),
             lambda cap: cap.nbytes(),
         )
+
+
+def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
+    """``prompt`` in model ``name``'s tokens, cut at its context: the tokenizer only, never a forward pass."""
+    lm = shared_model(name, ui=ui)
+    return tokenize(lm.tokenizer, prompt, lm.arch.max_positions)
 
 
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:

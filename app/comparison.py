@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app.caches import cached_capture, comparison_captures, shared_model
+from app.caches import comparison_captures, shared_model, tokenized_prompt
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,6 @@ def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, na
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
 def aligned_tokens(name_a: str, name_b: str, prompt: str) -> pd.DataFrame:
     """Both tokenizations of the prompt, paired by the characters each token covers."""
-    alignment = opt_lens.compare.align_tokens(cached_capture(name_a, prompt, ui=False),
-                                              cached_capture(name_b, prompt, ui=False))
+    alignment = opt_lens.compare.align_tokens(tokenized_prompt(name_a, prompt, ui=False),
+                                              tokenized_prompt(name_b, prompt, ui=False))
     return _alignment_frame(alignment, name_a, name_b)

@@ -10,9 +10,9 @@ import streamlit as st
 
 import opt_lens
 from app import lessons, teacher
-from app.caches import model_cache
+from app.caches import model_cache, shared_model, tokenized_prompt
 from app.navigation import app_pages
-from app.state import sidebar
+from app.state import chosen_model, chosen_prompt, sidebar
 from app.text import escape_markdown
 from opt_lens.memory import format_bytes, return_large_blocks_when_freed
 
@@ -36,11 +36,23 @@ def configure_server() -> None:
             package_logger.setLevel(logging.INFO)
 
 
-def memory_note(placeholder) -> None:
+def sidebar_notes(placeholder) -> None:
+    """Under the prompt: its length in the model's tokens, once the page has loaded the model (this never
+    loads one), and which models the server holds."""
     cache = model_cache()
-    loaded = ", ".join(cache.keys()) or "none yet"
-    placeholder.caption(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
-                        "the least recently used is dropped first).")
+    name, prompt = chosen_model("model"), chosen_prompt()
+    notes = []
+    tokenized = None
+    if name in cache.keys():
+        with contextlib.suppress(opt_lens.OptLensError):  # the page has said what is wrong with the prompt
+            tokenized = tokenized_prompt(name, prompt, ui=False)
+    if tokenized:
+        notes.append(f"The prompt is {tokenized.n_prompt_tokens} tokens for {escape_markdown(name)}, which reads "
+                     f"at most {shared_model(name, ui=False).arch.max_positions}.")
+    loaded = ", ".join(escape_markdown(key) for key in cache.keys()) or "none yet"
+    notes.append(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
+                 "the least recently used is dropped first).")
+    placeholder.caption("  \n".join(notes))
 
 
 @contextlib.contextmanager
@@ -49,6 +61,8 @@ def friendly_errors():
     try:
         yield
     except opt_lens.OptLensError as error:
+        # The student reads the short message; the log keeps what caused it (a timeout, a full disk, ...).
+        logger.info("Shown to a student: %s", error, exc_info=error if error.__cause__ else None)
         st.error(escape_markdown(error), icon=":material/error:")
     except Exception:  # noqa: BLE001 - no student ever sees a traceback; the server log keeps it
         logger.exception("Page failed")
@@ -66,7 +80,7 @@ def run_frame(run_page) -> None:
             run_page()
     finally:  # also after st.stop() in a page
         _inside_frame.reset(inside)
-        memory_note(note)
+        sidebar_notes(note)
         teacher.sync_url()
         lessons.sync_url()
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 import opt_lens
-from app.caches import cached_capture, comparison_captures, shared_model
+from opt_lens.tokens import Tokenized
+from app.caches import cached_capture, comparison_captures, shared_model, tokenized_prompt
 from app.state import chosen_model, chosen_prompt
 from app.text import escape_markdown
 
 
-def warn_if_truncated(name: str, cap: opt_lens.Capture) -> None:
-    """Every view of a capture says so when the prompt was longer than the model's context."""
-    if cap.truncated:
-        st.warning(f"The prompt has {cap.n_prompt_tokens} tokens, but {escape_markdown(name)} reads at most "
-                   f"{cap.seq_len}: what you see here is computed on the first ones only.",
+def warn_if_truncated(name: str, cut: opt_lens.Capture | Tokenized) -> None:
+    """Every view of a prompt says so when it was longer than the model's context."""
+    if cut.truncated:
+        st.warning(f"The prompt has {cut.n_prompt_tokens} tokens, but {escape_markdown(name)} reads at most "
+                   f"{cut.seq_len}: what you see here is computed on the first ones only.",
                    icon=":material/content_cut:")
 
 
@@ -24,6 +25,14 @@ def selected_model_and_capture() -> tuple[str, str, opt_lens.LoadedModel, opt_le
     cap = cached_capture(name, prompt)
     warn_if_truncated(name, cap)
     return name, prompt, shared_model(name), cap
+
+
+def tokens_on(name: str, prompt: str) -> Tokenized:
+    """``prompt`` cut into model ``name``'s tokens, as the model would read it (tokenizer only, no forward
+    pass), saying if it was cut."""
+    tokenized = tokenized_prompt(name, prompt)
+    warn_if_truncated(name, tokenized)
+    return tokenized
 
 
 def selected_comparison_captures(name_a: str, name_b: str, prompt: str) -> tuple:

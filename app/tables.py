@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
+from opt_lens.tokens import Tokenized
 from app.caches import cached_capture, shared_model
 
 
@@ -14,24 +15,23 @@ def token_labels(cap: opt_lens.Capture) -> list[str]:
     return [f"{i} {token}" for i, token in enumerate(cap.tokens)]
 
 
-def token_table(cap: opt_lens.Capture) -> pd.DataFrame:
+def token_table(tokenized: Tokenized) -> pd.DataFrame:
     return pd.DataFrame({
-        "position": range(cap.seq_len),
-        "token": cap.tokens,
-        "id": cap.input_ids.tolist(),
-        "characters": [f"{start}–{end}" for start, end in cap.offsets],
-        "text": [cap.text[start:end] for start, end in cap.offsets],
+        "position": range(tokenized.seq_len),
+        "token": tokenized.tokens,
+        "id": tokenized.input_ids.tolist(),
+        "characters": [f"{start}–{end}" for start, end in tokenized.offsets],
+        "text": [tokenized.text[start:end] for start, end in tokenized.offsets],
     })
 
 
-def attention_frame(cap: opt_lens.Capture, layer: int, heads_: list[int], window: tuple[int, int]) -> pd.DataFrame:
+def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window: tuple[int, int]) -> pd.DataFrame:
     """Long table of one layer's attention for the given heads, restricted to a window of positions."""
     start, end = window
     labels = token_labels(cap)
-    block = cap.attention[layer, heads_, start:end, start:end].float()  # [head, query, key]
     frames = []
-    for index, head in enumerate(heads_):
-        weights = block[index].numpy()
+    for head in heads:
+        weights = cap.pattern(layer, head)[start:end, start:end].numpy()
         query, key = weights.nonzero()  # causal: the zeros above the diagonal are not drawn
         frames.append(pd.DataFrame({
             "head": head,
@@ -44,7 +44,7 @@ def attention_frame(cap: opt_lens.Capture, layer: int, heads_: list[int], window
 
 def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> pd.DataFrame:
     """How much one query token attends to each key up to itself."""
-    weights = cap.attention[layer, head, query, : query + 1].float().numpy()
+    weights = cap.pattern(layer, head)[query, : query + 1].numpy()
     return pd.DataFrame({"position": range(query + 1), "token": cap.tokens[: query + 1], "weight": weights})
 
 

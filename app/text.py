@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import re
 
-import opt_lens
+from opt_lens.tokens import Tokenized
 
 # Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
+FOLD_TOKENS = 200  # beyond this many tokens, a row of chips scrolls in a box of its own, with a search box
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
 
 
@@ -16,12 +17,15 @@ def escape_markdown(text) -> str:
     return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
 
 
-def token_chips(cap: opt_lens.Capture) -> str:
-    """Token chips as HTML; every piece of user text is escaped, so a prompt can never inject markup."""
-    tokens, ids = cap.tokens, cap.input_ids.tolist()
+def token_chips(tokenized: Tokenized, find: str = "") -> str:
+    """Token chips as HTML, those whose text contains ``find`` outlined; every piece of user text is
+    escaped, so a prompt can never inject markup."""
+    tokens, ids = tokenized.tokens, tokenized.input_ids.tolist()
+    find = find.casefold()
     chips = "".join(
         f'<span title="id {token_id}" style="display:inline-block;margin:2px;padding:2px 6px;border-radius:6px;'
-        f'background:{"#e8eefc" if i % 2 else "#fdf0e0"};font-family:monospace;white-space:pre">'
+        f'background:{"#e8eefc" if i % 2 else "#fdf0e0"};font-family:monospace;white-space:pre'
+        f'{";outline:2px solid #e45756" if find and find in token.casefold() else ""}">'
         f'{html.escape(token)}<sub style="color:#888;margin-left:3px">{token_id}</sub></span>'
         for i, (token, token_id) in enumerate(zip(tokens, ids))
     )

@@ -21,105 +21,111 @@ def open_clicked_head():
         st.session_state.layer, st.session_state.head = clicked
 
 
-left, right = st.columns(2)
-# Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
-layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
-head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
+@st.fragment
+def head_views():
+    """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
+    left, right = st.columns(2)
+    # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
+    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
+    head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
 
-window_size = 32
-start, end = 0, cap.seq_len
-if cap.seq_len > window_size:
-    end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len, key="window", bind="query-params",
-                    help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
-    start = end - window_size
-frame = tables.attention_frame(cap, layer, [head], (start, end))
-order = tables.token_labels(cap)[start:end]
-heatmap = (
-    alt.Chart(frame)
-    .mark_rect()
-    .encode(
-        x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
-        y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
-        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
-        tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
+    window_size = 32
+    start, end = 0, cap.seq_len
+    if cap.seq_len > window_size:
+        end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len, key="window", bind="query-params",
+                        help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
+        start = end - window_size
+    pattern_table = tables.attention_frame(cap, layer, [head], (start, end))
+    order = tables.token_labels(cap)[start:end]
+    heatmap = (
+        alt.Chart(pattern_table)
+        .mark_rect()
+        .encode(
+            x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
+            y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
+            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
+            tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
+        )
+        .properties(title=f"{name} · layer {layer} · head {head}", height=140 + 20 * (end - start))
     )
-    .properties(title=f"{name} · layer {layer} · head {head}", height=140 + 20 * (end - start))
-)
-st.altair_chart(heatmap, width="stretch")
-tables.csv_button(frame.assign(layer=layer), "Download this head's attention as CSV",
-               f"attention_layer{layer}_head{head}.csv")
+    st.altair_chart(heatmap, width="stretch")
+    tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
+                   f"attention_layer{layer}_head{head}.csv")
 
-st.subheader("Where one token looks")
-st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
-labels = tables.token_labels(cap)
-focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1], key="focus", bind="query-params")
-focus_row = tables.attention_row(cap, layer, head, labels.index(focus))
-bars = (
-    alt.Chart(focus_row)
-    .mark_bar(color="#4c78a8")
-    .encode(
-        x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
-                axis=alt.Axis(labelOverlap=True, labelAngle=0)),
-        y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
+    st.subheader("Where one token looks")
+    st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
+    labels = tables.token_labels(cap)
+    focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1], key="focus", bind="query-params")
+    focus_row = tables.attention_row(cap, layer, head, labels.index(focus))
+    bars = (
+        alt.Chart(focus_row)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
+                    axis=alt.Axis(labelOverlap=True, labelAngle=0)),
+            y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
+        )
+        .properties(title=f"Where “{focus}” looks · layer {layer} · head {head}", height=220)
     )
-    .properties(title=f"Where “{focus}” looks · layer {layer} · head {head}", height=220)
-)
-st.altair_chart(bars, width="stretch")
+    st.altair_chart(bars, width="stretch")
 
-st.subheader(f"All {n_heads} heads of layer {layer}")
-small = min(end - start, 24)
-multiples = (
-    alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
-    .mark_rect()
-    .encode(
-        x=alt.X("key:N", sort=order[-small:], axis=None),
-        y=alt.Y("query:N", sort=order[-small:], axis=None),
-        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
-        tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
+    st.subheader(f"All {n_heads} heads of layer {layer}")
+    small = min(end - start, 24)
+    multiples = (
+        alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
+        .mark_rect()
+        .encode(
+            x=alt.X("key:N", sort=order[-small:], axis=None),
+            y=alt.Y("query:N", sort=order[-small:], axis=None),
+            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
+            tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
+        )
+        .properties(width=130, height=130)
+        .facet(facet=alt.Facet("head:N", title=None), columns=6)
     )
-    .properties(width=130, height=130)
-    .facet(facet=alt.Facet("head:N", title=None), columns=6)
-)
-st.altair_chart(multiples)
-if small < end - start:
-    st.caption(f"The small maps show the last {small} tokens of the window.")
+    st.altair_chart(multiples)
+    if small < end - start:
+        st.caption(f"The small maps show the last {small} tokens of the window.")
 
-st.subheader("What every head does")
-if cap.seq_len < 2:
-    st.info("Head scores need a prompt of at least two tokens.")
-    st.stop()
-scores = tables.head_score_table(name, prompt)
-metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
-                  horizontal=True, key="head_metric", bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
-st.caption({
-    "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
-    "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
-                 "occurrence. High: an induction head (in-context copying).",
-    "first token": "Mean attention on the first token, where idle heads rest.",
-    "duplicate token": "Attention on earlier copies of the same token in your prompt.",
-    "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
-}[metric] + " Click a cell to open that head above.")
-picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
-shown = scores[scores.metric == metric]
-# Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.
-domain = [0, max(float(shown.score.max()), 1e-6)] if metric == "entropy" else [0, 1]
-is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
-head_map = (
-    alt.Chart(shown)
-    .mark_rect()
-    .encode(
-        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("layer:O", title="layer", sort="descending"),
-        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
-        tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
-        opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
-        stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
-        strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
+    st.subheader("What every head does")
+    if cap.seq_len < 2:
+        st.info("Head scores need a prompt of at least two tokens.")
+        return
+    scores = tables.head_score_table(name, prompt)
+    metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
+                      horizontal=True, key="head_metric", bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
+    st.caption({
+        "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
+        "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
+                     "occurrence. High: an induction head (in-context copying).",
+        "first token": "Mean attention on the first token, where idle heads rest.",
+        "duplicate token": "Attention on earlier copies of the same token in your prompt.",
+        "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
+    }[metric] + " Click a cell to open that head above.")
+    picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+    shown = scores[scores.metric == metric]
+    # Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.
+    domain = [0, max(float(shown.score.max()), 1e-6)] if metric == "entropy" else [0, 1]
+    is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
+    head_map = (
+        alt.Chart(shown)
+        .mark_rect()
+        .encode(
+            x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("layer:O", title="layer", sort="descending"),
+            color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
+            tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
+            opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
+            stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
+            strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
+        )
+        .add_params(picked)
+        .properties(height=max(160, 28 * n_layers))
     )
-    .add_params(picked)
-    .properties(height=max(160, 28 * n_layers))
-)
-st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
-st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
-tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
+    st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
+    st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
+    tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
+
+
+head_views()

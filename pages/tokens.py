@@ -1,6 +1,6 @@
 import streamlit as st
 
-from app import caches, comparison, frame, selection, state, tables, text
+from app import comparison, frame, selection, state, tables, text
 
 frame.page_intro(
     "Tokens",
@@ -9,28 +9,35 @@ frame.page_intro(
     "tokens (emoji, many non-Latin scripts) shows as its raw bytes `<0x..>`. **Notice** that OPT starts every "
     "text with `</s>` and numbers the same pieces differently."
 )
-name, prompt, _, cap = selection.selected_model_and_capture()
+name, prompt = state.chosen_model("model"), state.chosen_prompt()
+tokenized = selection.tokens_on(name, prompt)  # this page only tokenizes: no model runs
+find = ""
+if tokenized.seq_len > text.FOLD_TOKENS:
+    find = st.text_input("Find a token", max_chars=50, placeholder="e.g. ␣the",
+                         help="Outlines every chip, in both rows, whose text contains this (␣ is a space).")
 
 
-def show_chips(model_name, capture):
-    st.markdown(f"**{text.escape_markdown(model_name)}**: {capture.seq_len} tokens")
+def show_chips(model_name, tokens):
+    found = sum(find.casefold() in token.casefold() for token in tokens.tokens) if find else 0
+    st.markdown(f"**{text.escape_markdown(model_name)}**: {tokens.seq_len} tokens"
+                + (f", {found} containing “{text.escape_markdown(find)}” (outlined)" if find else ""))
     # token_chips escapes every piece of the prompt: only the chips' own markup is HTML.
-    st.markdown(text.token_chips(capture), unsafe_allow_html=True)
+    chips = text.token_chips(tokens, find)
+    box = st.container(height=260) if tokens.seq_len > text.FOLD_TOKENS else st.container()
+    box.markdown(chips, unsafe_allow_html=True)
 
 
-show_chips(name, cap)
+show_chips(name, tokenized)
 st.caption("Each chip is one token; the small number is its id in the vocabulary. Hover a chip to see its id.")
 with st.expander("As a table"):
-    table = tables.token_table(cap)
+    table = tables.token_table(tokenized)
     st.dataframe(table, width="stretch", hide_index=True)
     tables.csv_button(table, "Download as CSV", "tokens.csv")
 
 st.subheader("Two tokenizers on the same text")
 other = state.model_box("Compare with", "model_b", "Usually an OPT model, to see how its tokens line up with "
                         "GPT-2's; type any Hugging Face model ID and press Enter.")
-other_cap = caches.cached_capture(other, prompt)
-selection.warn_if_truncated(other, other_cap)
-show_chips(other, other_cap)
+show_chips(other, selection.tokens_on(other, prompt))
 st.caption("Below, rows pair tokens that cover exactly the same characters; a token with no partner (like "
            "OPT's `</s>`, or a word the two tokenizers cut differently) has an empty cell on the other side.")
 aligned = comparison.aligned_tokens(name, other, prompt)

@@ -157,3 +157,20 @@ def count_script_runs(page, seconds: float) -> int:
     }""")
     page.wait_for_timeout(seconds * 1000)
     return page.evaluate("() => { window.__runObserver.disconnect(); return window.__scriptRuns; }")
+
+
+def watch_stale_marks(page, container: str) -> None:
+    """Start counting the times an element in ``container`` is marked stale: a full script run marks the
+    elements it has not drawn again yet; a fragment's run leaves everything outside the fragment alone."""
+    page.evaluate("""(selector) => {
+        window.__staleMarks = 0;
+        window.__staleObserver = new MutationObserver((mutations) => {
+            for (const m of mutations) if (m.target.getAttribute('data-stale') === 'true') window.__staleMarks += 1;
+        });
+        window.__staleObserver.observe(document.querySelector(selector),
+                                       {attributes: true, subtree: true, attributeFilter: ['data-stale']});
+    }""", container)
+
+
+def stale_marks(page) -> int:
+    return page.evaluate("() => { window.__staleObserver.disconnect(); return window.__staleMarks; }")

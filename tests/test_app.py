@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import opt_lens
-from app import caches, experiments, state
+from app import caches, experiments, state, text
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
@@ -155,7 +155,7 @@ def test_changing_layer_and_head_redraws_without_rerunning_the_model(monkeypatch
     for page in ("pages/predictions.py", "pages/tokens.py", "pages/attention.py"):  # nor does changing page
         open_page(at, page)
         assert_clean(at)
-    assert [lm.name for lm, _ in calls if lm.name == "demo/tiny-gpt2"] == []  # Tokens may run model B once
+    assert calls == []  # the Tokens page only tokenizes, for either model
 
 
 def test_changing_the_model_changes_the_view():
@@ -215,6 +215,45 @@ def test_invalid_model_id_is_refused_in_the_sidebar():
 )
 def test_a_click_on_the_head_map_opens_that_head(event, expected):
     assert state.clicked_head(event, n_layers=2, n_heads=4) == expected
+
+
+def test_the_sidebar_counts_the_prompt_in_the_model_s_tokens():
+    prompt = "Tokenizers count differently: 日本語 😀"
+    at = open_page(app(prompt=prompt), "pages/predictions.py")
+    assert_clean(at)
+    n_tokens = len(opt_lens.load("demo/tiny-gpt2").tokenizer(prompt)["input_ids"])
+    assert f"The prompt is {n_tokens} tokens for demo/tiny\\-gpt2, which reads at most 128." in at.sidebar.caption[0].value
+
+
+def test_the_tokens_page_runs_no_model_and_shows_what_the_tokenizer_gives(monkeypatch):
+    runs = []
+    real_capture = opt_lens.capture
+    monkeypatch.setattr(opt_lens, "capture", lambda *a, **k: runs.append(a) or real_capture(*a, **k))
+    prompt = "A prompt no other test uses, for the tokenizers alone."
+    at = open_page(app(prompt=prompt), "pages/tokens.py")
+    assert_clean(at)
+    assert runs == []
+    for row, name in enumerate(("demo/tiny-gpt2", "demo/tiny-opt")):
+        tokenizer = opt_lens.load(name).tokenizer
+        expected_ids = tokenizer(prompt)["input_ids"]  # transformers' own tokenization
+        assert re.findall(r"<sub[^>]*>(\d+)</sub>", chips(at, row)) == [str(i) for i in expected_ids], name
+
+
+def test_a_long_prompt_folds_its_chips_and_finds_a_token(monkeypatch):
+    monkeypatch.setattr(text, "FOLD_TOKENS", 50)  # the demo models read 128 tokens at most
+    prompt = "The cat sat on the mat. " * 60
+    at = open_page(app(prompt=prompt), "pages/tokens.py")
+    assert_clean(at)
+    folded = [block for block in at.main.children.values()
+              if getattr(block, "type", "") == "flex_container" and block.proto.flex_container.border]
+    assert len(folded) == 2  # both rows of chips scroll in a box of their own
+    next(box for box in at.text_input if box.label == "Find a token").set_value("cat").run()
+    assert_clean(at)
+    tokenizer = opt_lens.load("demo/tiny-gpt2").tokenizer
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(prompt)["input_ids"][:128])  # what the model reads
+    expected = sum("cat" in piece for piece in pieces)
+    assert any(f"{expected} containing “cat”" in m.value for m in at.markdown)
+    assert chips(at).count("outline:2px") == expected
 
 
 def test_prompt_with_markup_is_shown_as_text():

@@ -388,6 +388,9 @@ def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and
                     tab = browser.new_page(viewport={"width": 1440, "height": 900})
                     tab.goto(f"{server.url}/predictions?{query}{present}")
                     wait_for_app(tab, timeout=90_000)
+                    # A deep link's first run hands over to the entry point and reruns: wait for the page itself.
+                    tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
+                    wait_for_app(tab, timeout=90_000)
                     sidebar = tab.locator('[data-testid="stSidebar"]')
                     sizes[present] = tab.evaluate(
                         "() => parseFloat(getComputedStyle(document.querySelector('[data-testid=\"stMain\"] p')).fontSize)")

@@ -21,7 +21,9 @@ from browser_support import (
     launch_chromium,
     main_text,
     screenshot,
+    stale_marks,
     wait_for_app,
+    watch_stale_marks,
 )
 
 if not CHROMIUM.exists():
@@ -78,7 +80,7 @@ def page(browser, server):
 def open_app(page, server, query: dict | None = None, path: str = ""):
     url = f"{server.url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     page.goto(url)
-    wait_for_app(page)
+    wait_for_app(page, timeout=90_000)  # a server's first page imports torch and loads a model
 
 
 def assert_clean(page, server):
@@ -269,3 +271,15 @@ def test_a_typed_name_that_is_not_a_model_id_keeps_the_model_in_use(page, server
     assert errors.count() == 1 and "passwd" in errors.first.inner_text()
     assert "demo/tiny-opt:" in main_text(page) and "passwd" not in page.url  # the previous model, not the default
     assert_clean(page, server)
+
+
+def test_switching_layer_or_head_reruns_only_the_head_views(page, server):
+    open_app(page, server, path="attention")
+    watch_stale_marks(page, SIDEBAR)
+    choose(page, "Layer", "1")
+    choose(page, "Head", "2")
+    assert "demo/tiny-gpt2 · layer 1 · head 2" in chart_titles(page)
+    assert "layer=1" in page.url and "head=2" in page.url
+    assert stale_marks(page) == 0  # the sidebar, outside the fragment, was never redrawn
+    set_prompt(page, "The dog ran to the park")  # while a change of prompt reruns the whole page
+    assert "demo/tiny-gpt2 · layer 1 · head 2" in chart_titles(page)
