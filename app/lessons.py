@@ -11,6 +11,7 @@ import streamlit as st
 
 LESSON_KEY = "lesson"
 WEAK_SCORE = 0.3  # below this, the "best" head is not doing the job the step is about
+CLOSE_SCORE = 0.05  # heads within this of the best are named too: the best is then one of several
 
 
 def steps() -> list:
@@ -74,13 +75,20 @@ def step_button(label: str, step: int, key: str, **kwargs) -> None:
 
 
 def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
-    """What the step's head scores in this model, and whether that is too weak to show the mechanism."""
+    """What the step's head scores in this model (and which heads score almost as high), and whether that is
+    too weak to show the mechanism."""
     from app.experiments import best_head
     from app.tables import head_score_table
 
-    layer, head, score = best_head(head_score_table(name, prompt), metric)
+    scores = head_score_table(name, prompt)
+    layer, head, score = best_head(scores, metric)
     text = (f"In {escape(name)}, the head with the highest {metric} score is layer {layer}, head {head}: "
             f"{score:.2f} (1 would be a perfect {metric} head).")
+    close = scores[(scores.metric == metric) & (scores.score >= score - CLOSE_SCORE)
+                   & ~((scores.layer == layer) & (scores.head == head))]
+    if score >= WEAK_SCORE and len(close):
+        others = ", ".join(f"layer {row.layer}, head {row.head} ({row.score:.2f})" for row in close.itertuples())
+        text += f" Almost as high: {others}. This model has several heads doing this job."
     return text, score < WEAK_SCORE
 
 

@@ -406,3 +406,35 @@ def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and
                 browser.close()
     finally:
         server.stop()
+
+
+def test_the_copying_step_names_every_head_that_scores_almost_as_high():
+    import opt_lens
+    from opt_lens import heads
+
+    at = open_page(app(lesson="2"), "pages/attention.py")
+    assert_clean(at)
+    # By hand: the induction score on the probe the app measures (random tokens repeated once, seed 0).
+    lm = opt_lens.load("demo/tiny-gpt2")
+    probe, start, period = heads.induction_probe(lm, length=40, seed=0)
+    scores = heads.induction_scores(probe.attention, start, period)  # [layer, head]
+    best = divmod(int(scores.argmax()), scores.shape[1])
+    close = [(layer, head) for layer in range(scores.shape[0]) for head in range(scores.shape[1])
+             if scores[layer, head] >= scores.max() - 0.05 and (layer, head) != best]
+    assert len(close) == 2  # the card's L1.H1 and L1.H3 score within 0.01 of L1.H2 here
+    (finding,) = [c.value for c in at.caption if "highest induction score" in c.value]
+    assert f"layer {best[0]}, head {best[1]}: {scores.max():.2f}" in finding
+    for layer, head in close:
+        assert f"layer {layer}, head {head} ({scores[layer, head]:.2f})" in finding
+    assert (at.session_state.layer, at.session_state.head) == best
+
+
+@pytest.mark.parametrize("name, step", [("demo/tiny-gpt2", 1), ("demo/tiny-opt", 1), ("demo/tiny-opt", 2)])
+def test_the_lesson_opens_the_heads_the_demo_cards_name(name, step):
+    from test_demo_shipped import card_figures
+
+    at = open_page(app(model=name, lesson=str(step)), "pages/attention.py")
+    assert_clean(at)
+    card = card_figures(name)
+    expected = card["previous head"] if step == 1 else card["induction head"]
+    assert (at.session_state.layer, at.session_state.head) == expected
