@@ -10,13 +10,16 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 import opt_lens
 from opt_lens.hub import hub_reachable
-from opt_lens.tokens import Tokenized, tokenize
 from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
+
+if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
+    from opt_lens.tokens import Tokenized
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ def cached_capture(name: str, prompt: str, *, ui: bool = True,
 def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
     """``prompt`` in model ``name``'s tokens, cut at its context: the tokenizer only, never a forward pass."""
     lm = shared_model(name, ui=ui)
-    return tokenize(lm.tokenizer, prompt, lm.arch.max_positions)
+    return opt_lens.tokens.tokenize(lm.tokenizer, prompt, lm.arch.max_positions)
 
 
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 import opt_lens
-from opt_lens.tokens import Tokenized
 from app.caches import cached_capture, comparison_captures, shared_model, tokenized_prompt
 from app.state import chosen_model, chosen_prompt
 from app.text import escape_markdown
+
+if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
+    from opt_lens.tokens import Tokenized
 
 
 def warn_if_truncated(name: str, cut: opt_lens.Capture | Tokenized) -> None:

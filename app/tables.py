@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import streamlit as st
 
 import opt_lens
-from opt_lens.tokens import Tokenized
 from app.caches import cached_capture, shared_model
+
+if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
+    from opt_lens.tokens import Tokenized
 
 
 def token_labels(cap: opt_lens.Capture) -> list[str]:

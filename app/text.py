@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import html
 import re
+from typing import TYPE_CHECKING
 
-from opt_lens.tokens import Tokenized
+if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
+    from opt_lens.tokens import Tokenized
 
-# Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
 FOLD_TOKENS = 200  # beyond this many tokens, a row of chips scrolls in a box of its own, with a search box
+# Every ASCII punctuation character that Markdown might read as syntax (CommonMark lets a backslash escape any).
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
 
 
