@@ -438,3 +438,15 @@ def test_the_lesson_opens_the_heads_the_demo_cards_name(name, step):
     card = card_figures(name)
     expected = card["previous head"] if step == 1 else card["induction head"]
     assert (at.session_state.layer, at.session_state.head) == expected
+
+
+def test_the_first_page_does_not_import_torch_when_nothing_is_cached():
+    import subprocess
+    import sys
+
+    # A fresh process: the start page with an empty cache and no Hub must not wait for torch (seconds).
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('streamlit_app.py', default_timeout=120).run(); "
+            "assert not at.exception; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
