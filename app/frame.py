@@ -98,4 +98,4 @@ def page_intro(title: str, what_it_shows: str) -> None:
     teacher.show_note()
     st.title(title)
     st.markdown(what_it_shows)
-    lessons.banner()
+    lessons.banner(title)

@@ -92,8 +92,18 @@ def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
     return text, score < WEAK_SCORE
 
 
-def banner() -> None:
-    """The current step at the top of the page, with buttons to move on; nothing outside a lesson."""
+# The title each step's page gives itself (frame.page_intro), to tell whether the banner is on that page.
+PAGE_TITLES = {"pages/attention.py": "Attention", "pages/predictions.py": "Predictions & logit lens",
+               "pages/tokens.py": "Tokens"}
+
+
+def step_page_title(step: int) -> str:
+    return PAGE_TITLES[steps()[step - 1].page]
+
+
+def banner(page_title: str | None = None) -> None:
+    """The current step at the top of the page (``page_title``), with buttons to move on; nothing outside a
+    lesson. On another page than the step's, a button leads back to it."""
     step = st.session_state.get(LESSON_KEY)
     if st.session_state.pop("_lesson_done", False):
         st.success("That was the last step of the lesson. Every page stays open to explore; the start page "
@@ -117,6 +127,9 @@ def banner() -> None:
                 st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
                            f"only the least weak, not a real {experiment.head_metric} head. Try another model.",
                            icon=":material/warning:")
+        if page_title is not None and page_title != step_page_title(step):
+            step_button(f"Back to this step's page: {step_page_title(step)}", step, "lesson-here",
+                        icon=":material/undo:")
         back, forward, leave = st.columns(3)
         if step > 1:
             with back:

@@ -450,3 +450,15 @@ def test_the_first_page_does_not_import_torch_when_nothing_is_cached():
             "assert not at.exception; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+
+
+def test_a_lesson_step_seen_from_another_page_leads_back_to_its_page():
+    at = open_page(app(lesson="3"), "pages/compare.py")
+    assert_clean(at)
+    back = at.button(key="lesson-here")
+    assert "Predictions & logit lens" in back.label
+    at = open_page(app(lesson="3"), "pages/predictions.py")
+    assert_clean(at)
+    assert [b.key for b in at.button if b.key == "lesson-here"] == []
+    for page, title in lessons.PAGE_TITLES.items():  # the titles the pages really give themselves
+        assert f'frame.page_intro(\n    "{title}",' in (ROOT / page).read_text(), page
