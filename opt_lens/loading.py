@@ -24,7 +24,7 @@ from . import hub
 from .architecture import Architecture, describe
 from .errors import OptLensError
 from .memory import format_bytes, memory_budget
-from .names import DEMO_MODELS, is_local_folder, validate_name
+from .names import DEMO_MODELS, is_local_folder, printable, validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +98,24 @@ def describe_pretrained(name_or_path: str, *, allow_local: bool = True) -> Archi
         folder = Path(name)
     else:
         folder = hub.fetch_config(name).folder
-    return describe(_checked_config(name, folder))
+    return _described(name, _checked_config(name, folder))
 
 
 def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
     config = _checked_config(name, folder)
-    weights_fit(name, describe(config))
+    weights_fit(name, _described(name, config))
     return config
+
+
+def _described(name: str, config: PretrainedConfig) -> Architecture:
+    """``describe`` on a config from anywhere: transformers may fail in any way on values it does not expect."""
+    try:
+        return describe(config)
+    except OptLensError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the config is untrusted input; the log keeps the cause
+        logger.warning("Building %s from its config failed", name, exc_info=error)
+        raise OptLensError(f"The config of {name} is invalid: transformers cannot build a model from it.") from error
 
 
 def _checked_config(name: str, folder: Path) -> PretrainedConfig:
@@ -114,8 +125,9 @@ def _checked_config(name: str, folder: Path) -> PretrainedConfig:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except StrictDataclassError as error:  # a field of the wrong type; the first line names it
         logger.warning("The config of %s is invalid", name, exc_info=error)
-        raise OptLensError(f"The config of {name} is invalid: {str(error).splitlines()[0][:120]}") from error
-    except (OSError, ValueError) as error:
+        first_line = str(error).partition("\n")[0]
+        raise OptLensError(f"The config of {name} is invalid: {printable(first_line, 120)}") from error
+    except Exception as error:  # noqa: BLE001 - the config is untrusted input; the log keeps the cause
         logger.warning("The config of %s could not be read", name, exc_info=error)
         raise OptLensError(f"The config of {name} could not be read.") from error
     config.name_or_path = name
@@ -156,19 +168,22 @@ def check_config_file(name: str, path: Path) -> dict:
         raise OptLensError(f"The config of {name} could not be read.") from error
     if not isinstance(raw, dict):
         raise OptLensError(f"The config of {name} is not a JSON object, so it could not be read.")
+    for key, kind, wanted in (("architectures", list, "a list"), ("auto_map", dict, "a mapping")):
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise OptLensError(f"The config of {name} gives {key} as '{printable(raw[key], 20)}', not {wanted}.")
     model_type = raw.get("model_type")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
         if "auto_map" in raw:
             raise OptLensError(f"{name} needs custom code from its repository, which this tool never runs.")
         raise OptLensError(
-            f"{name} is a '{str(model_type)[:40]}' model, which this version of transformers does not know."
+            f"{name} is a '{printable(model_type, 40)}' model, which this version of transformers does not know."
         )
     if "auto_map" in raw:
         logger.warning("Ignoring the auto_map of %s: its '%s' model type is built from transformers' own code, "
                        "and code from a repository never runs", name, model_type)
     architectures = raw.get("architectures") or []
     if raw.get("is_encoder_decoder") or (architectures and not set(map(str, architectures)) & _CAUSAL_LM_CLASSES):
-        kind = str(architectures[0] if architectures else model_type)[:80]
+        kind = printable(architectures[0] if architectures else model_type)
         raise OptLensError(f"{name} is a {kind}, not a decoder-only text generator (causal language model).")
     _check_sizes(name, raw)
     return raw
@@ -181,7 +196,7 @@ def _check_sizes(name: str, raw: dict) -> None:
         if value is None:  # absent or null: transformers uses the family's default or derives it
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise OptLensError(f"The config of {name} gives {key} as {str(value)[:20]!r}, not a whole number.")
+            raise OptLensError(f"The config of {name} gives {key} as '{printable(value, 20)}', not a whole number.")
         if not 1 <= value <= limit:
             raise OptLensError(f"The config of {name} asks for {key} = {value}, outside 1 to {limit:,}.")
         sizes[key] = value

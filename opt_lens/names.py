@@ -32,7 +32,7 @@ def validate_name(name_or_path: str, *, allow_local: bool = True) -> str:
     if allow_local and is_local_folder(name):
         return name
     if not _HUB_ID.match(name) or ".." in name or "--" in name:
-        raise OptLensError(f"'{_printable(name[:80])}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
+        raise OptLensError(f"'{printable(name)}' is not a model ID. IDs look like gpt2 or facebook/opt-125m.")
     return name
 
 
@@ -44,7 +44,7 @@ def is_local_folder(name: str) -> bool:
         return False
 
 
-def _printable(text: str) -> str:
-    # A message echoes what was typed: control characters and lone surrogates (which cannot be encoded to
-    # send to a browser) show as U+FFFD.
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+def printable(value, limit: int = 80) -> str:
+    """``value`` as text fit to echo in a message: at most ``limit`` characters, with control characters and
+    lone surrogates (which cannot be encoded to send to a browser) shown as U+FFFD."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in str(value)[:limit])

@@ -73,6 +73,10 @@ def test_implausible_sizes_are_refused_naming_the_field(tmp_path, changes, field
         ({"n_layer": True}, "n_layer"),
         ({"n_head": 3}, "3 heads"),  # 64 does not split into 3 heads
         ({"layer_norm_epsilon": "small"}, "layer_norm_epsilon"),  # caught by transformers' own validation
+        ({"architectures": 5}, "architectures"),  # TypeError before
+        ({"auto_map": 5}, "auto_map"),  # TypeError before
+        ({"rope_scaling": "x"}, "could not be read"),  # AttributeError inside transformers before
+        ({"dtype": 5}, "invalid"),  # AttributeError while building the model on the meta device before
     ],
 )
 def test_nonsense_configs_are_refused_naming_the_field(tiny_folder, tmp_path, changes, field):
@@ -82,6 +86,13 @@ def test_nonsense_configs_are_refused_naming_the_field(tiny_folder, tmp_path, ch
         opt_lens.load(str(folder))
     with pytest.raises(opt_lens.OptLensError, match=field):
         opt_lens.describe_pretrained(str(folder))
+
+
+def test_a_model_type_no_browser_can_be_sent_is_echoed_safely(tmp_path):
+    folder = config_folder(tmp_path, {**BOMB, "n_layer": 2, "model_type": "gpt\ud800"})
+    with pytest.raises(opt_lens.OptLensError, match="does not know") as error:
+        opt_lens.describe_pretrained(str(folder))
+    str(error.value).encode("utf-8")
 
 
 def test_a_huge_config_file_is_not_read(tmp_path):
