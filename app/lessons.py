@@ -84,8 +84,8 @@ def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
     layer, head, score = best_head(scores, metric)
     text = (f"In {escape(name)}, the head with the highest {metric} score is layer {layer}, head {head}: "
             f"{score:.2f} (1 would be a perfect {metric} head).")
-    close = scores[(scores.metric == metric) & (scores.score >= score - CLOSE_SCORE)
-                   & ~((scores.layer == layer) & (scores.head == head))]
+    close = scores[(scores["metric"] == metric) & (scores["score"] >= score - CLOSE_SCORE)
+                   & ~((scores["layer"] == layer) & (scores["head"] == head))]
     if score >= WEAK_SCORE and len(close):
         others = ", ".join(f"layer {row.layer}, head {row.head} ({row.score:.2f})" for row in close.itertuples())
         text += f" Almost as high: {others}. This model has several heads doing this job."

@@ -122,6 +122,7 @@ def test_a_head_step_shows_the_heads_score(monkeypatch):
     assert (layer, head) == (0, 1)  # the head its card names
     finding = [c.value for c in at.caption if "highest previous token score" in c.value]
     assert finding and f"layer {layer}, head {head}: {scores.max():.2f}" in finding[0]
+    assert "Almost as high" not in finding[0]  # L0.H0 scores 0.68 here, well below 0.82
     assert not [w for w in at.warning if "scores above" in w.value]
 
 
@@ -426,6 +427,7 @@ def test_the_copying_step_names_every_head_that_scores_almost_as_high():
     assert f"layer {best[0]}, head {best[1]}: {scores.max():.2f}" in finding
     for layer, head in close:
         assert f"layer {layer}, head {head} ({scores[layer, head]:.2f})" in finding
+    assert f"layer {best[0]}, head {best[1]} (" not in finding  # the best is not also "almost as high"
     assert (at.session_state.layer, at.session_state.head) == best
 
 
