@@ -464,3 +464,36 @@ def test_a_lesson_step_seen_from_another_page_leads_back_to_its_page():
     assert [b.key for b in at.button if b.key == "lesson-here"] == []
     for page, title in lessons.PAGE_TITLES.items():  # the titles the pages really give themselves
         assert f'frame.page_intro(\n    "{title}",' in (ROOT / page).read_text(), page
+
+
+def test_a_click_on_a_lens_column_in_chromium_inspects_that_position_and_puts_it_in_the_link():
+    from browser_support import CHROMIUM, StreamlitServer, launch_chromium, wait_for_app
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    server = StreamlitServer()
+    try:
+        server.wait_healthy()
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                tab = browser.new_page(viewport={"width": 1440, "height": 900})
+                tab.goto(f"{server.url}/predictions")
+                wait_for_app(tab, timeout=90_000)
+                tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
+                wait_for_app(tab, timeout=90_000)
+                slider = tab.locator('[data-testid="stSlider"]').nth(1)
+                assert "25 ␣the" in slider.inner_text()  # the last position of the default prompt
+                grid = tab.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("canvas, svg.marks").first
+                grid.scroll_into_view_if_needed()
+                box = grid.bounding_box()
+                tab.mouse.click(box["x"] + 110, box["y"] + 30)  # the second column: position 11 (window 10-25)
+                wait_for_app(tab, timeout=90_000)
+                tab.wait_for_function("() => location.search.includes('position=')", timeout=30_000)
+                assert "11 ␣Alice" in slider.inner_text()
+                assert "position=11+%E2%90%A3Alice" in tab.url
+            finally:
+                browser.close()
+    finally:
+        server.stop()
