@@ -368,45 +368,55 @@ def test_the_attention_views_a_teacher_points_at_open_from_the_url():
 # ------------------------------------------------------------------------------------------ in Chromium
 
 
-def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and_shows_the_note_as_text():
-    import urllib.parse
-
+@pytest.fixture(scope="module")
+def open_in_chromium():
+    """``open_in_chromium(path)``: a new 1440x900 tab of the app (``streamlit run``) on ``path``, drawn."""
     from browser_support import CHROMIUM, StreamlitServer, launch_chromium, wait_for_app
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    note = '<img src=x onerror="document.title=1"> look at **row 0**'
-    query = urllib.parse.urlencode({"note": note})
     server = StreamlitServer()
     try:
         server.wait_healthy()
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
+
+            def open_tab(path: str):
+                tab = browser.new_page(viewport={"width": 1440, "height": 900})
+                tab.goto(f"{server.url}{path}")
+                wait_for_app(tab, timeout=90_000)
+                # A deep link's first run hands over to the entry point and reruns: wait for the page itself.
+                tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
+                wait_for_app(tab, timeout=90_000)
+                return tab
+
             try:
-                sizes = {}
-                for present in ("", "&present=true"):
-                    tab = browser.new_page(viewport={"width": 1440, "height": 900})
-                    tab.goto(f"{server.url}/predictions?{query}{present}")
-                    wait_for_app(tab, timeout=90_000)
-                    # A deep link's first run hands over to the entry point and reruns: wait for the page itself.
-                    tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
-                    wait_for_app(tab, timeout=90_000)
-                    sidebar = tab.locator('[data-testid="stSidebar"]')
-                    sizes[present] = tab.evaluate(
-                        "() => parseFloat(getComputedStyle(document.querySelector('[data-testid=\"stMain\"] p')).fontSize)")
-                    shown = tab.locator(".st-key-teacher-note").inner_text()
-                    assert note in shown  # character for character, as text
-                    assert tab.locator(".st-key-teacher-note img").count() == 0 and tab.title() != "1"
-                    box = sidebar.bounding_box()
-                    sidebar_open = bool(box) and box["width"] > 50 and box["x"] + box["width"] > 50
-                    assert sidebar_open == (not present), box
-                    tab.close()
-                assert sizes["&present=true"] >= 1.15 * sizes[""], sizes
+                yield open_tab
             finally:
                 browser.close()
     finally:
         server.stop()
+
+
+def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and_shows_the_note_as_text(
+        open_in_chromium):
+    import urllib.parse
+
+    note = '<img src=x onerror="document.title=1"> look at **row 0**'
+    query = urllib.parse.urlencode({"note": note})
+    sizes = {}
+    for present in ("", "&present=true"):
+        tab = open_in_chromium(f"/predictions?{query}{present}")
+        sizes[present] = tab.evaluate(
+            "() => parseFloat(getComputedStyle(document.querySelector('[data-testid=\"stMain\"] p')).fontSize)")
+        assert note in tab.locator(".st-key-teacher-note").inner_text()  # character for character, as text
+        assert tab.locator(".st-key-teacher-note img").count() == 0 and tab.title() != "1"
+        box = tab.locator('[data-testid="stSidebar"]').bounding_box()
+        sidebar_open = bool(box) and box["width"] > 50 and box["x"] + box["width"] > 50
+        assert sidebar_open == (not present), box
+        tab.close()
+    assert sizes["&present=true"] >= 1.15 * sizes[""], sizes
 
 
 def test_the_copying_step_names_every_head_that_scores_almost_as_high():
@@ -466,34 +476,17 @@ def test_a_lesson_step_seen_from_another_page_leads_back_to_its_page():
         assert f'frame.page_intro(\n    "{title}",' in (ROOT / page).read_text(), page
 
 
-def test_a_click_on_a_lens_column_in_chromium_inspects_that_position_and_puts_it_in_the_link():
-    from browser_support import CHROMIUM, StreamlitServer, launch_chromium, wait_for_app
+def test_a_click_on_a_lens_column_in_chromium_inspects_that_position_and_puts_it_in_the_link(open_in_chromium):
+    from browser_support import wait_for_app
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    server = StreamlitServer()
-    try:
-        server.wait_healthy()
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            try:
-                tab = browser.new_page(viewport={"width": 1440, "height": 900})
-                tab.goto(f"{server.url}/predictions")
-                wait_for_app(tab, timeout=90_000)
-                tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
-                wait_for_app(tab, timeout=90_000)
-                slider = tab.locator('[data-testid="stSlider"]').nth(1)
-                assert "25 ␣the" in slider.inner_text()  # the last position of the default prompt
-                grid = tab.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("canvas, svg.marks").first
-                grid.scroll_into_view_if_needed()
-                box = grid.bounding_box()
-                tab.mouse.click(box["x"] + 110, box["y"] + 30)  # the second column: position 11 (window 10-25)
-                wait_for_app(tab, timeout=90_000)
-                tab.wait_for_function("() => location.search.includes('position=')", timeout=30_000)
-                assert "11 ␣Alice" in slider.inner_text()
-                assert "position=11+%E2%90%A3Alice" in tab.url
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+    tab = open_in_chromium("/predictions")
+    slider = tab.locator('[data-testid="stSlider"]').nth(1)
+    assert "25 ␣the" in slider.inner_text()  # the last position of the default prompt
+    grid = tab.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("canvas, svg.marks").first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    tab.mouse.click(box["x"] + 110, box["y"] + 30)  # the second column: position 11 (window 10-25)
+    wait_for_app(tab, timeout=90_000)
+    tab.wait_for_function("() => location.search.includes('position=')", timeout=30_000)
+    assert "11 ␣Alice" in slider.inner_text()
+    assert "position=11+%E2%90%A3Alice" in tab.url
