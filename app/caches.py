@@ -97,6 +97,24 @@ def hub_online() -> bool:
     return hub_reachable()
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_hub_models() -> list[str]:
+    """IDs of the Hub models in this computer's Hugging Face cache that load without the Hub, sorted.
+
+    ``opt_lens.hub.cached_models`` finds them with huggingface_hub's own cache scan. Rescanned every minute,
+    so a model a teacher downloads while the app runs shows up.
+    """
+    from huggingface_hub import constants, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:  # checking configs imports transformers and torch (seconds): only when the cache holds any model
+        if not any(repo.repo_type == "model" for repo in scan_cache_dir(constants.HF_HUB_CACHE).repos):
+            return []
+    except (CacheNotFound, OSError):
+        return []
+    return [model.repo_id for model in opt_lens.hub.cached_models()]
+
+
 @st.cache_data(ttl=3600, show_spinner=False)
 def cached_description(name: str) -> dict:
     """Architecture facts from the config alone (no weights), for any model name."""

@@ -16,17 +16,14 @@ import torch
 import opt_lens
 from opt_lens.tokens import display_tokens
 
+from app.text import head_label
+
 _HEAD_LABEL = re.compile(r"L(\d{1,3})\.H(\d{1,3})")
 # Diverging maps: red where an intervention lowers the measure, blue where it raises it, white at 0.
 DIVERGING = "redblue"
 
 
 # ----------------------------------------------------------------------------------------------- heads
-
-
-def head_label(layer: int, head: int) -> str:
-    """How a head is named on the page and in the URL: ``L1.H1`` is head 1 of layer 1 (both count from 0)."""
-    return f"L{layer}.H{head}"
 
 
 def head_options(n_layers: int, n_heads: int) -> list[str]:

@@ -42,9 +42,17 @@ def compare_models(name_a: str, name_b: str, prompt: str, k: int = 10) -> Compar
     if len(alignment.pairs) >= 2:
         matches = opt_lens.compare.match_heads(cap_a, cap_b, alignment)
         head_tokens = matches.n_tokens
+        # Closest first by how much more alike the pair is than either head is to attention spread evenly:
+        # two near-uniform heads are alike without sharing a job.
+        order = sorted(range(len(matches.heads_a)), key=lambda i: (-matches.above_baseline(i), i))[:12]
         head_pairs = pd.DataFrame([
-            {f"head in {name_a}": f"L{a[0]}.H{a[1]}", f"best match in {name_b}": f"L{b[0]}.H{b[1]}", "similarity": s}
-            for a, b, s in matches.top_pairs(12)
+            {f"head in {name_a}": "L{}.H{}".format(*matches.heads_a[i]),
+             f"best match in {name_b}": "L{}.H{}".format(*matches.heads_b[matches.best_b[i]]),
+             "similarity": matches.best_score[i],
+             "A's head vs uniform": matches.uniform_a[i],
+             "B's head vs uniform": matches.uniform_b[matches.best_b[i]],
+             "above baseline": matches.above_baseline(i)}
+            for i in order
         ])
     return Comparison(
         tokens=_alignment_frame(alignment, name_a, name_b),
@@ -68,7 +76,7 @@ def settle_table(result: Comparison) -> pd.DataFrame:
     layers = result.depth.groupby("model")["layer"].max()
     return pd.DataFrame([
         {"model": name, "layers": int(layers[name]), "final guess": result.agreement["final"][name],
-         "top guess from depth": round(result.agreement["settled"][name], 2)}
+         "top guess from depth": f"{result.agreement['settled'][name]:.0%}"}
         for name in result.agreement["final"]
     ])
 

@@ -9,6 +9,7 @@ import logging
 import streamlit as st
 
 import opt_lens
+from app import lessons, teacher
 from app.caches import model_cache, shared_model, tokenized_prompt
 from app.navigation import app_pages
 from app.state import chosen_model, chosen_prompt, sidebar
@@ -70,6 +71,8 @@ def friendly_errors():
 
 def run_frame(run_page) -> None:
     """What every rerun does around the current page: the shared sidebar, friendly errors, the memory note."""
+    teacher.init()
+    lessons.init()
     note = sidebar()
     inside = _inside_frame.set(True)
     try:
@@ -78,6 +81,8 @@ def run_frame(run_page) -> None:
     finally:  # also after st.stop() in a page
         _inside_frame.reset(inside)
         sidebar_notes(note)
+        teacher.sync_url()
+        lessons.sync_url()
 
 
 def page_intro(title: str, what_it_shows: str) -> None:
@@ -90,5 +95,7 @@ def page_intro(title: str, what_it_shows: str) -> None:
     if not _inside_frame.get():
         st.navigation(app_pages(), position="hidden")
         st.rerun()
+    teacher.show_note()
     st.title(title)
     st.markdown(what_it_shows)
+    lessons.banner(title)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import streamlit as st
 
+# (script, title, icon, url path): the first is the default page.
+PAGES = (
+    ("pages/home.py", "Start here", ":material/home:", "home"),
+    ("pages/architecture.py", "Architecture", ":material/account_tree:", "architecture"),
+    ("pages/tokens.py", "Tokens", ":material/text_fields:", "tokens"),
+    ("pages/attention.py", "Attention", ":material/visibility:", "attention"),
+    ("pages/predictions.py", "Predictions & logit lens", ":material/target:", "predictions"),
+    ("pages/generate.py", "Watch the model write", ":material/edit_note:", "generate"),
+    ("pages/compare.py", "Compare two models", ":material/compare_arrows:", "compare"),
+    ("pages/cause_and_effect.py", "Cause and effect", ":material/science:", "cause-and-effect"),
+)
+PAGE_TITLES = {script: title for script, title, _, _ in PAGES}
+
 
 def app_pages() -> list:
     return [
-        st.Page("pages/home.py", title="Start here", icon=":material/home:", url_path="home", default=True),
-        st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:", url_path="architecture"),
-        st.Page("pages/tokens.py", title="Tokens", icon=":material/text_fields:", url_path="tokens"),
-        st.Page("pages/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
-        st.Page("pages/predictions.py", title="Predictions & logit lens", icon=":material/target:",
-                url_path="predictions"),
-        st.Page("pages/generate.py", title="Watch the model write", icon=":material/edit_note:", url_path="generate"),
-        st.Page("pages/compare.py", title="Compare two models", icon=":material/compare_arrows:", url_path="compare"),
-        st.Page("pages/cause_and_effect.py", title="Cause and effect", icon=":material/science:", url_path="cause-and-effect"),
+        st.Page(script, title=title, icon=icon, url_path=url_path, default=index == 0)
+        for index, (script, title, icon, url_path) in enumerate(PAGES)
     ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import streamlit as st
 
 import opt_lens
-from app.caches import hub_online
+from app import glossary, teacher
+from app.caches import cached_hub_models, hub_online
 from app.text import escape_markdown
 
 DEMO_MODELS = list(opt_lens.DEMO_MODELS)
@@ -21,13 +22,45 @@ MAX_PROMPT_CHARS = 4000
 MODEL_KEYS = ("model", "model_b")  # the sidebar's model and the second model of Tokens and Compare
 
 
+def can_load(name: str) -> bool:
+    """Whether ``name`` loads here: a demo model, a model in the local Hugging Face cache, or any with the Hub."""
+    return name in DEMO_MODELS or hub_online() or name in cached_hub_models()
+
+
 def default_models() -> tuple[str, str]:
-    return ("gpt2", "facebook/opt-125m") if hub_online() else ("demo/tiny-gpt2", "demo/tiny-opt")
+    """GPT-2 and OPT-125m where they load (online, or from the local cache), else the demo of each family."""
+    first = "gpt2" if can_load("gpt2") else DEMO_MODELS[0]
+    second = "facebook/opt-125m" if can_load("facebook/opt-125m") else DEMO_MODELS[1]
+    return first, second
 
 
 def model_options() -> list[str]:
-    """The models every model box lists (a student may type any other Hugging Face ID)."""
-    return DEMO_MODELS + GPT2_FAMILY + (OPT_FAMILY if hub_online() else [])
+    """The models every model box lists (a student may type any other Hugging Face ID): the demo models, the
+    GPT-2 and OPT families and every cached model; without the Hub, only those that load."""
+    options = list(dict.fromkeys(DEMO_MODELS + GPT2_FAMILY + OPT_FAMILY + cached_hub_models()))
+    return [name for name in options if can_load(name)]
+
+
+def model_label(name: str) -> str:
+    """How a model shows in a box: cached models are marked; one that cannot load here says why."""
+    if name in DEMO_MODELS:
+        return name
+    if name in cached_hub_models():
+        return f"{name} · cached here"
+    return name if hub_online() else f"{name} (needs the Hugging Face Hub)"
+
+
+def availability() -> str | None:
+    """What runs here when the Hub cannot be reached (None when it can): the banner of the sidebar."""
+    if hub_online():
+        return None
+    cached = cached_hub_models()
+    demos = "the two bundled demo models (tiny toys trained on simple sentences)"
+    if not cached:
+        return f"The Hugging Face Hub can't be reached from this server, so the app runs on {demos}."
+    listed = ", ".join(cached[:6]) + (f" and {len(cached) - 6} more" if len(cached) > 6 else "")
+    return (f"The Hugging Face Hub can't be reached from this server. Available here: {escape_markdown(listed)} "
+            f"from this computer's model cache, and {demos}.")
 
 
 def _checked_model(name) -> str:
@@ -38,9 +71,10 @@ def _checked_model(name) -> str:
 
 
 def chosen_model(key: str) -> str:
-    """The model the box ``key`` names, checked; the default when it names none (a bad link, say)."""
+    """The model the box ``key`` names (or, before that box is drawn, the link), checked; the default when it
+    names none (a bad link, say)."""
     try:
-        return _checked_model(st.session_state.get(key))
+        return _checked_model(st.session_state.get(key, st.query_params.get(key)))
     except opt_lens.OptLensError:
         return default_models()[MODEL_KEYS.index(key)]
 
@@ -65,7 +99,8 @@ def model_box(label: str, key: str, help_text: str) -> str:
     default = default_models()[MODEL_KEYS.index(key)]
     options = model_options()
     st.selectbox(label, options, index=options.index(default), key=key, bind="query-params",
-                 accept_new_options=True, help=help_text, on_change=_refuse_invalid_model, args=(key,))
+                 accept_new_options=True, help=help_text, on_change=_refuse_invalid_model, args=(key,),
+                 format_func=model_label)
     refused = st.session_state.pop(f"_{key}_refused", None)
     if refused:
         st.error(refused, icon=":material/error:")
@@ -99,15 +134,15 @@ def typed_model_id(text: str) -> str | None:
 def sidebar():
     """The shared controls, identical on every page; returns a placeholder the frame fills after the page."""
     with st.sidebar:
-        if not hub_online():
-            st.info("The Hugging Face Hub can't be reached from this server, so the app runs on the two bundled "
-                    "demo models (tiny toys trained on simple sentences); the others in the lists need the Hub.",
-                    icon=":material/cloud_off:")
-        model_box("Model", "model", "GPT-2 models and the demo models; type any other Hugging Face model ID, "
-                  "such as facebook/opt-125m or facebook/opt-350m, and press Enter.")
+        if banner := availability():
+            st.info(banner, icon=":material/cloud_off:")
+        model_box("Model", "model", "The demo models, GPT-2 and OPT models, and the models in this computer's "
+                  "Hugging Face cache (marked 'cached here'); type any other Hugging Face model ID and press Enter.")
         st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", bind="query-params", max_chars=MAX_PROMPT_CHARS,
                      height=140, on_change=_keep_a_prompt,
                      help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.")
+        teacher.presentation_toggle()
+        glossary.glossary()
         return st.empty()
 
 

@@ -14,6 +14,11 @@ FOLD_TOKENS = 200  # beyond this many tokens, a row of chips scrolls in a box of
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])")
 
 
+def head_label(layer: int, head: int) -> str:
+    """How a head is named on the pages and in the URL: ``L1.H1`` is head 1 of layer 1 (both count from 0)."""
+    return f"L{layer}.H{head}"
+
+
 def escape_markdown(text) -> str:
     """Text (a model ID, an error quoting one, a token) made safe for st.error/st.markdown: shown as typed."""
     return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))

@@ -319,11 +319,19 @@ class HeadMatches:
     best_b: list[int]  # per head of A, the column of its most similar head of B
     best_score: list[float]
     n_tokens: int  # aligned tokens the patterns were compared on
+    # Each head's similarity to the uniform causal pattern (every row spread evenly over the tokens so far):
+    # a head that reads nothing in particular. Two such heads are alike without doing the same job.
+    uniform_a: list[float]
+    uniform_b: list[float]
 
     def top_pairs(self, n: int = 10) -> list[tuple[tuple[int, int], tuple[int, int], float]]:
         """The n heads of A with the closest match in B, closest first: (head of A, its best in B, similarity)."""
         order = sorted(range(len(self.heads_a)), key=lambda i: (-self.best_score[i], i))[:n]
         return [(self.heads_a[i], self.heads_b[self.best_b[i]], self.best_score[i]) for i in order]
+
+    def above_baseline(self, i: int) -> float:
+        """How much closer head i of A is to its best match than either head of the pair is to uniform attention."""
+        return self.best_score[i] - max(self.uniform_a[i], self.uniform_b[self.best_b[i]])
 
 
 def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignment) -> HeadMatches:
@@ -345,10 +353,15 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
     assert positions_a == sorted(positions_a) and positions_b == sorted(positions_b), "aligned pairs out of order"
     heads_a, heads_b = _head_labels(capture_a.patterns), _head_labels(capture_b.patterns)
     l1 = torch.zeros(len(heads_a), len(heads_b), dtype=torch.float64)  # [heads_a, heads_b]
+    l1_uniform_a = torch.zeros(len(heads_a), dtype=torch.float64)
+    l1_uniform_b = torch.zeros(len(heads_b), dtype=torch.float64)
     for queries in _query_blocks(len(pairs)):
         rows_a = _aligned_rows(capture_a.patterns, positions_a, queries)  # [heads_a, cell]
         rows_b = _aligned_rows(capture_b.patterns, positions_b, queries)  # [heads_b, cell]
         l1 += torch.cdist(rows_a, rows_b, p=1)
+        uniform = _uniform_cells(queries)  # [cell]
+        l1_uniform_a += (rows_a - uniform).abs().sum(-1)
+        l1_uniform_b += (rows_b - uniform).abs().sum(-1)
     # Summed over a row's cells, |a - b| is twice that row's total-variation distance.
     similarity = (1 - l1 / (2 * len(pairs))).float()  # [heads_a, heads_b]
     best = similarity.max(dim=-1)
@@ -359,6 +372,8 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
         best_b=best.indices.tolist(),
         best_score=best.values.tolist(),
         n_tokens=len(pairs),
+        uniform_a=(1 - l1_uniform_a / (2 * len(pairs))).tolist(),
+        uniform_b=(1 - l1_uniform_b / (2 * len(pairs))).tolist(),
     )
 
 
@@ -373,6 +388,13 @@ def _query_blocks(n_queries: int) -> list[range]:
     if start < n_queries:
         blocks.append(range(start, n_queries))
     return blocks
+
+
+def _uniform_cells(queries: range) -> torch.Tensor:
+    """``[cell]``: the uniform causal pattern over the cells of ``_aligned_rows`` (row q: 1 / (q + 1) per key)."""
+    query, _ = torch.tril_indices(queries.stop, queries.stop)
+    query = query[query >= queries.start]
+    return 1.0 / (query + 1).double()
 
 
 def _aligned_rows(patterns: Patterns, positions: list[int], queries: range) -> torch.Tensor:

@@ -32,7 +32,7 @@ def head_views():
     window_size = 32
     start, end = 0, cap.seq_len
     if cap.seq_len > window_size:
-        end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len,
+        end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len, key="window", bind="query-params",
                         help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
         start = end - window_size
     pattern_table = tables.attention_frame(cap, layer, [head], (start, end))
@@ -55,7 +55,7 @@ def head_views():
     st.subheader("Where one token looks")
     st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
     labels = tables.token_labels(cap)
-    focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1])
+    focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1], key="focus", bind="query-params")
     focus_row = tables.attention_row(cap, layer, head, labels.index(focus))
     bars = (
         alt.Chart(focus_row)
@@ -94,7 +94,7 @@ def head_views():
         return
     scores = tables.head_score_table(name, prompt)
     metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
-                      horizontal=True, key="head_metric", help="Induction is measured on random tokens repeated once; the others on your prompt.")
+                      horizontal=True, key="head_metric", bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
     st.caption({
         "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
         "induction": "On random tokens shown twice: attention from the second copy to the token after the first "

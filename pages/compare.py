@@ -1,3 +1,5 @@
+import html
+
 import altair as alt
 import streamlit as st
 
@@ -16,8 +18,33 @@ left.selectbox("Model A", [name_a], disabled=True, help="The model in the sideba
 with right:
     name_b = state.model_box("Model B", "model_b", "Any model from the list, or a Hugging Face model ID "
                              "(for example facebook/opt-125m) typed in and confirmed with Enter.")
+# Model A and model B keep these colours on every chart of the page.
+COLOR_A, COLOR_B = "#1f77b4", "#e8710a"
+
+
+def other_family(name: str) -> str:
+    """A model to compare ``name`` with: the demo of the other family, or GPT-2 against OPT."""
+    if name in state.DEMO_MODELS:
+        return next(other for other in state.DEMO_MODELS if other != name)
+    return "gpt2" if name in state.OPT_FAMILY else "facebook/opt-125m"
+
+
+def use_other_family() -> None:
+    st.session_state.model_b = other_family(name_a)
+
+
+if name_a == name_b:
+    st.warning(f"Model A and model B are both {text.escape_markdown(name_a)}: a model compared with itself agrees "
+               "everywhere, so this page would show nothing. Pick another model B.", icon=":material/content_copy:")
+    st.button(f"Compare with {other_family(name_a)} instead", icon=":material/swap_horiz:", key="other-family",
+              on_click=use_other_family)
+    st.stop()
+st.markdown(f"<span style='color:{COLOR_A}'>■</span> **A: {html.escape(text.escape_markdown(name_a))}** &nbsp; "
+            f"<span style='color:{COLOR_B}'>■</span> **B: {html.escape(text.escape_markdown(name_b))}** "
+            "(the same colours on every chart below)", unsafe_allow_html=True)
 selection.selected_comparison_captures(name_a, name_b, prompt)
 result = comparison.compare_models(name_a, name_b, prompt)
+MODEL_COLORS = alt.Scale(domain=[name_a, name_b], range=[COLOR_A, COLOR_B])
 
 st.subheader("Next token")
 agreement = result.agreement
@@ -27,17 +54,18 @@ metrics[1].metric("KL(A‖B)", f"{agreement['KL(A‖B)']:.3f} nats", help="How s
 metrics[2].metric("KL(B‖A)", f"{agreement['KL(B‖A)']:.3f} nats")
 metrics[3].metric("Jensen-Shannon", f"{agreement['Jensen-Shannon']:.3f} nats", help="Symmetric; at most ln 2 ≈ 0.693.")
 columns = st.columns(2)
-for column, side, name, table in ((columns[0], "A", name_a, result.next_a), (columns[1], "B", name_b, result.next_b)):
+sides = ((columns[0], "A", name_a, result.next_a, COLOR_A), (columns[1], "B", name_b, result.next_b, COLOR_B))
+for column, side, name, table, color in sides:
     chart = (
         alt.Chart(table.assign(guessed=table.token.isin(agreement["shared"]).map({True: "by both", False: "only here"})))
-        .mark_bar()
+        .mark_bar(color=color)
         .encode(
             x=alt.X("probability:Q", axis=alt.Axis(format="%")),
             y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color("guessed:N", title="in the top 10", scale=alt.Scale(domain=["by both", "only here"], range=["#4c78a8", "#bab0ac"])),
-            tooltip=["token", alt.Tooltip("probability:Q", format=".2%")],
+            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(domain=["by both", "only here"], range=[1.0, 0.35])),
+            tooltip=["token", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("guessed:N", title="in the top 10")],
         )
-        .properties(title=name, height=260)
+        .properties(title=f"{side}: {name}", height=260)
     )
     column.altair_chart(chart, width="stretch")
     with column:
@@ -48,18 +76,21 @@ st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agree
            f"{agreement['outside B']:.1%} of its probability on pieces the other lacks (left out).")
 
 st.subheader("When does each model settle?")
-DEPTH_TITLE = "depth (share of the model's layers passed)"
+DEPTH_TITLE = "depth (% of the model's layers passed)"
 DEPTH_AXIS = alt.Axis(values=[0, 0.25, 0.5, 0.75, 1], format="%")
-st.caption("The logit lens at the last position on a common scale: 0 % = the embeddings, 100 % = the model's output. "
-           "The line shows the probability each depth gives to the model's own final guess.")
+DEPTH_TOOLTIP = [alt.Tooltip("model"), alt.Tooltip("depth:Q", format=".0%", title="depth"), "layer", "guess",
+                 alt.Tooltip("probability of final guess:Q", format=".2%")]
+st.caption("The logit lens at the last position on a common scale: 0 % = the embeddings, 100 % = the model's output "
+           "(half of a 12-layer model and half of a 2-layer one are both 50 %). The line shows the probability each "
+           "depth gives to the model's own final guess.")
 depth = (
     alt.Chart(result.depth)
     .mark_line(point=True)
     .encode(
         x=alt.X("depth:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
         y=alt.Y("probability of final guess:Q", axis=alt.Axis(format="%")),
-        color=alt.Color("model:N"),
-        tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
+        color=alt.Color("model:N", scale=MODEL_COLORS, legend=alt.Legend(orient="top", labelLimit=300)),
+        tooltip=DEPTH_TOOLTIP,
     )
 )
 st.altair_chart(depth, width="stretch")
@@ -68,8 +99,9 @@ st.caption("Both logit lenses at the last position, layer by layer on the same d
 lens_base = alt.Chart(result.depth).encode(
     x=alt.X("from:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
     x2="to:Q",
-    y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=200)),
-    tooltip=["model", "layer", "guess", alt.Tooltip("probability of final guess:Q", format=".2%")],
+    y=alt.Y("model:N", title=None, sort=[name_a, name_b], axis=alt.Axis(
+        labelLimit=200, labelFontWeight="bold", labelColor=alt.expr(f"datum.label == '{name_a}' ? '{COLOR_A}' : '{COLOR_B}'"))),
+    tooltip=DEPTH_TOOLTIP,
 )
 lens_cells = lens_base.mark_rect(stroke="white").encode(
     color=alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
@@ -88,11 +120,15 @@ st.subheader("Heads that behave alike")
 shared_tokens = (f"the {result.aligned_tokens} shared tokens" if result.head_tokens == result.aligned_tokens
                  else f"the first {result.head_tokens} of the {result.aligned_tokens} shared tokens")
 st.caption(f"For each head of A, the head of B whose attention pattern on {shared_tokens} is most similar "
-           "(1 = identical). The twelve closest pairs:")
+           "(1 = identical). Heads that spread their attention evenly over the earlier tokens look alike without "
+           "sharing any job, so each pair is also compared with that **uniform** pattern: *above baseline* is how "
+           "much closer the two heads are to each other than the closer of them is to uniform attention. The twelve "
+           "pairs furthest above that baseline; near 0 or below, the match means little.")
 if result.head_pairs.empty:
     st.info("The prompt is too short to compare attention patterns.")
 else:
-    st.dataframe(result.head_pairs, width="stretch", hide_index=True)
+    st.dataframe(result.head_pairs, width="stretch", hide_index=True, column_config={
+        column: st.column_config.NumberColumn(format="%.2f") for column in result.head_pairs.columns[2:]})
     tables.csv_button(result.head_pairs, "Download the head pairs as CSV", "head_pairs.csv")
 
 st.subheader("Tokens, aligned")

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from app import experiments, frame, state, text
+from app import experiments, frame, lessons, state, teacher, text
 from opt_lens.memory import format_bytes, memory_limit
 
 frame.page_intro(
@@ -24,14 +24,31 @@ share exactly the view you are looking at.
 """
 )
 st.subheader("Things to try")
-columns = st.columns(len(experiments.EXPERIMENTS))
-for index, (column, experiment) in enumerate(zip(columns, experiments.EXPERIMENTS)):
+model = state.chosen_model("model")
+st.caption(f"Written for the model in use, {text.escape_markdown(model)}. Each one replaces the prompt in the "
+           "sidebar and opens its page; together they make a lesson you can walk step by step.")
+steps = experiments.EXPERIMENTS
+lessons.step_button(f"Start the lesson ({len(steps)} steps)", 1, "lesson-start", type="primary", icon=":material/school:")
+# Two a row: four narrow columns squeeze the text on a laptop.
+columns = [column for _ in range(0, len(steps), 2) for column in st.columns(2)]
+for index, (column, experiment) in enumerate(zip(columns, steps)):
+    experiment = experiment.for_model(model)
     with column.container(border=True, height="stretch", key=f"experiment-{index}"):
-        st.markdown(f"**{experiment.title}**")
+        st.markdown(f"**{index + 1}. {experiment.title}**")
+        st.markdown(experiment.question)
         st.caption(experiment.notice)
-        if st.button("Try it", key=f"try-{index}", icon=":material/play_arrow:",
-                     on_click=experiments.prepare_experiment, args=(experiment,)):
-            st.switch_page(experiment.page, query_params=experiments.opening_query(experiment))
-st.caption("Each one replaces the prompt in the sidebar and opens a page, on the model in use.")
-st.caption(f"Model in use: **{text.escape_markdown(state.chosen_model('model'))}** · Memory this server allows: "
-           f"{format_bytes(memory_limit()[0])}")
+        lessons.step_button("Try it", index + 1, f"try-{index}", icon=":material/play_arrow:")
+
+with st.expander("For teachers: links for a class", icon=":material/co_present:"):
+    st.markdown(
+        f"""
+Every link carries the view it shows. Three more settings help in class:
+
+- `present=true` opens **presentation mode**: larger type and the sidebar folded away, for a projector
+  (the *Presentation mode* switch in the sidebar does the same).
+- `note=...` puts your own text, up to {teacher.NOTE_LIMIT} characters, at the top of every page, shown
+  exactly as typed: say what to look at.
+- `lesson=2` opens the lesson at step 2.
+"""
+    )
+st.caption(f"Memory this server allows: {format_bytes(memory_limit()[0])}")

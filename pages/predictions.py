@@ -11,15 +11,30 @@ frame.page_intro(
     "layer the final guess first appears, and how confident each layer is."
 )
 name, prompt, lm, cap = selection.selected_model_and_capture()
+labels = tables.token_labels(cap)
+LENS_WIDTH = 16  # positions in the lens at a time: every one costs a read-out per layer
+CELL_CHARACTERS = 7  # longer guesses are cut in the cells; the tooltip keeps the whole token
+
+
+def inspect_clicked_position():
+    """A click on a lens cell inspects that position (the event comes from the browser: check it)."""
+    try:
+        clicked = st.session_state["lens"]["selection"]["clicked"][0]["position"]
+    except (KeyError, IndexError, TypeError):
+        return
+    if clicked in labels:
+        st.session_state.position = labels.index(clicked)
+
 
 st.subheader("Next-token guesses")
 left, right = st.columns([1, 2])
-k = left.slider("How many guesses", 3, 30, 10)
-positions = tables.token_labels(cap)
-after = right.select_slider("Guess what follows", options=positions, value=positions[-1],
-                            help="The last token is the real next-token guess; earlier ones show what the model "
-                                 "expected at that point of the prompt (compare with the token that really came).")
-position = positions.index(after)
+k = left.slider("How many guesses", 3, 30, 10, key="k", bind="query-params")
+position = right.select_slider(
+    "Guess what follows", options=range(cap.seq_len), value=cap.seq_len - 1, format_func=labels.__getitem__,
+    key="position", bind="query-params",
+    help="The last token is the real next-token guess; earlier ones show what the model expected at that point "
+         "of the prompt (compare with the token that really came). The logit lens below marks the same position.",
+)
 predictions = tables.predictions_table(name, prompt, k, position)
 last_token = cap.tokens[position]
 if position < cap.seq_len - 1:
@@ -38,27 +53,53 @@ st.altair_chart(bars, width="stretch")
 tables.csv_button(predictions, "Download the guesses as CSV", "predictions.csv")
 
 st.subheader("Logit lens")
-width = min(16, cap.seq_len)
-end = cap.seq_len
-if cap.seq_len > width:
-    end = st.slider("Show positions up to", width, cap.seq_len, cap.seq_len,
-                    help=f"{width} positions at a time: every one costs a read-out per layer.")
-lens = tables.logit_lens_table(name, prompt, end - width, end)
-order = tables.token_labels(cap)[end - width : end]
+st.markdown(
+    "Each column is a position of the prompt, each row what the model would guess **after** that layer. "
+    "The word in a cell is that layer's own top guess; its **colour** is how much probability the layer already "
+    "gives to the model's **final answer** at that position (the top row). **Notice** the row where a column "
+    "turns dark: that is where the answer forms."
+)
+# The window follows the inspected position: its last column, or one of the first ones.
+end = min(max(position + 1, LENS_WIDTH), cap.seq_len)
+start = max(end - LENS_WIDTH, 0)
+lens = tables.logit_lens_table(name, prompt, start, end)
+lens = lens.assign(
+    cell=[guess if len(guess) <= CELL_CHARACTERS else guess[: CELL_CHARACTERS - 1] + "…" for guess in lens.guess],
+    embeddings=lens.layer == 0,
+)
+order = labels[start:end]
+clicked = alt.selection_point(name="clicked", fields=["position"], on="click")
 base = alt.Chart(lens).encode(
-    x=alt.X("position:N", sort=order, title="position (the guess is for the token after it)", axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
+    x=alt.X("position:N", sort=order, title="position (the guess is for the token after it)",
+            axis=alt.Axis(labelAngle=-45, labelOverlap=False, labelLimit=120)),
     y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
+    tooltip=["layer", "position", alt.Tooltip("guess", title="this layer's top guess"),
+             alt.Tooltip("probability:Q", format=".2%", title="its probability"),
+             alt.Tooltip("final guess", title="the model's final answer"),
+             alt.Tooltip("probability of final guess:Q", format=".2%", title="probability of the final answer")],
 )
+inspected = alt.datum.position == labels[position]
 cells = base.mark_rect().encode(
-    color=alt.Color("probability:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]), title="top guess probability"),
-    tooltip=["layer", "position", "guess", alt.Tooltip("probability:Q", format=".2%"), "final guess",
-             alt.Tooltip("probability of final guess:Q", format=".2%")],
+    color=alt.condition(
+        alt.datum.embeddings, alt.value("#e6e6e6"),
+        alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
+                  title="probability of the final answer"),
+    ),
+    stroke=alt.condition(inspected, alt.value("#e45756"), alt.value("white")),
+    strokeWidth=alt.condition(inspected, alt.value(2.5), alt.value(0.5)),
+).add_params(clicked)
+words = base.mark_text(fontSize=11).encode(
+    text="cell:N",
+    color=alt.when(alt.datum.embeddings).then(alt.value("#9a9a9a"))
+    .when(alt.datum["probability of final guess"] > 0.5).then(alt.value("white"))
+    .otherwise(alt.value("black")),
 )
-labels = base.mark_text(fontSize=10).encode(
-    text="guess:N",
-    color=alt.condition(alt.datum.probability > 0.5, alt.value("white"), alt.value("black")),
+st.altair_chart((cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1))), width="stretch",
+                on_select=inspect_clicked_position, key="lens")
+st.caption(
+    f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
+    "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
+    "the input token itself: it says nothing about what the model predicts. The position outlined in red is "
+    "the one inspected above; click a column to inspect another. Hover a cell for the whole token."
 )
-st.altair_chart((cells + labels).properties(height=max(220, 40 * (lm.arch.n_layers + 1))), width="stretch")
-st.caption(f"Each cell is one layer's best guess. The top row is the model's real output; row 0 reads the "
-           f"token embeddings directly. {name} has {lm.arch.n_layers} layers.")
-tables.csv_button(lens, "Download the logit lens as CSV", "logit_lens.csv")
+tables.csv_button(lens.drop(columns=["cell", "embeddings"]), "Download the logit lens as CSV", "logit_lens.csv")

@@ -219,6 +219,10 @@ def test_head_similarity_by_hand():
     assert matches.heads_a == [(0, 0), (0, 1)] and matches.heads_b == [(0, 0)]
     assert matches.best_b == [0, 0] and matches.n_tokens == 3
     assert matches.top_pairs(1) == [((0, 1), (0, 0), pytest.approx(1.0))]
+    # Against the uniform causal pattern: `uniform` is it, `previous` is as far from it as from B's head.
+    assert matches.uniform_a == [pytest.approx(1 - (0 + 0.5 + 2 / 3) / 3), pytest.approx(1.0)]
+    assert matches.uniform_b == [pytest.approx(1.0)]
+    assert matches.above_baseline(1) == pytest.approx(0.0)  # two uniform heads: alike, but no shared job
 
 
 @pytest.mark.parametrize("model", ["gpt2", "opt"])

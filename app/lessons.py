@@ -1,0 +1,154 @@
+"""A lesson: the guided experiments walked in order, one step at a time, the step number in the URL.
+
+Each step opens its experiment (prompt, page, for a head its best head in the model in use) and puts a
+banner at the top of the page: the step's question, what to notice in this model, and for a head its score,
+with a warning when even the best head scores too low to show the mechanism.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+LESSON_KEY = "lesson"
+WEAK_SCORE = 0.3  # below this, the "best" head is not doing the job the step is about
+CLOSE_SCORE = 0.05  # heads within this of the best are named too: the best is then one of several
+
+
+def steps() -> list:
+    from app.experiments import EXPERIMENTS  # the start page's experiments are the lesson's steps
+
+    return EXPERIMENTS
+
+
+def step_param(value) -> int | None:
+    """A step number from the URL (1-based), or None when it is missing or not a step."""
+    try:
+        step = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return step if 1 <= step <= len(steps()) else None
+
+
+def init() -> None:
+    """Read the step from the URL once per session; a link without a prompt opens the step's own."""
+    if LESSON_KEY in st.session_state:
+        return
+    step = st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
+    if step and "prompt" not in st.query_params:
+        from app.experiments import prepare_experiment
+        from app.state import chosen_model
+
+        prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
+
+
+def sync_url() -> None:
+    from app.teacher import keep_in_url
+
+    step = st.session_state.get(LESSON_KEY)
+    keep_in_url(LESSON_KEY, str(step) if step else None)
+
+
+def prepare(step: int) -> None:
+    """A button's callback: step ``step`` (1-based) becomes the current one, with its prompt and its head."""
+    from app.experiments import prepare_experiment
+    from app.state import chosen_model
+
+    st.session_state[LESSON_KEY] = step
+    prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
+
+
+def open_step(step: int) -> None:
+    """Open the page of step ``step``, after ``prepare(step)`` ran."""
+    from app.experiments import opening_query
+    from app.teacher import NOTE_KEY
+
+    experiment = steps()[step - 1]
+    note = st.session_state.get(NOTE_KEY)
+    query = {**opening_query(experiment), LESSON_KEY: str(step), **({NOTE_KEY: note} if note else {})}
+    st.switch_page(experiment.page, query_params=query)
+
+
+def step_button(label: str, step: int, key: str, **kwargs) -> None:
+    """A button that opens step ``step``."""
+    if st.button(label, key=key, on_click=prepare, args=(step,), **kwargs):
+        # The step the callback prepared: this rerun redraws the button for the step after it, same key.
+        open_step(st.session_state[LESSON_KEY])
+
+
+def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
+    """What the step's head scores in this model (and which heads score almost as high), and whether that is
+    too weak to show the mechanism."""
+    from app.experiments import best_head
+    from app.tables import head_score_table
+
+    scores = head_score_table(name, prompt)
+    layer, head, score = best_head(scores, metric)
+    text = (f"In {escape(name)}, the head with the highest {metric} score is layer {layer}, head {head}: "
+            f"{score:.2f} (1 would be a perfect {metric} head).")
+    close = scores[(scores["metric"] == metric) & (scores["score"] >= score - CLOSE_SCORE)
+                   & ~((scores["layer"] == layer) & (scores["head"] == head))]
+    if score >= WEAK_SCORE and len(close):
+        others = ", ".join(f"layer {row.layer}, head {row.head} ({row.score:.2f})" for row in close.itertuples())
+        text += f" Almost as high: {others}. This model has several heads doing this job."
+    return text, score < WEAK_SCORE
+
+
+def step_page_title(step: int) -> str:
+    """The title of step ``step``'s page, to tell whether the banner is on that page."""
+    from app.navigation import PAGE_TITLES
+
+    return PAGE_TITLES[steps()[step - 1].page]
+
+
+def banner(page_title: str | None = None) -> None:
+    """The current step at the top of the page (``page_title``), with buttons to move on; nothing outside a
+    lesson. On another page than the step's, a button leads back to it."""
+    step = st.session_state.get(LESSON_KEY)
+    if st.session_state.pop("_lesson_done", False):
+        st.success("That was the last step of the lesson. Every page stays open to explore; the start page "
+                   "can run the lesson again.", icon=":material/school:")
+    if not step:
+        return
+    total = len(steps())
+    from app.state import chosen_model, chosen_prompt
+
+    name = chosen_model("model")
+    experiment = steps()[step - 1].for_model(name)
+    with st.container(border=True, key="lesson-banner"):
+        st.markdown(f"**Lesson, step {step} of {total}: {experiment.title}**")
+        st.progress(step / total)
+        st.markdown(f"**Question:** {experiment.question}")
+        st.markdown(f"**What to notice:** {experiment.notice}")
+        if experiment.head_metric:
+            text, weak = head_finding(name, chosen_prompt(), experiment.head_metric)
+            st.caption(text)
+            if weak:
+                st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
+                           f"only the least weak, not a real {experiment.head_metric} head. Try another model.",
+                           icon=":material/warning:")
+        if page_title is not None and page_title != step_page_title(step):
+            step_button(f"Back to this step's page: {step_page_title(step)}", step, "lesson-here",
+                        icon=":material/undo:")
+        back, forward, leave = st.columns(3)
+        if step > 1:
+            with back:
+                step_button("Previous step", step - 1, "lesson-back", icon=":material/arrow_back:")
+        if step < total:
+            with forward:
+                step_button("Next step", step + 1, "lesson-next", icon=":material/arrow_forward:", type="primary")
+            leave.button("Leave the lesson", icon=":material/close:", key="lesson-leave", on_click=finish)
+        else:
+            forward.button("Finish the lesson", icon=":material/check:", type="primary", key="lesson-finish",
+                           on_click=finish)
+
+
+def finish() -> None:
+    """A button's callback: the lesson ends (the page stays)."""
+    st.session_state[LESSON_KEY] = None
+    st.session_state["_lesson_done"] = True
+
+
+def escape(text: str) -> str:
+    from app.text import escape_markdown
+
+    return escape_markdown(text)

@@ -1,0 +1,75 @@
+"""Teacher tools: a presentation mode for a projector and a short note carried in the link.
+
+``?present=true`` (or the sidebar toggle) collapses the sidebar and enlarges the type; every explanation
+stays. ``?note=...`` puts up to 280 characters of the teacher's text at the top of every page, as plain
+text: a link cannot inject HTML or Markdown through it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import streamlit as st
+
+PRESENT_KEY = "present"
+NOTE_KEY = "note"
+NOTE_LIMIT = 280
+
+# Larger type for a projector: the app's own constant style, never built from user text.
+_PRESENTATION_CSS = """<style>
+[data-testid="stMain"] { font-size: 1.25rem; }
+[data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label,
+[data-testid="stMain"] [data-testid="stCaptionContainer"], [data-testid="stMain"] td,
+[data-testid="stMain"] th { font-size: 1.2rem; }
+[data-testid="stMain"] h1 { font-size: 3rem; }
+[data-testid="stMain"] h3 { font-size: 1.9rem; }
+</style>"""
+
+
+def clean_note(value) -> str | None:
+    """The note from the URL: text only, control characters removed, at most ``NOTE_LIMIT`` characters."""
+    if not isinstance(value, str):
+        return None
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in value)
+    text = " ".join(text.split())[:NOTE_LIMIT]
+    return text or None
+
+
+def init() -> None:
+    """Read the note from the URL once per session; page switches keep it in the session."""
+    if NOTE_KEY not in st.session_state:
+        st.session_state[NOTE_KEY] = clean_note(st.query_params.get(NOTE_KEY))
+
+
+def keep_in_url(key: str, value: str | None) -> None:
+    """Keep ``key=value`` in the address bar (no widget holds it, and changing page clears such parameters);
+    remove ``key`` when ``value`` is None."""
+    if value is None:
+        if key in st.query_params:
+            del st.query_params[key]
+    elif st.query_params.get(key) != value:
+        st.query_params[key] = value
+
+
+def sync_url() -> None:
+    keep_in_url(NOTE_KEY, st.session_state.get(NOTE_KEY))
+
+
+def presentation_toggle() -> bool:
+    """The sidebar switch for presentation mode, bound to ``?present=``; applies the mode when on."""
+    on = st.toggle("Presentation mode", key=PRESENT_KEY, bind="query-params",
+                   help="For a projector: larger type, sidebar folded away (open it with the arrow at the top "
+                        "left). Share the link with present=true in it to open in this mode.")
+    if on:
+        st.set_page_config(initial_sidebar_state="collapsed")
+        st.html(_PRESENTATION_CSS)
+    return on
+
+
+def show_note() -> None:
+    """The teacher's note at the top of the page, as plain text (``st.text`` never reads Markdown or HTML)."""
+    note = st.session_state.get(NOTE_KEY)
+    if note:
+        with st.container(border=True, key="teacher-note"):
+            st.caption("Note from your teacher")
+            st.text(note)

@@ -1,0 +1,493 @@
+"""The classroom features: teacher's note and presentation mode, the lesson, the glossary, views that fit
+the model in use, cached models as defaults. AppTest, offline."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import caches, experiments, glossary, lessons, navigation, teacher
+from test_app import ROOT, TIMEOUT, app, assert_clean, open_page
+
+PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
+         "pages/predictions.py", "pages/compare.py"]
+
+
+def note_shown(at: AppTest) -> list[str]:
+    return [element.value for element in at.text]
+
+
+def test_a_note_holding_html_and_markdown_is_shown_as_typed_on_every_page():
+    note = '<img src=x onerror=alert(1)> **look at** [head 2](javascript:alert(1)) <script>x</script>'
+    at = app(note=note)
+    for page in PAGES:
+        open_page(at, page)
+        assert_clean(at)
+        assert note_shown(at) == [note], page  # one plain-text element, character for character
+        assert not any("onerror" in m.value for m in at.markdown), page  # never through Markdown or HTML
+        assert at.query_params["note"] == note
+
+
+def test_a_note_is_cut_at_280_characters_and_control_characters_become_spaces():
+    at = open_page(app(note="a\x00b\u202ec" + "x" * 400), "pages/home.py")
+    assert_clean(at)
+    (shown,) = note_shown(at)
+    assert shown == ("a b c" + "x" * 400)[:280] and len(shown) == teacher.NOTE_LIMIT
+
+
+def test_no_note_no_box():
+    at = open_page(app(), "pages/home.py")
+    assert note_shown(at) == [] and "note" not in at.query_params
+
+
+def test_a_presentation_link_opens_presentation_mode_and_keeps_the_explanations():
+    plain = open_page(app(), "pages/attention.py")
+    at = open_page(app(present="true"), "pages/attention.py")
+    assert_clean(at)
+    assert at.toggle(key="present").value is True
+    styles = [h.proto.body for h in at.get("html")]
+    assert any("font-size" in body for body in styles)  # larger type
+    assert not any("font-size" in h.proto.body for h in plain.get("html"))
+    assert [m.value for m in at.markdown if "Notice" in m.value] == [m.value for m in plain.markdown if "Notice" in m.value]
+    at.toggle(key="present").set_value(False).run()
+    assert not any("font-size" in h.proto.body for h in at.get("html"))
+
+
+def test_the_glossary_is_on_every_page():
+    at = app()
+    for page in PAGES:
+        open_page(at, page)
+        shown = " ".join(m.value for m in at.sidebar.markdown)
+        for term in ("token", "logit", "probability", "KL divergence", "Jensen-Shannon", "residual stream",
+                     "attention head", "layer norm"):
+            assert f"**{term}**" in shown, (page, term)
+
+
+def test_a_lesson_walked_from_step_1_to_the_end():
+    at = open_page(app(), "pages/home.py")
+    at.button(key="lesson-start").click().run()
+    seen = []
+    for step, experiment in enumerate(experiments.EXPERIMENTS, start=1):
+        experiment = experiment.for_model("demo/tiny-gpt2")
+        assert at.session_state.lesson == step and at.query_params["lesson"] == str(step)
+        at = open_page(at, experiment.page)  # where the step's button switched to
+        assert_clean(at)
+        banner = " ".join(m.value for m in at.markdown)
+        assert f"step {step} of {len(experiments.EXPERIMENTS)}: {experiment.title}" in banner
+        assert experiment.question in banner and experiment.notice in banner
+        assert at.session_state.prompt == experiment.prompt
+        seen.append(experiment.title)
+        if step < len(experiments.EXPERIMENTS):
+            at.button(key="lesson-next").click().run()
+    assert seen == [e.title for e in experiments.EXPERIMENTS]
+    at.button(key="lesson-finish").click().run()
+    assert_clean(at)
+    assert at.session_state.lesson is None and "lesson" not in at.query_params
+    assert any("last step" in s.value for s in at.success)
+
+
+def test_a_lesson_link_opens_its_step_and_a_bad_step_is_ignored():
+    at = open_page(app(lesson="3"), "pages/predictions.py")
+    assert_clean(at)
+    assert at.session_state.lesson == 3 and at.button(key="lesson-back") and at.button(key="lesson-next")
+    at = open_page(app(lesson="99"), "pages/home.py")
+    assert_clean(at)
+    assert at.session_state.lesson is None and "lesson" not in at.query_params
+
+
+@pytest.mark.parametrize("name", ["demo/tiny-gpt2", "demo/tiny-opt"])
+def test_the_tokens_step_says_what_the_demo_vocabulary_really_does(name):
+    import opt_lens
+
+    step = next(e for e in experiments.EXPERIMENTS if e.page == "pages/tokens.py").for_model(name)
+    assert "common words take one" not in step.notice and "2,048" in step.notice
+    pieces = opt_lens.capture(opt_lens.load(name), step.prompt).tokens
+    for word in ("the", "cat", "sat", "mat"):  # the notice says these take one token each, space included
+        assert f"␣{word}" in pieces, (word, pieces)
+    assert "␣Tokenizers" not in pieces and "Tokenizers" not in pieces  # and that other words fall apart
+    general = next(e for e in experiments.EXPERIMENTS if e.page == "pages/tokens.py").for_model("gpt2")
+    assert "common words take one" in general.notice  # true for GPT-2's 50,257 pieces
+
+
+def test_a_head_step_shows_the_heads_score(monkeypatch):
+    at = open_page(app(lesson="1"), "pages/attention.py")
+    assert_clean(at)
+    # The demo's previous-token head on this step's prompt, computed independently of the app.
+    import opt_lens
+    from opt_lens import heads
+
+    lm = opt_lens.load("demo/tiny-gpt2")
+    scores = heads.previous_token_scores(opt_lens.capture(lm, experiments.EXPERIMENTS[0].prompt).attention)
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    assert (layer, head) == (0, 1)  # the head its card names
+    finding = [c.value for c in at.caption if "highest previous token score" in c.value]
+    assert finding and f"layer {layer}, head {head}: {scores.max():.2f}" in finding[0]
+    assert "Almost as high" not in finding[0]  # L0.H0 scores 0.68 here, well below 0.82
+    assert not [w for w in at.warning if "scores above" in w.value]
+
+
+def test_a_weak_best_head_is_called_weak_not_presented_as_the_mechanism(monkeypatch):
+    import pandas as pd
+
+    from app import tables
+
+    weak = pd.DataFrame([{"metric": m, "layer": layer, "head": head, "score": 0.05 * (1 + head)}
+                         for m in ("previous token", "induction") for layer in range(2) for head in range(4)])
+    monkeypatch.setattr(tables, "head_score_table", lambda name, prompt: weak)
+    at = open_page(app(lesson="2"), "pages/home.py")
+    assert_clean(at)
+    assert any("head 3: 0.20" in c.value for c in at.caption)
+    (warning,) = [w.value for w in at.warning if "scores above" in w.value]
+    assert "0.3" in warning and "not a real induction head" in warning
+
+
+# ------------------------------------------------------------------------------------------ logit lens
+
+LENS_PROMPT = "The hedgehog and the squirrel sat on the blanket by the umbrella."
+
+
+def chart_data(chart):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
+
+
+def lens_chart(at: AppTest):
+    return next(c for c in at.get("vega_lite_chart") if "probability of final guess" in c.proto.spec)
+
+
+def test_the_lens_colours_each_cell_by_the_final_answer_and_greys_the_embeddings():
+    import json
+
+    import torch
+
+    import opt_lens
+
+    at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")
+    assert_clean(at)
+    chart = lens_chart(at)
+    spec, data = json.loads(chart.proto.spec), chart_data(chart)
+    color = spec["layer"][0]["encoding"]["color"]
+    assert color["condition"]["value"] == "#e6e6e6" and color["field"] == "probability of final guess"
+    lm = opt_lens.load("demo/tiny-gpt2")
+    cap = opt_lens.capture(lm, LENS_PROMPT)
+    for position in (1, cap.seq_len - 1):  # by hand: softmax of each layer's read-out, at the final answer
+        probs = torch.softmax(opt_lens.logit_lens(lm, cap, position), dim=-1)  # [layer + 1, vocab]
+        column = data[data.position == f"{position} {cap.tokens[position]}"].sort_values("layer")
+        assert column["probability of final guess"].tolist() == pytest.approx(
+            probs[:, probs[-1].argmax()].tolist(), abs=1e-5)
+    # Row 0, greyed, echoes the input token, as the caption says.
+    row0 = data[data.layer == 0].sort_values("position", key=lambda p: p.str.split(" ").str[0].astype(int))
+    assert row0.embeddings.all() and not data[data.layer > 0].embeddings.any()
+    assert row0.guess.tolist() == cap.tokens
+    assert any("Row 0, in grey" in c.value and "echoes the input token" in c.value for c in at.caption)
+
+
+def test_long_tokens_are_cut_in_cells_and_whole_in_the_tooltip():
+    import json
+
+    at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")
+    chart = lens_chart(at)
+    data = chart_data(chart)
+    hedgehog = data[(data.layer == 0) & (data.guess == "␣hedgehog")]
+    assert hedgehog.cell.tolist() == ["␣hedge…"]
+    assert all(len(cell) <= 7 for cell in data.cell)
+    assert data[data.guess.str.len() <= 7].apply(lambda row: row.cell == row.guess, axis=1).all()
+    tooltip = json.loads(chart.proto.spec)["layer"][0]["encoding"]["tooltip"]
+    assert any(t["field"] == "guess" for t in tooltip) and not any(t["field"] == "cell" for t in tooltip)
+
+
+def test_the_inspected_position_and_k_come_from_the_url_and_mark_the_lens():
+    at = open_page(app(prompt=LENS_PROMPT, position="4 ␣squirrel", k="5"), "pages/predictions.py")
+    assert_clean(at)
+    assert at.select_slider(key="position").value == 4 and at.slider(key="k").value == 5
+    bars = chart_data(at.get("vega_lite_chart")[0])
+    assert len(bars) == 5
+    assert any("really came next: “␣sat”" in c.value for c in at.caption)
+    assert '"4 \\u2423squirrel"' in lens_chart(at).proto.spec or '"4 ␣squirrel"' in lens_chart(at).proto.spec
+
+
+def test_the_lens_window_follows_a_position_beyond_the_first_columns():
+    long_prompt = " ".join(["The cat sat on the mat."] * 6)
+    at = open_page(app(prompt=long_prompt), "pages/predictions.py")
+    last = at.select_slider(key="position").options[-1]
+    shown = set(chart_data(lens_chart(at)).position)
+    assert last in shown and len(shown) == 16
+    at.select_slider(key="position").set_value(3).run()
+    shown = set(chart_data(lens_chart(at)).position)
+    assert any(p.startswith("3 ") for p in shown) and len(shown) == 16
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def test_compare_says_when_a_and_b_are_the_same_model_and_offers_the_other_family():
+    at = open_page(app(model="demo/tiny-opt", model_b="demo/tiny-opt"), "pages/compare.py")
+    assert_clean(at)
+    assert any("both demo/tiny\\-opt" in w.value for w in at.warning)
+    assert not at.get("vega_lite_chart")  # nothing drawn that would look like a comparison
+    at.button(key="other-family").click().run()
+    assert_clean(at)
+    assert at.session_state.model_b == "demo/tiny-gpt2" and len(at.get("vega_lite_chart")) >= 4
+
+
+def test_compare_draws_a_and_b_in_their_own_colours_on_every_chart():
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    assert_clean(at)
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    blue, orange = "#1f77b4", "#e8710a"
+    assert len(specs) == 4
+    assert blue in specs[0] and orange not in specs[0] and orange in specs[1] and blue not in specs[1]
+    for spec in specs[2:]:  # the depth curve and both lenses: A blue, B orange
+        assert blue in spec and orange in spec
+    scale = json.loads(specs[2])["encoding"]["color"]["scale"]
+    assert scale == {"domain": ["demo/tiny-gpt2", "demo/tiny-opt"], "range": [blue, orange]}
+
+
+def test_compare_depth_is_in_percent_everywhere():
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    depth = json.loads(at.get("vega_lite_chart")[2].proto.spec)["encoding"]
+    assert depth["x"]["axis"]["format"] == "%" and "%" in depth["x"]["title"]
+    assert {"field": "depth", "format": ".0%", "title": "depth", "type": "quantitative"} in depth["tooltip"]
+    settled = next(d.value for d in at.dataframe if "top guess from depth" in d.value.columns)
+    assert all(value.endswith("%") for value in settled["top guess from depth"])
+
+
+def test_head_pairs_are_ranked_against_uniform_attention():
+    import torch
+
+    import opt_lens
+
+    at = open_page(app(), "pages/compare.py")
+    pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
+    # A's heads vs uniform attention, by hand: every token of demo/tiny-gpt2 has a partner in demo/tiny-opt.
+    cap = opt_lens.capture(opt_lens.load("demo/tiny-gpt2"), at.session_state.prompt)
+    n = min(cap.seq_len, 128)
+    uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    for _, row in pairs.iterrows():
+        layer, head = (int(part[1:]) for part in row["head in demo/tiny-gpt2"].split("."))
+        pattern = cap.attention[layer, head, :n, :n].double()
+        by_hand = 1 - 0.5 * (pattern - uniform).abs().sum(-1).mean()
+        assert row["A's head vs uniform"] == pytest.approx(float(by_hand), abs=1e-4)
+        assert row["above baseline"] == pytest.approx(
+            row["similarity"] - max(row["A's head vs uniform"], row["B's head vs uniform"]), abs=1e-6)
+    assert pairs["above baseline"].is_monotonic_decreasing
+    # The previous-token heads the demo cards name come first; the near-uniform pair no longer looks like a match.
+    first = pairs.iloc[0]
+    assert (first["head in demo/tiny-gpt2"], first["best match in demo/tiny-opt"]) == ("L0.H1", "L0.H2")
+
+
+# ------------------------------------------------------------------------------------------ architecture
+
+
+def test_architecture_opens_on_the_sidebar_models_and_adds_several_typed_ids():
+    at = open_page(app(model="demo/tiny-opt", model_b="demo/tiny-gpt2"), "pages/architecture.py")
+    assert_clean(at)
+    assert at.multiselect(key="architecture_models").value == ["demo/tiny-opt", "demo/tiny-gpt2"]
+    assert at.dataframe[0].value.columns.tolist() == ["demo/tiny-opt", "demo/tiny-gpt2"]
+    for typed in ("facebook/opt-2.7b", "EleutherAI/pythia-70m"):  # their configs need the Hub: a warning each
+        at.text_input(key="architecture_typed").set_value(typed).run()
+        assert not at.exception
+    assert at.multiselect(key="architecture_models").value == [
+        "demo/tiny-opt", "demo/tiny-gpt2", "facebook/opt-2.7b", "EleutherAI/pythia-70m"]
+    assert at.text_input(key="architecture_typed").value == ""  # cleared for the next one
+    warned = " ".join(w.value for w in at.warning)
+    assert "facebook/opt\\-2\\.7b" in warned and "EleutherAI/pythia\\-70m" in warned
+    at.text_input(key="architecture_typed").set_value("<b>x</b>").run()
+    assert any("is not a model ID" in w.value for w in at.warning)
+    assert len(at.multiselect(key="architecture_models").value) == 4
+
+
+# ------------------------------------------------------------------------------------------ cached models
+
+
+@pytest.fixture
+def classroom_cache(hub_answering, tiny_folder):
+    """A Hugging Face cache holding tiny stand-ins for gpt2 and facebook/opt-125m (fetched with the real client
+    from the stand-in Hub), plus an incomplete facebook/opt-350m (no tokenizer); then the Hub goes away."""
+    from huggingface_hub import hf_hub_download
+
+    for repo, kind, complete in (("gpt2", "gpt2", True), ("facebook/opt-125m", "opt", True),
+                                 ("facebook/opt-350m", "opt", False)):
+        hub_answering.add(repo, tiny_folder(kind))
+        for file in sorted(tiny_folder(kind).iterdir()):
+            if complete or not file.name.startswith("tokenizer"):
+                hf_hub_download(repo, file.name)
+    hub_answering.stop()
+    clear = (caches.hub_online, caches.cached_hub_models, caches.cached_description, caches.model_cache,
+             caches.capture_cache)
+    for cached in clear:
+        cached.clear()
+    yield hub_answering.cache
+    for cached in clear:
+        cached.clear()
+
+
+def test_without_the_hub_cached_gpt2_and_opt_are_the_defaults(classroom_cache):
+    at = open_page(app(), "pages/predictions.py")
+    assert_clean(at)
+    assert at.sidebar.selectbox[0].value == "gpt2"
+    assert at.sidebar.selectbox[0].options == [
+        "demo/tiny-gpt2", "demo/tiny-opt", "gpt2 · cached here", "facebook/opt-125m · cached here"]
+    (banner,) = [info.value for info in at.sidebar.info]
+    assert "facebook/opt\\-125m, gpt2 from this computer's model cache" in banner and "demo models" in banner
+    assert "runs on the two" not in banner
+    assert caches.model_cache().keys() == ["gpt2"]  # the page ran on the cached model
+    at = open_page(at, "pages/compare.py")
+    assert_clean(at)
+    assert next(box for box in at.selectbox if box.label == "Model B").value == "facebook/opt-125m"
+    assert sorted(caches.model_cache().keys()) == ["facebook/opt-125m", "gpt2"]
+
+
+def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unreachable):
+    caches.hub_online.clear(), caches.cached_hub_models.clear()
+    at = open_page(app(), "pages/compare.py")
+    assert {box.label: box.value for box in at.selectbox} == {
+        "Model": "demo/tiny-gpt2", "Model A": "demo/tiny-gpt2", "Model B": "demo/tiny-opt"}
+    (banner,) = [info.value for info in at.sidebar.info]
+    assert "runs on the two bundled demo models" in banner
+
+
+def test_the_attention_views_a_teacher_points_at_open_from_the_url():
+    import json
+
+    long_prompt = " ".join(["The cat sat on the mat."] * 8)
+    at = open_page(app(prompt=long_prompt, window="40", focus="4 ␣the", head_metric="induction"), "pages/attention.py")
+    assert_clean(at)
+    assert at.slider(key="window").value == 40
+    assert at.select_slider(key="focus").value == "4 ␣the"
+    assert at.radio(key="head_metric").value == "induction"
+    titles = [json.loads(c.proto.spec).get("title", "") for c in at.get("vega_lite_chart")]
+    assert any(title.startswith("Where “4 ␣the” looks") for title in titles), titles
+
+
+# ------------------------------------------------------------------------------------------ in Chromium
+
+
+@pytest.fixture(scope="module")
+def open_in_chromium():
+    """``open_in_chromium(path)``: a new 1440x900 tab of the app (``streamlit run``) on ``path``, drawn."""
+    from browser_support import CHROMIUM, StreamlitServer, launch_chromium, wait_for_app
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    server = StreamlitServer()
+    try:
+        server.wait_healthy()
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+
+            def open_tab(path: str):
+                tab = browser.new_page(viewport={"width": 1440, "height": 900})
+                tab.goto(f"{server.url}{path}")
+                wait_for_app(tab, timeout=90_000)
+                # A deep link's first run hands over to the entry point and reruns: wait for the page itself.
+                tab.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
+                wait_for_app(tab, timeout=90_000)
+                return tab
+
+            try:
+                yield open_tab
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+
+
+def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and_shows_the_note_as_text(
+        open_in_chromium):
+    import urllib.parse
+
+    note = '<img src=x onerror="document.title=1"> look at **row 0**'
+    query = urllib.parse.urlencode({"note": note})
+    sizes = {}
+    for present in ("", "&present=true"):
+        tab = open_in_chromium(f"/predictions?{query}{present}")
+        sizes[present] = tab.evaluate(
+            "() => parseFloat(getComputedStyle(document.querySelector('[data-testid=\"stMain\"] p')).fontSize)")
+        assert note in tab.locator(".st-key-teacher-note").inner_text()  # character for character, as text
+        assert tab.locator(".st-key-teacher-note img").count() == 0 and tab.title() != "1"
+        box = tab.locator('[data-testid="stSidebar"]').bounding_box()
+        sidebar_open = bool(box) and box["width"] > 50 and box["x"] + box["width"] > 50
+        assert sidebar_open == (not present), box
+        tab.close()
+    assert sizes["&present=true"] >= 1.15 * sizes[""], sizes
+
+
+def test_the_copying_step_names_every_head_that_scores_almost_as_high():
+    import opt_lens
+    from opt_lens import heads
+
+    at = open_page(app(lesson="2"), "pages/attention.py")
+    assert_clean(at)
+    # By hand: the induction score on the probe the app measures (random tokens repeated once, seed 0).
+    lm = opt_lens.load("demo/tiny-gpt2")
+    probe, start, period = heads.induction_probe(lm, length=40, seed=0)
+    scores = heads.induction_scores(probe.attention, start, period)  # [layer, head]
+    best = divmod(int(scores.argmax()), scores.shape[1])
+    close = [(layer, head) for layer in range(scores.shape[0]) for head in range(scores.shape[1])
+             if scores[layer, head] >= scores.max() - 0.05 and (layer, head) != best]
+    assert len(close) == 2  # the card's L1.H1 and L1.H3 score within 0.01 of L1.H2 here
+    (finding,) = [c.value for c in at.caption if "highest induction score" in c.value]
+    assert f"layer {best[0]}, head {best[1]}: {scores.max():.2f}" in finding
+    for layer, head in close:
+        assert f"layer {layer}, head {head} ({scores[layer, head]:.2f})" in finding
+    assert f"layer {best[0]}, head {best[1]} (" not in finding  # the best is not also "almost as high"
+    assert (at.session_state.layer, at.session_state.head) == best
+
+
+@pytest.mark.parametrize("name, step", [("demo/tiny-gpt2", 1), ("demo/tiny-opt", 1), ("demo/tiny-opt", 2)])
+def test_the_lesson_opens_the_heads_the_demo_cards_name(name, step):
+    from test_demo_shipped import card_figures
+
+    at = open_page(app(model=name, lesson=str(step)), "pages/attention.py")
+    assert_clean(at)
+    card = card_figures(name)
+    expected = card["previous head"] if step == 1 else card["induction head"]
+    assert (at.session_state.layer, at.session_state.head) == expected
+
+
+def test_the_first_page_does_not_import_torch_when_nothing_is_cached():
+    import subprocess
+    import sys
+
+    # A fresh process: the start page with an empty cache and no Hub must not wait for torch (seconds).
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            "at = AppTest.from_file('streamlit_app.py', default_timeout=120).run(); "
+            "assert not at.exception; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+
+
+def test_a_lesson_step_seen_from_another_page_leads_back_to_its_page():
+    at = open_page(app(lesson="3"), "pages/compare.py")
+    assert_clean(at)
+    back = at.button(key="lesson-here")
+    assert "Predictions & logit lens" in back.label
+    at = open_page(app(lesson="3"), "pages/predictions.py")
+    assert_clean(at)
+    assert [b.key for b in at.button if b.key == "lesson-here"] == []
+    for page in {experiment.page for experiment in experiments.EXPERIMENTS}:
+        title = navigation.PAGE_TITLES[page]  # the title the lesson expects; the page must give itself the same
+        assert f'frame.page_intro(\n    "{title}",' in (ROOT / page).read_text(), page
+
+
+def test_a_click_on_a_lens_column_in_chromium_inspects_that_position_and_puts_it_in_the_link(open_in_chromium):
+    from browser_support import wait_for_app
+
+    tab = open_in_chromium("/predictions")
+    slider = tab.locator('[data-testid="stSlider"]').nth(1)
+    assert "25 ␣the" in slider.inner_text()  # the last position of the default prompt
+    grid = tab.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("canvas, svg.marks").first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    tab.mouse.click(box["x"] + 110, box["y"] + 30)  # the second column: position 11 (window 10-25)
+    wait_for_app(tab, timeout=90_000)
+    tab.wait_for_function("() => location.search.includes('position=')", timeout=30_000)
+    assert "11 ␣Alice" in slider.inner_text()
+    assert "position=11+%E2%90%A3Alice" in tab.url
