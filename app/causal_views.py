@@ -16,6 +16,7 @@ import torch
 import opt_lens
 from opt_lens.tokens import display_tokens
 
+from app.charts import layer_head_axes
 from app.text import head_label
 
 _HEAD_LABEL = re.compile(r"L(\d{1,3})\.H(\d{1,3})")
@@ -141,20 +142,6 @@ def loss_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
     )
 
 
-def pattern_chart(frame: pd.DataFrame, order: list[str], title: str) -> alt.Chart:
-    return (
-        alt.Chart(frame)
-        .mark_rect()
-        .encode(
-            x=alt.X("key:N", sort=order, title="key (read from)", axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
-            y=alt.Y("query:N", sort=order, title="query (reading)", axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
-            tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(title=title, height=120 + 16 * len(order))
-    )
-
-
 # -------------------------------------------------------------------------------------------- maps
 
 
@@ -174,8 +161,7 @@ def head_map(frame: pd.DataFrame, value: str, title: str, limit: float, *, click
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("layer:O", title="layer", sort="descending"),
+            **layer_head_axes(),
             color=alt.Color(f"{value}:Q", title=value,
                             scale=alt.Scale(scheme=DIVERGING, domain=[-limit, limit], domainMid=0, clamp=True)),
             stroke=alt.condition(is_marked, alt.value("black"), alt.value("white")),

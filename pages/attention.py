@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import causal_views, frame, selection, state, tables
+from app import causal_views, charts, frame, selection, state, tables
 
 frame.page_intro(
     "Attention",
@@ -37,17 +37,7 @@ def head_views():
         start = end - window_size
     pattern_table = tables.attention_frame(cap, layer, [head], (start, end))
     order = tables.token_labels(cap)[start:end]
-    heatmap = (
-        alt.Chart(pattern_table)
-        .mark_rect()
-        .encode(
-            x=alt.X("key:N", sort=order, title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
-            y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
-            tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(title=f"{name} · layer {layer} · head {head}", height=140 + 20 * (end - start))
-    )
+    heatmap = charts.attention_heatmap(pattern_table, order, f"{name} · layer {layer} · head {head}")
     st.altair_chart(heatmap, width="stretch")
     tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
                    f"attention_layer{layer}_head{head}.csv")
@@ -112,8 +102,7 @@ def head_views():
         alt.Chart(shown)
         .mark_rect()
         .encode(
-            x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("layer:O", title="layer", sort="descending"),
+            **charts.layer_head_axes(),
             color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
             tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
             opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),

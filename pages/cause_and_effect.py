@@ -3,7 +3,7 @@ import streamlit as st
 import opt_lens
 from app import causal_runs as runs
 from app import causal_views as views
-from app import frame, selection, state, tables
+from app import charts, frame, selection, state, tables
 from app.caches import hub_online
 from app.text import escape_markdown
 
@@ -91,7 +91,7 @@ order = tables.token_labels(cap)[start : start + window]
 columns = st.columns(2)
 for column, run, capture in ((columns[0], "before", cap), (columns[1], "after", after)):
     pattern = tables.attention_frame(capture, layer, [head], (start, start + window))
-    column.altair_chart(views.pattern_chart(pattern, order, f"{shown} {run}"), width="stretch")
+    column.altair_chart(charts.attention_heatmap(pattern, order, f"{shown} {run}"), width="stretch")
 if start:
     st.caption(f"The last {window} tokens of the prompt.")
 

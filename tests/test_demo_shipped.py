@@ -103,7 +103,7 @@ def test_model_continues_its_grammar_with_a_word(name, demo):
 
 
 @pytest.mark.parametrize("name", list(DEMO_MODELS))
-def test_the_card_reports_what_the_model_measures(name, demo):
+def test_documentation_the_card_reports_what_the_model_measures(name, demo):
     figures = measure(demo(name))
     card = card_figures(name)
     assert card["previous head"] == figures.previous_token_head
@@ -136,7 +136,7 @@ def test_the_app_head_scores_find_the_card_heads(name, demo):
 
 
 @pytest.mark.parametrize("name", list(DEMO_MODELS))
-def test_the_project_readme_quotes_the_cards(name):
+def test_documentation_the_readme_quotes_the_cards(name):
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{name}` |"))
     card = card_figures(name)
     for head, score in (("previous head", "previous"), ("induction head", "induction")):
