@@ -17,7 +17,9 @@ you type there.
 | **Tokens** | how the prompt is cut into tokens, and how GPT-2 and OPT differ |
 | **Attention** | where each head looks, and which heads do recognisable jobs |
 | **Predictions & logit lens** | the next-token guess, and how it forms layer by layer |
+| **Watch the model write** | the model continuing your prompt, token by token, and how sure it was of each |
 | **Compare two models** | GPT-2 and OPT on the same prompt, side by side |
+| **Cause and effect** | test a claim: knock heads out or copy activations between two prompts, and see what changes |
 
 Everything you change (model, prompt, layer, head, page) is kept in the address bar: copy the link to
 share exactly the view you are looking at.
