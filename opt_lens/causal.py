@@ -25,6 +25,7 @@ from torch import nn
 from .ablation import StopForward, head_slice, install_ablation
 from .capturing import Capture
 from .errors import OptLensError
+from .lens import readout_holding_lock
 from .surgery import get_module, hooks
 from .tokens import tokenize
 
@@ -91,13 +92,6 @@ def _run_blocks(lm, recorded: _Recorded, start: int, hidden: torch.Tensor) -> to
     return hidden  # [batch, seq, d_model]
 
 
-def _readout(lm, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's own modules after its last block (final norm, project_out, unembedding): ``[..., vocab]``."""
-    for path in lm.arch.paths.readout():
-        hidden = get_module(lm.model, path)(hidden)
-    return hidden
-
-
 def _replace_heads(lm, layer: int, values: torch.Tensor):
     """A pre-hook for layer ``layer``'s output projection: batch row ``h`` gets ``values[h]`` ``[seq, d_head]``
     in head ``h``'s slice (zeros knock the head out; another run's slice patches it in)."""
@@ -123,7 +117,7 @@ def _head_sweep(lm, recorded: _Recorded, values: Callable[[int], torch.Tensor], 
             hook_set.forward_pre(
                 get_module(lm.model, arch.paths.attn_out_proj_of(layer)), _replace_heads(lm, layer, values(layer))
             )
-            logits = _readout(lm, _run_blocks(lm, recorded, layer, hidden)[:, -1])  # [head, vocab]
+            logits = readout_holding_lock(lm, _run_blocks(lm, recorded, layer, hidden)[:, -1])  # [head, vocab]
         yield layer, logits
         if progress is not None:
             progress((layer + 1) * arch.n_heads, arch.n_layers * arch.n_heads)
@@ -164,7 +158,7 @@ def head_effects(
     with lm.lock:
         recorded = _record(lm, ids)
         with torch.inference_mode():
-            clean = torch.log_softmax(_readout(lm, recorded.final[0, -1]), -1)  # [vocab]
+            clean = torch.log_softmax(readout_holding_lock(lm, recorded.final[0, -1]), -1)  # [vocab]
     token_id = int(clean.argmax()) if token_id is None else _check_token(lm, token_id)
     arch = lm.arch
     zeros = torch.zeros(arch.n_heads, len(ids), arch.d_head)  # [head, seq, d_head]
@@ -176,7 +170,7 @@ def head_effects(
 
 def _logit_diff(lm, final_last: torch.Tensor, answer_id: int, wrong_id: int) -> torch.Tensor:
     """``[batch]`` logit(answer) - logit(wrong) from last-position hidden states ``[batch, d_model]``."""
-    logits = _readout(lm, final_last)  # [batch, vocab]
+    logits = readout_holding_lock(lm, final_last)  # [batch, vocab]
     return logits[:, answer_id] - logits[:, wrong_id]
 
 

@@ -21,11 +21,17 @@ _POSITION_CHUNK = 256
 
 def readout(lm, resid: torch.Tensor) -> torch.Tensor:
     """Logits the model would produce if ``resid`` (``[..., d_model]``) were its last residual stream."""
-    x = resid
     # Take the model's lock like capture() does: a capture in another thread has hooks on these modules.
     with lm.lock, torch.inference_mode():
-        for path in lm.arch.paths.readout():
-            x = get_module(lm.model, path)(x)
+        return readout_holding_lock(lm, resid)
+
+
+def readout_holding_lock(lm, resid: torch.Tensor) -> torch.Tensor:
+    """``readout`` for a caller that already holds ``lm.lock`` (it is not reentrant): the model's own modules
+    after its last block (final norm, OPT-350m's project_out, unembedding), in order."""
+    x = resid
+    for path in lm.arch.paths.readout():
+        x = get_module(lm.model, path)(x)
     return x  # [..., vocab]
 
 
