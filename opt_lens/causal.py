@@ -25,7 +25,7 @@ from torch import nn
 from .ablation import StopForward, head_slice, install_ablation
 from .capturing import Capture
 from .errors import OptLensError
-from .lens import readout_holding_lock
+from .lens import checked_position, readout_holding_lock
 from .surgery import get_module, hooks
 from .tokens import tokenize
 
@@ -124,16 +124,8 @@ def _head_sweep(lm, recorded: _Recorded, values: Callable[[int], torch.Tensor], 
 
 
 def _prompt_ids(lm, text: str) -> torch.Tensor:
-    ids = tokenize(lm.tokenizer, text, lm.arch.max_positions).input_ids
-    if len(ids) == 0:
-        raise OptLensError("There are no tokens to run.")
-    return ids
-
-
-def _check_position(position: int, seq: int) -> int:
-    if not -seq <= position < seq:
-        raise OptLensError(f"Position {position} is outside this prompt's {seq} tokens.")
-    return position % seq
+    """``[seq]``: the prompt as capture() tokenizes it (an empty prompt is refused there)."""
+    return tokenize(lm.tokenizer, text, lm.arch.max_positions).input_ids
 
 
 def _check_token(lm, token_id: int) -> int:
@@ -153,7 +145,7 @@ def head_effects(
     is called after each layer, counting heads.
     """
     ids = _prompt_ids(lm, text)
-    position = _check_position(position, len(ids))
+    position = checked_position(position, len(ids))
     ids = ids[: position + 1]
     with lm.lock:
         recorded = _record(lm, ids)
@@ -302,7 +294,7 @@ def attribute(lm, capture: Capture, token_id: int, position: int = -1) -> Attrib
             "Direct logit attribution needs a pre-LN model: this one normalises the residual stream after every "
             "block, so a component's output is rescaled by all later norms and the parts no longer add up to the logit."
         )
-    position = _check_position(position, capture.seq_len)
+    position = checked_position(position, capture.seq_len)
     token_id = _check_token(lm, token_id)
     logit = float(capture.logits[position, token_id])
     parts = _parts(lm, capture, position)  # [component, d_model]: embed, heads, attn biases, MLPs

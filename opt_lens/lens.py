@@ -37,14 +37,14 @@ def readout_holding_lock(lm, resid: torch.Tensor) -> torch.Tensor:
 
 def logit_lens(lm, capture: Capture, position: int) -> torch.Tensor:
     """``[n_layers + 1, vocab]``: row 0 read from the embeddings, row i after block i, the last row the model's logits."""
-    return readout(lm, capture.resid[:, _checked_position(capture, position)])  # [layer + 1, vocab]
+    return readout(lm, capture.resid[:, checked_position(position, capture.seq_len)])  # [layer + 1, vocab]
 
 
-def _checked_position(capture: Capture, position: int) -> int:
+def checked_position(position: int, seq_len: int) -> int:
     """``position`` counted from the start (a negative one counts from the end, as in Python)."""
-    if not -capture.seq_len <= position < capture.seq_len:
-        raise OptLensError(f"Position {position} is outside this prompt's tokens 0..{capture.seq_len - 1}.")
-    return position % capture.seq_len
+    if not -seq_len <= position < seq_len:
+        raise OptLensError(f"Position {position} is outside this prompt's tokens 0..{seq_len - 1}.")
+    return position % seq_len
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Prediction:
 
 def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Prediction]:
     """The k most likely next tokens after ``position`` (default: after the whole prompt)."""
-    position = _checked_position(capture, position)
+    position = checked_position(position, capture.seq_len)
     if position == capture.seq_len - 1:
         logits = capture.next_logits  # the model's own output, no recomputation
     else:
@@ -97,7 +97,7 @@ class LensMap:
 
 
 def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> LensMap:
-    positions = list(range(capture.seq_len)) if positions is None else [_checked_position(capture, p) for p in positions]
+    positions = list(range(capture.seq_len)) if positions is None else [checked_position(p, capture.seq_len) for p in positions]
     n_rows = capture.resid.shape[0]
     top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
     top_probs = torch.empty(n_rows, len(positions))
