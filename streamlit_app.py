@@ -6,4 +6,4 @@ from app import frame, navigation
 
 frame.configure_server()
 st.set_page_config(page_title="opt_lens", page_icon=":material/search:", layout="wide")
-frame.run_frame(st.navigation(navigation.app_pages()).run)
+frame.run_frame(st.navigation(navigation.app_pages()))

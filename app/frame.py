@@ -11,7 +11,7 @@ import streamlit as st
 import opt_lens
 from app import lessons, teacher
 from app.caches import model_cache, shared_model, tokenized_prompt
-from app.navigation import app_pages
+from app.navigation import app_pages, open_asked_page
 from app.state import chosen_model, chosen_prompt, sidebar
 from app.text import escape_markdown
 from opt_lens.memory import format_bytes, return_large_blocks_when_freed
@@ -69,7 +69,7 @@ def friendly_errors():
         st.error("Something went wrong while drawing this view. Try another prompt or model.", icon=":material/error:")
 
 
-def run_frame(run_page) -> None:
+def run_frame(page) -> None:
     """What every rerun does around the current page: the shared sidebar, friendly errors, the memory note."""
     teacher.init()
     lessons.init()
@@ -77,7 +77,8 @@ def run_frame(run_page) -> None:
     inside = _inside_frame.set(True)
     try:
         with friendly_errors():
-            run_page()
+            open_asked_page(page.url_path)
+            page.run()
     finally:  # also after st.stop() in a page
         _inside_frame.reset(inside)
         sidebar_notes(note)

@@ -49,30 +49,24 @@ def sync_url() -> None:
 
 
 def prepare(step: int) -> None:
-    """A button's callback: step ``step`` (1-based) becomes the current one, with its prompt and its head."""
-    from app.experiments import prepare_experiment
+    """A button's callback: step ``step`` (1-based) becomes the current one, with its prompt and its head,
+    and the next run opens its page."""
+    from app.experiments import opening_query, prepare_experiment
+    from app.navigation import ask_to_open
     from app.state import chosen_model
-
-    st.session_state[LESSON_KEY] = step
-    prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
-
-
-def open_step(step: int) -> None:
-    """Open the page of step ``step``, after ``prepare(step)`` ran."""
-    from app.experiments import opening_query
     from app.teacher import NOTE_KEY
 
-    experiment = steps()[step - 1]
+    st.session_state[LESSON_KEY] = step
+    experiment = steps()[step - 1].for_model(chosen_model("model"))
+    prepare_experiment(experiment)
     note = st.session_state.get(NOTE_KEY)
     query = {**opening_query(experiment), LESSON_KEY: str(step), **({NOTE_KEY: note} if note else {})}
-    st.switch_page(experiment.page, query_params=query)
+    ask_to_open(experiment.page, query)
 
 
 def step_button(label: str, step: int, key: str, **kwargs) -> None:
     """A button that opens step ``step``."""
-    if st.button(label, key=key, on_click=prepare, args=(step,), **kwargs):
-        # The step the callback prepared: this rerun redraws the button for the step after it, same key.
-        open_step(st.session_state[LESSON_KEY])
+    st.button(label, key=key, on_click=prepare, args=(step,), **kwargs)
 
 
 def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:

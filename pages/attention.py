@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import causal_views, charts, frame, selection, state, tables
+from app import causal_views, charts, frame, navigation, selection, state, tables
 
 frame.page_intro(
     "Attention",
@@ -117,7 +117,7 @@ def head_views():
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
         chosen = causal_views.head_label(layer, head)
-        st.switch_page("pages/cause_and_effect.py", query_params={"knock_out": chosen, "look_at": chosen})
+        navigation.open_page("pages/cause_and_effect.py", {"knock_out": chosen, "look_at": chosen})
     tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
 

@@ -24,11 +24,14 @@ def page_in_frame(page: str) -> None:
     entry; running the same frame from a function keeps every rerun complete.
     """
     import runpy
+    import types
+    from pathlib import Path
 
-    from app import frame
+    from app import frame, navigation
 
     frame.configure_server()
-    frame.run_frame(lambda: runpy.run_path(page))
+    script = f"pages/{Path(page).name}"
+    frame.run_frame(types.SimpleNamespace(url_path=navigation.url_path(script), run=lambda: runpy.run_path(page)))
 
 
 def app(page: str = "pages/home.py", **query) -> AppTest:

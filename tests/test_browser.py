@@ -164,6 +164,7 @@ def test_a_start_page_experiment_opens_its_page_prompt_and_best_head(page, serve
     open_app(page, server)
     card = page.locator('[class*="st-key-experiment-"]', has_text="A head that copies")
     card.get_by_role("button", name="Try it").click()
+    page.wait_for_url("**/attention?**")  # the switch is a second run after the click's: wait for it
     wait_for_app(page)
     assert title(page) == "Attention"
     assert_clean(page, server)
