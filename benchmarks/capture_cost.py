@@ -4,8 +4,10 @@ Random-weight models, CPU, float32: GPT-2-size (124M) at 64, 256 and 1024 tokens
 each against a plain forward with transformers' sdpa attention of a second copy of the same weights, timed
 interleaved (sdpa, capture, sdpa, capture, ...) and compared as medians. For each length it prints both
 medians and their ratio (target: at most 1.05), the bytes the capture holds (targets: 120 MB for GPT-2 at
-1024, 200 MB for OPT-125m at 2048), the peak resident memory a capture and a plain forward add, and the time
-and peak of the head scores (previous-token, first-token, entropy, duplicate-token) on the capture. Then an
+1024, 200 MB for OPT-125m at 2048; a capture holds the residual stream and room for the few layers whose
+query and key states it rebuilds on demand), the peak resident memory a capture and a plain forward add, the
+time and peak of the head scores (previous-token, first-token, entropy, duplicate-token) on the capture, and
+the median time of a layer's first pattern read (its states rebuilt: what a layer switch costs). Then an
 OPT-1.3b-size model at 2048 tokens (5.3 GB of weights; skip with --skip-large): capture and head scores, time
 and peak memory.
 
@@ -108,13 +110,24 @@ def prompt_scores(cap) -> dict:
     return heads.prompt_scores(cap.patterns, cap.input_ids)
 
 
+def first_pattern_read(cap) -> float:
+    """Median seconds of a layer's first pattern read on a fresh capture: the layer's query and key states are
+    rebuilt (what a layer switch on the Attention page pays when the layer is not cached)."""
+    seconds = []
+    for layer in range(cap.patterns.n_layers):
+        start = time.perf_counter()
+        cap.pattern(layer, 0)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) -> None:
     lm = loaded(label, config, make_tokenizer)
     # A copy of the config: from_config records the implementation in it, and the capture reads it there.
     sdpa = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa").eval().requires_grad_(False)
     sdpa.load_state_dict(lm.model.state_dict())
     print(f"\n{label}: {lm.arch.n_params:,} parameters, {lm.arch.attention_capture}, torch threads {torch.get_num_threads()}")
-    print(f"{'tokens':>6} {'sdpa fwd':>9} {'capture':>9} {'ratio':>6} {'held MB':>8} {'cap pk MB':>9} {'fwd pk MB':>9} {'scores':>8} {'sc pk MB':>8}")
+    print(f"{'tokens':>6} {'sdpa fwd':>9} {'capture':>9} {'ratio':>6} {'held MB':>8} {'cap pk MB':>9} {'fwd pk MB':>9} {'scores':>8} {'sc pk MB':>8} {'1st read':>8}")
     for length in lengths:
         ids = random_ids(lm, length)
 
@@ -127,10 +140,11 @@ def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) 
         peak_capture = peak_rss_increase(lambda: opt_lens.capture_ids(lm, ids))
         cap = opt_lens.capture_ids(lm, ids)
         scores_seconds, scores_peak = timed(lambda: prompt_scores(cap))
+        first_read = first_pattern_read(opt_lens.capture_ids(lm, ids))
         print(
             f"{length:>6} {medians['sdpa'] * 1e3:>7.1f}ms {medians['capture'] * 1e3:>7.1f}ms"
             f" {medians['capture'] / medians['sdpa']:>6.3f} {cap.nbytes() / 1e6:>8.1f} {peak_capture / 1e6:>9.1f}"
-            f" {peak_forward / 1e6:>9.1f} {scores_seconds:>7.2f}s {scores_peak / 1e6:>8.1f}"
+            f" {peak_forward / 1e6:>9.1f} {scores_seconds:>7.2f}s {scores_peak / 1e6:>8.1f} {first_read * 1e3:>6.1f}ms"
         )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptLensError
-from .surgery import get_module, hooks
+from .surgery import StopForward, get_module, hooks
 
 ABLATION_MODES = ("zero", "mean")
 
@@ -135,7 +135,3 @@ def _means(lm, input_ids: torch.Tensor, ablation: Ablation) -> tuple[dict, dict]
         except StopForward:
             pass
     return head_means, mlp_means
-
-
-class StopForward(Exception):
-    """Raised by a hook to end a forward pass once it has given what was needed (the caller catches it)."""

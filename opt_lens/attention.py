@@ -1,11 +1,19 @@
-"""Attention patterns at the cost of a plain forward pass: record what transformers' attention interface receives.
+"""Attention patterns at the cost of a plain forward pass: the query and key states transformers' attention
+interface receives, rebuilt one layer at a time.
 
 Models whose attention goes through ``transformers.AttentionInterface`` load with ``IMPLEMENTATION``, which is
 transformers' own sdpa function (the model's output is computed by the same call a plain sdpa forward makes)
-plus, while a capture in the current thread has a ``Recorder`` active, a copy of the query and key states it
-receives: after rotary embeddings, with the model's own scaling and mask. A pattern is rebuilt on demand as
-``softmax(query @ key.T * scaling + mask)``, which is what transformers' eager attention computes; it equals
-eager's pattern within 1e-5 (float32 rounding of a matmul done in other blocks), not bit for bit.
+plus, while a ``Recorder`` is active in the current thread, a copy of the query and key states it receives:
+after rotary embeddings, with the model's own scaling and mask. A pattern is ``softmax(query @ key.T *
+scaling + mask)``, which is what transformers' eager attention computes; it equals eager's pattern within
+1e-5 (float32 rounding of a matmul done in other blocks), not bit for bit.
+
+A capture keeps no query and key states: ``[seq, d_model]`` twice per layer would double what it holds
+(233 MB for OPT-125m at 2048 tokens). It keeps each block's input (the residual stream, which it holds
+anyway) and the rest of each block's call, and ``RecordedPatterns`` rebuilds a layer's states on demand by
+running that block again on the same input, up to its attention call: the same modules on the same
+values, so the states are those of the forward pass itself (the tests check they are equal bit for bit).
+The last few layers rebuilt stay in a small bounded cache.
 
 Models whose attention does not go through the interface (GPT-Neo) load with eager attention and their
 captures store the patterns the model returns (``StoredPatterns``).
@@ -15,6 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,7 +36,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+from .blocks import BlockCall
 from .errors import OptLensError
+from .surgery import StopForward, get_module
 
 IMPLEMENTATION = "opt_lens_sdpa"
 RECORDED = "recorded query and key states (sdpa forward)"
@@ -50,21 +63,44 @@ def capture_path(model_or_config) -> str:
     return RECORDED if model_or_config.config._attn_implementation == IMPLEMENTATION else EAGER
 
 
-@dataclass
-class _Layer:
+@dataclass(frozen=True)
+class LayerStates:
+    """One layer's query and key states as its attention function received them."""
+
     query: torch.Tensor  # [head, seq, d_head]
     key: torch.Tensor  # [kv_head, seq, d_head]
     scaling: float
     mask: torch.Tensor | None  # [1 or head, seq, seq] bool or additive float; None = plain causal
 
+    def rows(self, queries: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
+        """``[head, query, key]`` float32: the attention rows of the query positions ``queries`` over every key."""
+        query = self.query[heads, queries]  # [head, query, d_head]
+        group = self.query.shape[0] // self.key.shape[0]  # query heads per key head (grouped-query attention)
+        head_index = torch.arange(self.query.shape[0])[heads] // group  # [head]
+        key = self.key[head_index]  # [head, key, d_head]
+        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(self.scaling)  # [head, query, key]
+        if self.mask is None:
+            future = queries[:, None] < torch.arange(key.shape[1])[None, :]  # [query, key]
+            scores.masked_fill_(future, float("-inf"))
+        elif self.mask.dtype == torch.bool:
+            scores.masked_fill_(~self.mask[:, queries], float("-inf"))
+        else:
+            scores.add_(self.mask[:, queries])
+        return torch.softmax(scores, dim=-1)  # [head, query, key]
+
 
 class Recorder:
-    """Query and key states of one forward pass, by layer; filled by ``recording_attention``."""
+    """Query and key states of one forward pass, by layer; filled by ``recording_attention``.
 
-    def __init__(self, layer_of: dict[nn.Module, int], kept: int) -> None:
+    With ``stop=True`` the forward pass ends (``StopForward``) once a layer's states are recorded: rebuilding
+    one layer needs nothing after its attention call.
+    """
+
+    def __init__(self, layer_of: dict[nn.Module, int], kept: int, *, stop: bool = False) -> None:
         self._layer_of = layer_of  # attention module -> layer index
         self._kept = kept  # leading tokens whose states are kept
-        self.layers: dict[int, _Layer] = {}
+        self._stop = stop
+        self.layers: dict[int, LayerStates] = {}
 
     def record(self, module: nn.Module, query, key, attention_mask, scaling, kwargs) -> None:
         assert query.shape[0] == 1, f"expected a batch of one, got {tuple(query.shape)}"
@@ -77,7 +113,9 @@ class Recorder:
             scaling = query.shape[-1] ** -0.5
         kept = self._kept
         mask = None if attention_mask is None else attention_mask[0, :, :kept, :kept]
-        self.layers[layer] = _Layer(_own(query[0, :, :kept]), _own(key[0, :, :kept]), float(scaling), mask)
+        self.layers[layer] = LayerStates(_own(query[0, :, :kept]), _own(key[0, :, :kept]), float(scaling), mask)
+        if self._stop:
+            raise StopForward
 
 
 def _own(states: torch.Tensor) -> torch.Tensor:
@@ -113,46 +151,78 @@ if IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS:
     AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
+# Rebuilt layers kept per capture: at least one (a head switch in the same layer rebuilds nothing), more
+# while they fit in this many bytes (all of them for a short prompt).
+STATES_CACHE_BYTES = 16 * 2**20
+
+
 class RecordedPatterns:
-    """Patterns rebuilt on demand from recorded query and key states: ``softmax(q k^T * scaling + mask)``."""
+    """Patterns from query and key states, rebuilt per layer by rerunning the layer's block up to its attention
+    call on the block input the capture recorded, with the model's lock held.
 
-    def __init__(self, recorder: Recorder, n_layers: int) -> None:
-        assert sorted(recorder.layers) == list(range(n_layers)), f"recorded layers {sorted(recorder.layers)}"
-        self._layers = [recorder.layers[layer] for layer in range(n_layers)]
+    Needs the model that was captured while it is loaded. A pickled copy carries every layer's states
+    instead (rebuilt when it is pickled), so it no longer needs the model.
+    """
 
-    @property
-    def n_layers(self) -> int:
-        return len(self._layers)
+    def __init__(self, lm, block_inputs: torch.Tensor, calls: list[BlockCall], n_tokens: int) -> None:
+        assert len(calls) == lm.arch.n_layers and block_inputs.shape[0] >= lm.arch.n_layers
+        self._model = weakref.ref(lm)
+        self._paths = lm.arch.paths
+        self._inputs = block_inputs  # [layer (+ 1), seq, d_model]: block l's input at row l
+        self._calls = calls
+        self.n_layers, self.n_heads, self.n_tokens = lm.arch.n_layers, lm.arch.n_heads, n_tokens
+        # Key heads never outnumber query heads, so this bounds one layer's states.
+        self._layer_bytes = 2 * n_tokens * lm.arch.n_heads * lm.arch.d_head * 4
+        self._capacity = min(self.n_layers, max(1, STATES_CACHE_BYTES // self._layer_bytes))
+        self._cache: OrderedDict[int, LayerStates] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._pickled: list[LayerStates] | None = None
 
-    @property
-    def n_heads(self) -> int:
-        return self._layers[0].query.shape[0]
-
-    @property
-    def n_tokens(self) -> int:
-        return self._layers[0].query.shape[1]
+    def layer(self, layer: int) -> LayerStates:
+        if self._pickled is not None:
+            return self._pickled[layer]
+        with self._cache_lock:
+            if layer in self._cache:
+                self._cache.move_to_end(layer)
+                return self._cache[layer]
+        states = self._rebuild(layer)  # outside the cache's lock: other layers stay readable meanwhile
+        with self._cache_lock:
+            self._cache[layer] = states
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return states
 
     def rows(self, layer: int, queries: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
-        """``[head, query, key]`` float32: the attention rows of the query positions ``queries`` over every key."""
-        states = self._layers[layer]
-        query = states.query[heads, queries]  # [head, query, d_head]
-        group = states.query.shape[0] // states.key.shape[0]  # query heads per key head (grouped-query attention)
-        head_index = torch.arange(states.query.shape[0])[heads] // group  # [head]
-        key = states.key[head_index]  # [head, key, d_head]
-        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(states.scaling)  # [head, query, key]
-        if states.mask is None:
-            future = queries[:, None] < torch.arange(key.shape[1])[None, :]  # [query, key]
-            scores.masked_fill_(future, float("-inf"))
-        elif states.mask.dtype == torch.bool:
-            scores.masked_fill_(~states.mask[:, queries], float("-inf"))
-        else:
-            scores.add_(states.mask[:, queries])
-        return torch.softmax(scores, dim=-1)  # [head, query, key]
+        return self.layer(layer).rows(queries, heads)  # [head, query, key]
+
+    def _rebuild(self, layer: int) -> LayerStates:
+        lm = self._model()
+        if lm is None:
+            raise OptLensError("This capture's model is no longer loaded; run capture() again to see its attention.")
+        model = lm.model
+        recorder = Recorder({get_module(model, self._paths.attn_of(layer)): layer}, self.n_tokens, stop=True)
+        with lm.lock, torch.inference_mode(), recording(recorder):
+            try:
+                self._calls[layer].run(get_module(model, self._paths.block(layer)), self._inputs[layer][None])
+            except StopForward:
+                pass
+        assert layer in recorder.layers, f"block {layer} did not call its attention through the interface"
+        return recorder.layers[layer]
 
     def nbytes(self) -> int:
-        # Every layer's mask may be a view of one tensor the model built: count it once.
-        tensors = {t.data_ptr(): t for layer in self._layers for t in (layer.query, layer.key, layer.mask) if t is not None}
-        return sum(t.numel() * t.element_size() for t in tensors.values())
+        """What the patterns add to a capture at most: the cached layers' states and the recorded calls'
+        tensors (the block inputs are the capture's residual stream, counted there)."""
+        call_tensors = {t.data_ptr(): t for call in self._calls for t in call.tensors()}
+        return self._capacity * self._layer_bytes + sum(t.numel() * t.element_size() for t in call_tensors.values())
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_pickled"] = [self.layer(layer) for layer in range(self.n_layers)]
+        state.update(_model=None, _calls=None, _cache=OrderedDict(), _cache_lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache_lock=threading.Lock())
 
 
 class StoredPatterns:
@@ -174,14 +244,26 @@ class StoredPatterns:
     def n_tokens(self) -> int:
         return self._attention.shape[-1]
 
+    def layer(self, layer: int) -> StoredLayer:
+        return StoredLayer(self._attention[layer])
+
     def rows(self, layer: int, queries: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
-        return self._attention[layer, heads][:, queries].float()  # [head, query, key]
+        return self.layer(layer).rows(queries, heads)  # [head, query, key]
 
     def nbytes(self) -> int:
         return self._attention.numel() * self._attention.element_size()
 
 
+@dataclass(frozen=True)
+class StoredLayer:
+    attention: torch.Tensor  # [head, query, key]
+
+    def rows(self, queries: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
+        return self.attention[heads][:, queries].float()  # [head, query, key]
+
+
 Patterns = RecordedPatterns | StoredPatterns
+LayerPatterns = LayerStates | StoredLayer  # one layer's patterns: ``.rows(queries, heads)``
 
 
 # Bytes of one block of [head, row, key] float32 rows: rebuilding and scoring a block needs about four such

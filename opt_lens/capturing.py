@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .ablation import Ablation, ablation_spec, install_ablation
-from .attention import RECORDED, Patterns, Recorder, RecordedPatterns, StoredPatterns, capture_path, recording
+from .attention import RECORDED, Patterns, RecordedPatterns, StoredPatterns, capture_path
+from .blocks import BlockCall
 from .errors import OptLensError
 from .surgery import get_module, hooks
 from .tokens import display_tokens, tokenize
@@ -174,7 +175,7 @@ def capture_ids(
     kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is kept
     model = lm.model
     recorded = capture_path(model) == RECORDED
-    recorder = Recorder({get_module(model, arch.paths.attn_of(layer)): layer for layer in range(arch.n_layers)}, kept)
+    calls: list[BlockCall | None] = [None] * arch.n_layers  # what the patterns are rebuilt from
     stored = None if recorded else _eager_attention_buffer(arch, kept)
 
     resid = torch.empty(arch.n_layers + 1, seq, arch.d_model)  # [layer + 1, seq, d_model]
@@ -192,9 +193,16 @@ def capture_ids(
         target[layer].copy_(value.reshape(target.shape[1:]))
         filled.add((kind, layer))
 
-    def before_first_block(module, args, kwargs):
-        if mine():
-            record("embed", 0, resid, args[0] if args else kwargs["hidden_states"])
+    def before_block(layer):
+        def hook(module, args, kwargs):
+            if not mine():
+                return
+            hidden, call = BlockCall.split(args, kwargs)
+            if layer == 0:
+                record("embed", 0, resid, hidden)
+            calls[layer] = call
+
+        return hook
 
     def after_block(layer):
         def hook(module, args, output):
@@ -228,21 +236,21 @@ def capture_ids(
         # First, outside the recording: mean ablation runs the unablated pass for its means, and the
         # recording hooks registered after these see the ablated values.
         install_ablation(lm, hook_set, input_ids, knocked_out)
-        hook_set.forward_pre(get_module(model, arch.paths.block(0)), before_first_block)
         for layer in range(arch.n_layers):
+            hook_set.forward_pre(get_module(model, arch.paths.block(layer)), before_block(layer))
             hook_set.forward(get_module(model, arch.paths.block(layer)), after_block(layer))
             if stored is not None or "attn_out" in extra:
                 hook_set.forward(get_module(model, arch.paths.attn_of(layer)), after_attn(layer))
             if "mlp_out" in extra:
                 hook_set.forward(get_module(model, arch.paths.mlp_out_of(layer)), after_mlp(layer))
-        with recording(recorder):
-            output = model(input_ids=input_ids[None], use_cache=False, **_last_logits_only(model))
+        output = model(input_ids=input_ids[None], use_cache=False, **_last_logits_only(model))
         next_logits = output.logits[0, -1].float().clone()  # [vocab]
 
     expected = {("embed", 0)} | {("resid", i + 1) for i in range(arch.n_layers)}
     expected |= {(kind, i) for i in range(arch.n_layers) for kind in points}
     expected |= set() if stored is None else {("attention", i) for i in range(arch.n_layers)}
     assert filled == expected, f"hooks missed {sorted(expected - filled)}"
+    assert all(call is not None for call in calls), "a block was not called"
     return Capture(
         model_name=lm.name,
         text=text if text is not None else lm.tokenizer.decode(input_ids),
@@ -251,7 +259,7 @@ def capture_ids(
         offsets=offsets if offsets is not None else [(0, 0)] * seq,
         truncated=truncated,
         n_prompt_tokens=n_prompt_tokens if n_prompt_tokens is not None else seq,
-        patterns=RecordedPatterns(recorder, arch.n_layers) if stored is None else StoredPatterns(stored),
+        patterns=RecordedPatterns(lm, resid, calls, kept) if stored is None else StoredPatterns(stored),
         resid=resid,
         next_logits=next_logits,
         attn_out=extra.get("attn_out"),

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ablation import StopForward, head_slice, install_ablation
+from .ablation import head_slice, install_ablation
+from .blocks import BlockCall, block_output
 from .capturing import Capture
 from .errors import OptLensError
 from .lens import checked_position, readout_holding_lock
-from .surgery import get_module, hooks
+from .surgery import StopForward, get_module, hooks
 from .tokens import tokenize
 
 Progress = Callable[[int, int], None]
@@ -40,13 +41,9 @@ class _Recorded:
     """One run, block by block: enough to rerun any suffix of blocks on a batch of changed hidden states."""
 
     inputs: list[torch.Tensor]  # per block, its input hidden state [1, seq, d_model]
-    calls: list[tuple[tuple, dict, bool]]  # per block: other args, kwargs, hidden state passed positionally
+    calls: list[BlockCall]  # per block, the rest of its call (mask, position embeddings, ...)
     final: torch.Tensor  # [1, seq, d_model]: the last block's output
     head_inputs: list[torch.Tensor] | None  # per layer, the output projection's input [seq, n_heads * d_head]
-
-
-def _block_output(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
 
 
 def _record(lm, input_ids: torch.Tensor, *, head_inputs: bool = False) -> _Recorded:
@@ -55,17 +52,15 @@ def _record(lm, input_ids: torch.Tensor, *, head_inputs: bool = False) -> _Recor
     inputs, calls, final, heads = [], [], [], []
 
     def before_block(module, args, kwargs):
-        positional = bool(args)
-        hidden = args[0] if positional else kwargs["hidden_states"]
-        rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        hidden, call = BlockCall.split(args, kwargs)
         inputs.append(hidden)
-        calls.append((tuple(args[1:]), rest, positional))
+        calls.append(call)
 
     def before_out_proj(module, args, kwargs):
         heads.append(args[0].reshape(-1, args[0].shape[-1]))  # [seq, n_heads * d_head]
 
     def after_last(module, args, output):
-        final.append(_block_output(output))
+        final.append(block_output(output))
         raise StopForward  # the readout is applied where it is needed, to the scored position only
 
     with torch.inference_mode(), hooks() as hook_set:
@@ -85,10 +80,7 @@ def _record(lm, input_ids: torch.Tensor, *, head_inputs: bool = False) -> _Recor
 def _run_blocks(lm, recorded: _Recorded, start: int, hidden: torch.Tensor) -> torch.Tensor:
     """Blocks ``start..L-1`` on ``hidden`` ``[batch, seq, d_model]`` with the recorded arguments."""
     for layer in range(start, lm.arch.n_layers):
-        block = get_module(lm.model, lm.arch.paths.block(layer))
-        args, kwargs, positional = recorded.calls[layer]
-        output = block(hidden, *args, **kwargs) if positional else block(*args, hidden_states=hidden, **kwargs)
-        hidden = _block_output(output)
+        hidden = recorded.calls[layer].run(get_module(lm.model, lm.arch.paths.block(layer)), hidden)
     return hidden  # [batch, seq, d_model]
 
 
@@ -328,7 +320,7 @@ def _parts(lm, capture: Capture, position: int) -> dict[str, torch.Tensor]:
         mlps.append(output.reshape(-1, output.shape[-1])[position])  # [d_model] (OPT's fc2 sees [seq, d])
 
     def after_last(module, args, output):
-        ends["final"] = _block_output(output)[0, position]
+        ends["final"] = block_output(output)[0, position]
         raise StopForward
 
     with lm.lock, torch.inference_mode():

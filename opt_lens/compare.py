@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import Patterns
+from .attention import LayerPatterns, Patterns
 from .capturing import Capture
 from .errors import OptLensError
 from .lens import LensMap, logit_lens_map
@@ -352,12 +352,15 @@ def match_heads(capture_a: Capture, capture_b: Capture, alignment: TokenAlignmen
     # The causal shortcut in _aligned_rows needs the aligned tokens in the same order in both models.
     assert positions_a == sorted(positions_a) and positions_b == sorted(positions_b), "aligned pairs out of order"
     heads_a, heads_b = _head_labels(capture_a.patterns), _head_labels(capture_b.patterns)
+    # Every block of rows reads every layer: hold each layer's states for the whole comparison.
+    layers_a = [capture_a.patterns.layer(layer) for layer in range(capture_a.patterns.n_layers)]
+    layers_b = [capture_b.patterns.layer(layer) for layer in range(capture_b.patterns.n_layers)]
     l1 = torch.zeros(len(heads_a), len(heads_b), dtype=torch.float64)  # [heads_a, heads_b]
     l1_uniform_a = torch.zeros(len(heads_a), dtype=torch.float64)
     l1_uniform_b = torch.zeros(len(heads_b), dtype=torch.float64)
     for queries in _query_blocks(len(pairs)):
-        rows_a = _aligned_rows(capture_a.patterns, positions_a, queries)  # [heads_a, cell]
-        rows_b = _aligned_rows(capture_b.patterns, positions_b, queries)  # [heads_b, cell]
+        rows_a = _aligned_rows(layers_a, capture_a.attention_tokens, positions_a, queries)  # [heads_a, cell]
+        rows_b = _aligned_rows(layers_b, capture_b.attention_tokens, positions_b, queries)  # [heads_b, cell]
         l1 += torch.cdist(rows_a, rows_b, p=1)
         uniform = _uniform_cells(queries)  # [cell]
         l1_uniform_a += (rows_a - uniform).abs().sum(-1)
@@ -397,7 +400,7 @@ def _uniform_cells(queries: range) -> torch.Tensor:
     return 1.0 / (query + 1).double()
 
 
-def _aligned_rows(patterns: Patterns, positions: list[int], queries: range) -> torch.Tensor:
+def _aligned_rows(layers: list[LayerPatterns], n_tokens: int, positions: list[int], queries: range) -> torch.Tensor:
     """``[layer * head, cell]``: the aligned query rows ``queries`` over the aligned keys, each row renormalised.
 
     A decoder-only model attends to nothing later, so of each row only the keys at or before the query are
@@ -408,10 +411,10 @@ def _aligned_rows(patterns: Patterns, positions: list[int], queries: range) -> t
     in_block = query >= queries.start
     query, key = query[in_block], key[in_block]
     row = query - queries.start  # [cell]
-    flat_cell = row * patterns.n_tokens + index[key]  # [cell]: where the cell sits in the block's row * key
+    flat_cell = row * n_tokens + index[key]  # [cell]: where the cell sits in the block's row * key
     block_positions = index[queries.start : queries.stop]  # [row]
     cells = torch.cat(
-        [patterns.rows(layer, block_positions).flatten(1).index_select(1, flat_cell) for layer in range(patterns.n_layers)]
+        [states.rows(block_positions).flatten(1).index_select(1, flat_cell) for states in layers]
     ).double()  # [layer * head, cell]
     row_mass = torch.zeros(cells.shape[0], len(queries), dtype=cells.dtype).index_add_(1, row, cells)  # [head, row]
     # A query attends to itself, which is aligned, so no row's mass is zero.

@@ -36,6 +36,10 @@ def path_of(model: nn.Module, target: nn.Module) -> str | None:
     return None
 
 
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass once it has given what was needed (the caller catches it)."""
+
+
 class HookSet:
     """Every handle registered goes into one list and is removed when the ``with`` block exits, whatever fails."""
 

@@ -265,7 +265,8 @@ def test_head_pairs_are_ranked_against_uniform_attention():
     at = open_page(app(), "pages/compare.py")
     pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
     # A's heads vs uniform attention, by hand: every token of demo/tiny-gpt2 has a partner in demo/tiny-opt.
-    cap = opt_lens.capture(opt_lens.load("demo/tiny-gpt2"), at.session_state.prompt)
+    lm = opt_lens.load("demo/tiny-gpt2")  # kept: the capture rebuilds its patterns through the model
+    cap = opt_lens.capture(lm, at.session_state.prompt)
     n = min(cap.seq_len, 128)
     uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
     for _, row in pairs.iterrows():

@@ -58,6 +58,37 @@ def test_patterns_equal_transformers_eager_attention(tiny_lm, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(set(ALL_KINDS) - {"gpt_neo"}))
+def test_rebuilt_query_and_key_states_are_the_forward_passes_own(tiny_lm, kind):
+    # The reference: every layer's states as the attention function received them in one plain forward pass.
+    lm = tiny_lm(kind)
+    cap = opt_lens.capture(lm, PROMPT)
+    layer_of = {get_module(lm.model, lm.arch.paths.attn_of(layer)): layer for layer in range(lm.arch.n_layers)}
+    with torch.inference_mode(), attention.recording(attention.Recorder(layer_of, cap.seq_len)) as recorder:
+        lm.model(cap.input_ids[None], use_cache=False)
+    for layer in reversed(range(lm.arch.n_layers)):  # out of order: each layer is rebuilt on its own
+        rebuilt, forward = cap.patterns.layer(layer), recorder.layers[layer]
+        assert torch.equal(rebuilt.query, forward.query) and torch.equal(rebuilt.key, forward.key)
+        assert rebuilt.scaling == forward.scaling
+
+
+def test_a_long_capture_keeps_only_a_few_rebuilt_layers(tiny_lm, monkeypatch):
+    lm = tiny_lm("gpt2")
+    one_layer = 2 * 64 * lm.arch.d_model * 4  # queries and keys of one layer at 64 tokens
+    monkeypatch.setattr(attention, "STATES_CACHE_BYTES", one_layer)
+    cap = opt_lens.capture_ids(lm, torch.arange(64))
+    rebuilt = []
+    monkeypatch.setattr(type(cap.patterns), "_rebuild", lambda self, layer, original=type(cap.patterns)._rebuild:
+                        rebuilt.append(layer) or original(self, layer))
+    for layer in (0, 0, 1, 1, 0):
+        cap.pattern(layer, 1)
+        cap.pattern(layer, 2)
+    assert rebuilt == [0, 1, 0], "a layer is rebuilt once while it is the last one read, and only then"
+    expected = eager_attention("gpt2", cap.input_ids)
+    torch.testing.assert_close(cap.pattern(0, 3), expected[0, 3], rtol=0, atol=1e-5)
+    assert cap.nbytes() == (lm.arch.n_layers + 1) * 64 * lm.arch.d_model * 4 + one_layer + lm.arch.vocab_size * 4 + 64 * 8
+
+
+@pytest.mark.parametrize("kind", sorted(set(ALL_KINDS) - {"gpt_neo"}))
 def test_capture_output_is_bit_identical_to_transformers_sdpa(tiny_lm, tiny_folder, kind):
     cap = opt_lens.capture(tiny_lm(kind), PROMPT)
     sdpa = AutoModelForCausalLM.from_pretrained(tiny_folder(kind), attn_implementation="sdpa").eval()
@@ -358,18 +389,22 @@ def test_capture_does_not_keep_its_model_alive(tiny_folder):
     del lm
     gc.collect()
     assert model() is None, "a cached capture must not pin the model's weights"
-    assert cap.attention.shape[0] == 3
+    assert cap.resid.shape[0] == 4 and cap.next_logits.shape == (50257,)  # what the capture holds itself
+    # Logits and the patterns of layers not read yet are rebuilt through the model: say it is gone.
     with pytest.raises(opt_lens.OptLensError, match="no longer loaded"):
         cap.logits
+    with pytest.raises(opt_lens.OptLensError, match="no longer loaded"):
+        cap.pattern(1, 0)
 
 
 def test_a_capture_is_never_changed_by_reading_it(tiny_lm):
     lm = tiny_lm("opt")
     cap = opt_lens.capture(lm, PROMPT)
     size = cap.nbytes()
-    # Nothing redundant: the residual stream, each layer's queries and keys, and the last position's logits.
+    # Nothing redundant: the residual stream, room for each layer's queries and keys once rebuilt (all layers
+    # of a prompt this short), the last position's logits, and the position ids the blocks were called with.
     n_vectors = (lm.arch.n_layers + 1) + 2 * lm.arch.n_layers
-    assert size == n_vectors * cap.seq_len * lm.arch.d_model * 4 + lm.arch.vocab_size * 4
+    assert size == n_vectors * cap.seq_len * lm.arch.d_model * 4 + lm.arch.vocab_size * 4 + cap.seq_len * 8
     expected = reference(lm, cap).logits[0]
     torch.testing.assert_close(cap.logits, expected, rtol=1e-5, atol=1e-5)
     cap.attention  # noqa: B018
@@ -432,7 +467,8 @@ def test_a_sliding_window_mask_is_recorded_and_applied(tmp_path):
     eager = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     eager.save_pretrained(tmp_path)
     tiny_models.gpt2_tokenizer().save_pretrained(tmp_path)
-    cap = opt_lens.capture(opt_lens.load(str(tmp_path)), PROMPT)
+    lm = opt_lens.load(str(tmp_path))
+    cap = opt_lens.capture(lm, PROMPT)
     with torch.inference_mode():
         expected = torch.stack([a[0] for a in eager(cap.input_ids[None], output_attentions=True).attentions])
     assert cap.seq_len > 8 and (expected[1].tril(-8) == 0).all() and (expected[0].tril(-8) > 0).any()
