@@ -105,3 +105,41 @@ def test_a_long_focus_row_shows_its_top_keys_and_what_the_rest_get(reference):
     bars = next(c for c in charts(at) if chart_title(c).startswith("Where “"))
     assert [r["position"] for r in chart_rows(bars)] == list(range(41))  # one bar per key, as before
 
+
+# A paragraph of prose; repeated, it makes prompts past the old 4,000-character bound.
+PROSE = ("The lighthouse keeper climbed the stairs every evening, counting the steps as his father had taught him. "
+         "At the top he wiped the salt from the glass, lit the lamp and watched the boats come home one by one. "
+         "Some nights the fog rolled in so thick that he could not see the rocks below, and he rang the bell "
+         "until his arms ached. ")
+
+
+def test_a_prompt_past_4000_characters_is_read_whole_and_counted_against_the_context():
+    # 5,900 characters, about 1,100 tokens for GPT-2's tokenizer; the demo's small vocabulary cuts it finer.
+    prose = PROSE * 18
+    n_tokens = len(opt_lens.load(MODEL).tokenizer(prose)["input_ids"])  # the tokenizer's own count
+    assert len(prose) > 4000 and n_tokens > 1000
+    context = opt_lens.load(MODEL).arch.max_positions
+    at = open_page(app(prompt=prose), "pages/predictions.py")
+    assert_clean(at)
+    assert at.sidebar.text_area[0].value == prose  # whole, not cut at a character bound
+    (cut,) = [w.value for w in at.warning if "reads at most" in w.value]
+    assert f"The prompt has {n_tokens:,} tokens, but demo/tiny\\-gpt2 reads at most {context}:" in cut
+    assert at.sidebar.caption[0].value.startswith(
+        f"The prompt is {n_tokens:,} tokens, more than the {context} demo/tiny\\-gpt2 reads: it is cut at the "
+        f"context, and every page shows the first {context}.")
+
+    short = "The keeper lit the lamp."
+    at.sidebar.text_area[0].set_value(short).run()
+    n_short = len(opt_lens.load(MODEL).tokenizer(short)["input_ids"])
+    assert at.sidebar.caption[0].value.startswith(f"The prompt is {n_short} of the {context} tokens demo/tiny\\-gpt2 reads.")
+
+
+def test_a_12000_character_prompt_comes_whole_from_a_link():
+    prompt = (PROSE * 40)[:12_000]
+    at = open_page(app(prompt=prompt), "pages/predictions.py")
+    assert_clean(at)
+    assert at.sidebar.text_area[0].value == prompt and at.session_state.prompt == prompt
+    n_tokens = len(opt_lens.load(MODEL).tokenizer(prompt)["input_ids"])
+    assert at.sidebar.caption[0].value.startswith(f"The prompt is {n_tokens:,} tokens")  # the model got all of it
+    longer = open_page(app(prompt=prompt + " And more."), "pages/predictions.py")
+    assert longer.sidebar.text_area[0].value == prompt  # past the bound, the box keeps the first 12,000
