@@ -103,8 +103,8 @@ def head_views():
     )
     st.altair_chart(multiples)
     if small < len(window.queries):
-        st.caption(f"The small maps show positions {window.last - small + 1}–{window.last}, the last {small} of "
-                   "the window, as rows and columns.")
+        st.caption(f"The small maps show positions {window.last - small + 1}–{window.last}, the last {small} rows of "
+                   "the map above, as rows and columns.")
 
     st.subheader("What every head does")
     if cap.seq_len < 2:

@@ -83,7 +83,7 @@ def test_one_numbering_for_the_slider_the_labels_and_the_focus_token(reference):
     assert queries == [cap_label(cap, p) for p in range(9, 41)]
     assert at.select_slider(key="focus").value == cap_label(cap, 40)  # the window's last row
     assert any(c.value.startswith("Rows: positions 9–40.") for c in at.caption)
-    assert any("positions 17–40, the last 24 of the window" in c.value for c in at.caption)
+    assert any("positions 17–40, the last 24 rows of the map above" in c.value for c in at.caption)
 
 
 def test_a_long_focus_row_shows_its_top_keys_and_what_the_rest_get(reference):
