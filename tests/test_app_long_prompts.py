@@ -69,6 +69,16 @@ def test_the_window_keeps_the_first_token_and_pinned_keys_and_each_row_sums_to_o
     assert "Columns: 0, 7, 30 from before the window" in caption and "Pinned 110: after the window" in caption
 
 
+def test_pinned_keys_come_from_the_link_and_a_bad_one_is_dropped(reference):
+    _, cap = reference
+    link = {"prompt": LONG_PROMPT, "window": "90", "pinned": [cap_label(cap, 12), "12", "999 ␣x", "<b>0</b>"]}
+    at = open_page(app(**link), PAGE)
+    assert_clean(at)
+    assert at.multiselect(key="pinned").value == [12]
+    columns = json.loads(heatmap(at).proto.spec)["encoding"]["x"]["scale"]["domain"]
+    assert columns[:3] == [cap_label(cap, 0), cap_label(cap, 12), "⋯"]
+
+
 def test_one_numbering_for_the_slider_the_labels_and_the_focus_token(reference):
     _, cap = reference
     at = open_page(app(prompt=LONG_PROMPT), PAGE)
