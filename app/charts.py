@@ -1,4 +1,4 @@
-"""Charts more than one page draws."""
+"""Charts more than one page draws, and the Attention page's."""
 
 from __future__ import annotations
 
@@ -6,19 +6,55 @@ import altair as alt
 import pandas as pd
 
 
-def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str) -> alt.Chart:
-    """One head's pattern (``tables.attention_frame``): queries down, keys across, in prompt order."""
+def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns: list[str] | None = None) -> alt.Chart:
+    """One head's pattern (``tables.attention_frame``): queries down, keys across, in prompt order.
+
+    ``columns`` orders the key axis when it differs from the rows (``tables.window_columns``: kept keys, a gap,
+    the window, the rest); a frame with a ``rest`` field shows it in every cell's tooltip.
+    """
+    tooltip = ["query", "key", alt.Tooltip("weight:Q", format=".3f")]
+    if "rest" in frame.columns:
+        tooltip.append(alt.Tooltip("rest:Q", format=".3f", title="row's attention outside the shown columns"))
     return (
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X("key:N", sort=order, title="key (the token attended to)",
-                    axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
+            x=alt.X("key:N", title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False),
+                    **({"scale": alt.Scale(domain=columns)} if columns else {"sort": order})),
             y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
-            tooltip=["query", "key", alt.Tooltip("weight:Q", format=".3f")],
+            tooltip=tooltip,
         )
         .properties(title=title, height=140 + 20 * len(order))
+    )
+
+
+def focus_row_bars(row: pd.DataFrame, title: str) -> alt.Chart:
+    """One query's attention on every key up to itself (``tables.attention_row``), in prompt order."""
+    return (
+        alt.Chart(row)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
+                    axis=alt.Axis(labelOverlap=True, labelAngle=0)),
+            y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
+        )
+        .properties(title=title, height=220)
+    )
+
+
+def top_keys_bars(top: pd.DataFrame, title: str) -> alt.Chart:
+    """A long row's top keys (``tables.top_keys``) as horizontal bars, most attention on top."""
+    return (
+        alt.Chart(top)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            y=alt.Y("key:N", sort="-x", title="key (position and token)", axis=alt.Axis(labelOverlap=False)),
+            x=alt.X("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
+        )
+        .properties(title=title, height=40 + 22 * len(top))
     )
 
 

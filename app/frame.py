@@ -47,8 +47,11 @@ def sidebar_notes(placeholder) -> None:
         with contextlib.suppress(opt_lens.OptLensError):  # the page has said what is wrong with the prompt
             tokenized = tokenized_prompt(name, prompt, ui=False)
     if tokenized:
-        notes.append(f"The prompt is {tokenized.n_prompt_tokens} tokens for {escape_markdown(name)}, which reads "
-                     f"at most {shared_model(name, ui=False).arch.max_positions}.")
+        count, context = tokenized.n_prompt_tokens, shared_model(name, ui=False).arch.max_positions
+        notes.append(f"The prompt is {count:,} of the {context:,} tokens {escape_markdown(name)} reads."
+                     if not tokenized.truncated else
+                     f"The prompt is {count:,} tokens, more than the {context:,} {escape_markdown(name)} reads: "
+                     f"it is cut at the context, and every page shows the first {tokenized.seq_len:,}.")
     loaded = ", ".join(escape_markdown(key) for key in cache.keys()) or "none yet"
     notes.append(f"Models in memory: {loaded} (up to {format_bytes(cache.budget_bytes)} for models; "
                  "the least recently used is dropped first).")

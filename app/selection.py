@@ -18,8 +18,8 @@ if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs
 def warn_if_truncated(name: str, cut: opt_lens.Capture | Tokenized) -> None:
     """Every view of a prompt says so when it was longer than the model's context."""
     if cut.truncated:
-        st.warning(f"The prompt has {cut.n_prompt_tokens} tokens, but {escape_markdown(name)} reads at most "
-                   f"{cut.seq_len}: what you see here is computed on the first ones only.",
+        st.warning(f"The prompt has {cut.n_prompt_tokens:,} tokens, but {escape_markdown(name)} reads at most "
+                   f"{cut.seq_len:,}: what you see here is computed on the first {cut.seq_len:,} only.",
                    icon=":material/content_cut:")
 
 

@@ -18,7 +18,10 @@ DEMO_MODELS = list(opt_lens.DEMO_MODELS)
 GPT2_FAMILY = ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
 OPT_FAMILY = ["facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b"]
 DEFAULT_PROMPT = "Alice went to the park. Bob gave the ball to Alice. Then Alice gave the ball to Bob. The cat sat on the"
-MAX_PROMPT_CHARS = 4000
+# The real cap is the model's context: the library cuts a longer prompt there, and the sidebar says so. This
+# bound only keeps a pasted book out of the URL and the tokenizer: OPT's 2,048 tokens, the longest context
+# the app offers, are about 11,000 characters of English prose (GPT-2's tokenizer: about 5.4 per token).
+MAX_PROMPT_CHARS = 12_000
 MODEL_KEYS = ("model", "model_b")  # the sidebar's model and the second model of Tokens and Compare
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -30,12 +31,16 @@ def token_table(tokenized: Tokenized) -> pd.DataFrame:
 
 
 def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window: tuple[int, int]) -> pd.DataFrame:
-    """Long table of one layer's attention for the given heads, restricted to a window of positions."""
+    """Long table of one layer's attention for the given heads, restricted to a window of positions
+    (``start`` included, ``end`` not), as rows and as columns."""
+    import torch  # loaded with the model: the first page stays free of it
+
     start, end = window
     labels = token_labels(cap)
     frames = []
     for head in heads:
-        weights = cap.pattern(layer, head)[start:end, start:end].numpy()
+        rows = cap.patterns.rows(layer, torch.arange(start, end), heads=slice(head, head + 1))[0]  # [query, key]
+        weights = rows[:, start:end].numpy()  # [query, key]
         query, key = weights.nonzero()  # causal: the zeros above the diagonal are not drawn
         frames.append(pd.DataFrame({
             "head": head,
@@ -46,10 +51,83 @@ def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window:
     return pd.concat(frames, ignore_index=True)
 
 
+REST_KEY = "rest"  # the window heatmap's last column: each row's attention on every key it does not show
+GAP_KEY = "⋯"  # an empty column between the keys kept from before the window and the window's own
+TOP_KEYS_FROM = 64  # a focus row with more keys than this shows its top keys: more bars would be thinner than a pixel
+TOP_KEYS = 20
+
+
+@dataclass(frozen=True)
+class AttentionWindow:
+    """Which part of a long prompt's pattern the heatmap shows: the window's rows, and as columns the first
+    token and the pinned keys before the window (kept in view, since idle heads rest on the first token),
+    then the window's own keys."""
+
+    first: int  # the window's first and last positions (0-based, both shown)
+    last: int
+    kept_keys: tuple[int, ...]  # key positions before the window that stay in view, in order
+
+    @property
+    def queries(self) -> range:
+        return range(self.first, self.last + 1)
+
+    @property
+    def keys(self) -> list[int]:
+        return [*self.kept_keys, *self.queries]
+
+
+def attention_window(first: int, last: int, pinned) -> AttentionWindow:
+    """The window from ``first`` to ``last``, keeping position 0 and the pinned positions before it in view.
+
+    ``pinned`` comes from a widget bound to the URL: anything that is not a position before the window is left
+    out (a pinned key inside the window is already shown; one after it is in every row's future).
+    """
+    kept = {0, *(p for p in pinned if isinstance(p, int) and 0 <= p)}
+    return AttentionWindow(first, last, tuple(sorted(p for p in kept if p < first)))
+
+
+def window_columns(cap: opt_lens.Capture, window: AttentionWindow) -> list[str]:
+    """The heatmap's column labels in order: kept keys, a gap when positions are skipped, the window, the rest."""
+    labels = token_labels(cap)
+    kept = [labels[p] for p in window.kept_keys]
+    skipped = bool(window.kept_keys) and window.kept_keys[-1] + 1 < window.first
+    return [*kept, *([GAP_KEY] if skipped else []), *(labels[p] for p in window.queries), REST_KEY]
+
+
+def attention_window_frame(cap: opt_lens.Capture, layer: int, head: int, window: AttentionWindow) -> pd.DataFrame:
+    """One head's attention in ``window``, one row per shown cell, plus a ``REST_KEY`` cell per query holding its
+    attention on every key not shown (also in each cell's ``rest``): shown weights + rest sum to the row's 1."""
+    import torch  # loaded with the model: the first page stays free of it
+
+    labels = token_labels(cap)
+    queries = torch.tensor(window.queries)
+    weights = cap.patterns.rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
+    shown = torch.zeros(weights.shape[1], dtype=torch.bool)  # [key]
+    shown[window.keys] = True
+    rest = weights[:, ~shown].sum(dim=1)  # [query]
+    rows = []
+    for row, query in enumerate(window.queries):
+        for key in window.keys:
+            if key <= query:  # causal: the future above the diagonal is not drawn
+                rows.append((labels[query], labels[key], float(weights[row, key]), float(rest[row])))
+        rows.append((labels[query], REST_KEY, float(rest[row]), float(rest[row])))
+    return pd.DataFrame(rows, columns=["query", "key", "weight", "rest"])
+
+
 def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> pd.DataFrame:
     """How much one query token attends to each key up to itself."""
-    weights = cap.pattern(layer, head)[query, : query + 1].numpy()
-    return pd.DataFrame({"position": range(query + 1), "token": cap.tokens[: query + 1], "weight": weights})
+    import torch  # loaded with the model: the first page stays free of it
+
+    weights = cap.patterns.rows(layer, torch.tensor([query]), heads=slice(head, head + 1))[0, 0]  # [key]
+    return pd.DataFrame({"position": range(query + 1), "token": cap.tokens[: query + 1],
+                         "weight": weights[: query + 1].numpy()})
+
+
+def top_keys(row: pd.DataFrame, k: int = TOP_KEYS) -> pd.DataFrame:
+    """The ``k`` keys of a focus row (``attention_row``) with the most attention, most first, labelled
+    "position token"."""
+    top = row.nlargest(k, "weight", keep="first")
+    return top.assign(key=[f"{position} {token}" for position, token in zip(top.position, top.token)])
 
 
 @st.cache_data(ttl=3600, max_entries=64, show_spinner="Scoring every head…")

@@ -29,45 +29,72 @@ def head_views():
     layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
     head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
 
+    labels = tables.token_labels(cap)
+    title = f"{name} · layer {layer} · head {head}"
     window_size = 32
-    start, end = 0, cap.seq_len
     if cap.seq_len > window_size:
-        end = st.slider("Show tokens up to position", window_size, cap.seq_len, cap.seq_len, key="window", bind="query-params",
-                        help=f"Long prompts are shown {window_size} tokens at a time so the labels stay readable.")
-        start = end - window_size
-    pattern_table = tables.attention_frame(cap, layer, [head], (start, end))
-    order = tables.token_labels(cap)[start:end]
-    heatmap = charts.attention_heatmap(pattern_table, order, f"{name} · layer {layer} · head {head}")
-    st.altair_chart(heatmap, width="stretch")
+        last = st.slider(
+            "Window: last position shown (positions count from 0, as in the labels)", window_size - 1,
+            cap.seq_len - 1, cap.seq_len - 1, key="window", bind="query-params",
+            help=f"Long prompts are shown {window_size} positions at a time so the labels stay readable: the "
+                 f"map's rows are the {window_size} positions ending at this one.")
+        pinned = st.multiselect(
+            "Keep key columns in view", range(cap.seq_len), key="pinned", bind="query-params",
+            format_func=labels.__getitem__, placeholder="Pin a token from before the window",
+            help="Pinned tokens from before the window stay as columns next to the first token, so you can "
+                 "follow how much every row of the window reads from them.")
+        window = tables.attention_window(last - window_size + 1, last, pinned)
+        pattern_table = tables.attention_window_frame(cap, layer, head, window)
+        heatmap = charts.attention_heatmap(pattern_table, labels[window.first : last + 1], title,
+                                           tables.window_columns(cap, window))
+        st.altair_chart(heatmap, width="stretch")
+        kept = ", ".join(map(str, window.kept_keys))
+        later = ", ".join(str(p) for p in pinned if p > last)
+        st.caption(
+            f"Rows: positions {window.first}–{last}. Columns: "
+            + (f"{kept} from before the window, kept in view (0 is the first token, where idle heads rest), then "
+               if window.kept_keys else "")
+            + f"the window's positions {window.first}–{last}, then **rest**: how much of each row's attention goes "
+            "to the keys not shown, so that every row adds up to 1."
+            + (f" Pinned {later}: after the window, where no row here can look." if later else "")
+        )
+    else:
+        window = tables.attention_window(0, cap.seq_len - 1, [])
+        pattern_table = tables.attention_frame(cap, layer, [head], (0, cap.seq_len))
+        st.altair_chart(charts.attention_heatmap(pattern_table, labels, title), width="stretch")
     tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
-                   f"attention_layer{layer}_head{head}.csv")
+                      f"attention_layer{layer}_head{head}.csv")
 
     st.subheader("Where one token looks")
-    st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends.")
-    labels = tables.token_labels(cap)
-    focus = st.select_slider("Focus token (query)", options=labels, value=labels[end - 1], key="focus", bind="query-params")
-    focus_row = tables.attention_row(cap, layer, head, labels.index(focus))
-    bars = (
-        alt.Chart(focus_row)
-        .mark_bar(color="#4c78a8")
-        .encode(
-            x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
-                    axis=alt.Axis(labelOverlap=True, labelAngle=0)),
-            y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(title=f"Where “{focus}” looks · layer {layer} · head {head}", height=220)
-    )
-    st.altair_chart(bars, width="stretch")
+    focus = st.select_slider("Focus token (query)", options=labels, value=labels[window.last], key="focus",
+                             bind="query-params")
+    query = labels.index(focus)
+    focus_row = tables.attention_row(cap, layer, head, query)
+    focus_title = f"Where “{focus}” looks · layer {layer} · head {head}"
+    if len(focus_row) > tables.TOP_KEYS_FROM:
+        top = tables.top_keys(focus_row)
+        st.caption(f"One row of the map, over the whole prompt (not just the window): pick the token that attends. "
+                   f"It has {len(focus_row)} keys, too many for a bar each: these are the {len(top)} it reads "
+                   "most, labelled with their positions. Notice whether they are the first token (resting), the "
+                   "one just before it (a previous-token head) or one far back (copying).")
+        st.altair_chart(charts.top_keys_bars(top, focus_title), width="stretch")
+        st.caption(f"The other {len(focus_row) - len(top)} keys get {focus_row.weight.drop(top.index).sum():.3f} "
+                   "of its attention in total. The download has the whole row.")
+    else:
+        st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends. "
+                   "Its bars add up to 1.")
+        st.altair_chart(charts.focus_row_bars(focus_row, focus_title), width="stretch")
+    tables.csv_button(focus_row, "Download this row as CSV", f"attention_layer{layer}_head{head}_query{query}.csv")
 
     st.subheader(f"All {n_heads} heads of layer {layer}")
-    small = min(end - start, 24)
+    small = min(len(window.queries), 24)
+    small_order = labels[window.last - small + 1 : window.last + 1]
     multiples = (
-        alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (end - small, end)))
+        alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (window.last - small + 1, window.last + 1)))
         .mark_rect()
         .encode(
-            x=alt.X("key:N", sort=order[-small:], axis=None),
-            y=alt.Y("query:N", sort=order[-small:], axis=None),
+            x=alt.X("key:N", sort=small_order, axis=None),
+            y=alt.Y("query:N", sort=small_order, axis=None),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
             tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
         )
@@ -75,8 +102,9 @@ def head_views():
         .facet(facet=alt.Facet("head:N", title=None), columns=6)
     )
     st.altair_chart(multiples)
-    if small < end - start:
-        st.caption(f"The small maps show the last {small} tokens of the window.")
+    if small < len(window.queries):
+        st.caption(f"The small maps show positions {window.last - small + 1}–{window.last}, the last {small} rows of "
+                   "the map above, as rows and columns.")
 
     st.subheader("What every head does")
     if cap.seq_len < 2:

@@ -225,7 +225,7 @@ def test_the_sidebar_counts_the_prompt_in_the_model_s_tokens():
     at = open_page(app(prompt=prompt), "pages/predictions.py")
     assert_clean(at)
     n_tokens = len(opt_lens.load("demo/tiny-gpt2").tokenizer(prompt)["input_ids"])
-    assert f"The prompt is {n_tokens} tokens for demo/tiny\\-gpt2, which reads at most 128." in at.sidebar.caption[0].value
+    assert f"The prompt is {n_tokens} of the 128 tokens demo/tiny\\-gpt2 reads." in at.sidebar.caption[0].value
 
 
 def test_the_tokens_page_runs_no_model_and_shows_what_the_tokenizer_gives(monkeypatch):
