@@ -311,17 +311,20 @@ class RssSampler:
 
 
 def click_run_buttons(page, limit: int = 6) -> list[tuple[str, float]]:
-    """Click Cause and effect's "Run ..." buttons (runs too large to start by themselves), one at a time;
-    (label, seconds until the page had finished again) for each click."""
+    """Click each of Cause and effect's "Run ..." buttons (runs too large to start by themselves) once, one at
+    a time; (label, seconds until the page had finished again) for each click. The run a click starts draws
+    its button again (st.button always draws), so a label already clicked is not clicked again."""
     clicked = []
     for _ in range(limit):
         buttons = page.locator('[data-testid="stMain"] button', has_text="Run ")
-        if not buttons.count():
+        labels = [buttons.nth(i).inner_text().replace("play_arrow", "").strip()  # the icon's name is its text
+                  for i in range(buttons.count())]
+        new = [i for i, label in enumerate(labels) if label not in {done for done, _ in clicked}]
+        if not new:
             break
-        label = buttons.first.inner_text().replace("play_arrow", "").strip()  # the icon's name is its text
         start = time.perf_counter()
-        buttons.first.click()
-        clicked.append((label, settle(page) - start))
+        buttons.nth(new[0]).click()
+        clicked.append((labels[new[0]], settle(page) - start))
     return clicked
 
 
