@@ -38,21 +38,16 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """``streamlit run streamlit_app.py`` in a subprocess; its output goes to ``artifacts/streamlit.log``.
+    """``streamlit run streamlit_app.py`` in a subprocess; its output goes to ``artifacts/streamlit.log``."""
 
-    ``launcher`` replaces ``-m streamlit`` on the command line: a script that prepares the process (the
-    memory benchmark's stand-in models) and then hands its arguments to Streamlit's command line.
-    """
-
-    def __init__(self, script: str = "streamlit_app.py", env: dict[str, str] | None = None,
-                 launcher: list[str] | None = None):
+    def __init__(self, script: str = "streamlit_app.py", env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ARTIFACTS / "streamlit.log"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         command = [
-            sys.executable, *(launcher or ["-m", "streamlit"]), "run", script,
+            sys.executable, "-m", "streamlit", "run", script,
             "--server.headless", "true",
             "--server.port", str(self.port),
             "--server.address", "127.0.0.1",
