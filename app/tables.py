@@ -33,22 +33,20 @@ def token_table(tokenized: Tokenized) -> pd.DataFrame:
 def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window: tuple[int, int]) -> pd.DataFrame:
     """Long table of one layer's attention for the given heads, restricted to a window of positions
     (``start`` included, ``end`` not), as rows and as columns."""
+    import numpy as np
     import torch  # loaded with the model: the first page stays free of it
 
     start, end = window
-    labels = token_labels(cap)
-    frames = []
-    for head in heads:
-        rows = cap.patterns.rows(layer, torch.arange(start, end), heads=slice(head, head + 1))[0]  # [query, key]
-        weights = rows[:, start:end].numpy()  # [query, key]
-        query, key = weights.nonzero()  # causal: the zeros above the diagonal are not drawn
-        frames.append(pd.DataFrame({
-            "head": head,
-            "query": [labels[start + q] for q in query],
-            "key": [labels[start + k] for k in key],
-            "weight": weights[query, key],
-        }))
-    return pd.concat(frames, ignore_index=True)
+    labels = np.array(token_labels(cap)[start:end], dtype=object)
+    rows = cap.patterns.rows(layer, torch.arange(start, end))[heads][:, :, start:end]  # [head, query, key]
+    query, key = np.tril_indices(end - start)  # causal: the zeros above the diagonal are not drawn
+    weights = rows[:, query, key].numpy()  # [head, cell]
+    return pd.DataFrame({
+        "head": np.repeat(heads, len(query)),
+        "query": np.tile(labels[query], len(heads)),
+        "key": np.tile(labels[key], len(heads)),
+        "weight": weights.reshape(-1),
+    })
 
 
 REST_KEY = "rest"  # the window heatmap's last column: each row's attention on every key it does not show

@@ -177,7 +177,7 @@ STILL_FINISHED = f"""() => document.querySelector('[data-testid="stApp"]').getAt
 
 
 def prompt_tokens_note(page) -> str:
-    """The sidebar's note on the prompt's length ("The prompt is N tokens for gpt2, ...")."""
+    """The sidebar's note on the prompt's length ("The prompt is N of the 1,024 tokens gpt2 reads.")."""
     note = page.locator('[data-testid="stSidebar"]', has_text="The prompt is").get_by_text("The prompt is")
     return note.first.inner_text() if note.count() else "(no token count shown)"
 
@@ -229,7 +229,7 @@ def interaction_speed(browser, server: StreamlitServer, n_tokens: int, samples: 
     page.goto(page_url(server, "attention", model=MODEL_A, prompt=prompt_of(n_tokens)))
     first_view = settle(page) - start
     note = prompt_tokens_note(page)
-    assert f"The prompt is {n_tokens} tokens for {MODEL_A}" in note, note
+    assert f"The prompt is {n_tokens:,} of the" in note and f"tokens {MODEL_A} reads" in note, note
     for label, value in (("Layer", 11), ("Head", 11)):  # warm-up, not counted
         switch(page, label, value)
     times = {"Layer": [], "Head": []}
