@@ -166,6 +166,7 @@ def logit_lens_table(name: str, prompt: str, start: int, end: int) -> pd.DataFra
 
 
 def csv_button(table: pd.DataFrame, label: str, file_name: str, *, index: bool = False) -> None:
-    """A download button for one table, as CSV (UTF-8, so token pieces like ␣ survive)."""
-    st.download_button(label, table.to_csv(index=index).encode("utf-8"), file_name, "text/csv",
-                       icon=":material/download:")
+    """A download button for one table, as CSV (UTF-8, so token pieces like ␣ survive), written when it is
+    clicked rather than on every rerun (a layer switch would otherwise write every table again)."""
+    st.download_button(label, lambda: table.to_csv(index=index).encode("utf-8"), file_name, "text/csv",
+                       icon=":material/download:", on_click="ignore")

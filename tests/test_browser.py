@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 
+import pandas as pd
 import pytest
 
 import opt_lens
@@ -190,6 +191,16 @@ def test_a_shared_url_restores_the_view(page, server):
     assert "demo/tiny-opt · layer 1 · head 3" in chart_titles(page)
     assert page.locator('[data-testid="stSidebar"] textarea').first.input_value() == "The cat sat on the mat"
     screenshot(page, "shared-url-attention")
+    # The CSV is written when the button is clicked: it holds the head's pattern, computed here independently.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download this head's attention as CSV").click()
+    table = pd.read_csv(download.value.path())
+    lm = opt_lens.load("demo/tiny-opt")
+    pattern = opt_lens.capture(lm, "The cat sat on the mat").pattern(1, 3)  # [query, key]
+    assert len(table) == pattern.shape[0] * (pattern.shape[0] + 1) // 2 and set(table.layer) == {1}
+    for row in table.itertuples():
+        query, key = int(row.query.split(" ")[0]), int(row.key.split(" ")[0])
+        assert abs(row.weight - float(pattern[query, key])) < 1e-5
 
 
 def test_a_deep_link_to_a_fresh_server_opens_the_whole_app(page):
