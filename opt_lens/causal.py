@@ -84,33 +84,40 @@ def _run_blocks(lm, recorded: _Recorded, start: int, hidden: torch.Tensor) -> to
     return hidden  # [batch, seq, d_model]
 
 
-def _replace_heads(lm, layer: int, values: torch.Tensor):
-    """A pre-hook for layer ``layer``'s output projection: batch row ``h`` gets ``values[h]`` ``[seq, d_head]``
-    in head ``h``'s slice (zeros knock the head out; another run's slice patches it in)."""
+def _replace_heads(lm, heads: range, values: torch.Tensor):
+    """A pre-hook for an output projection: batch row ``i`` gets ``values[i]`` ``[seq, d_head]`` in the slice of
+    head ``heads[i]`` (zeros knock the head out; another run's slice patches it in)."""
     arch = lm.arch
 
     def hook(module, args, kwargs):
         z = args[0].clone()
-        rows = z.reshape(values.shape[0], -1, z.shape[-1])  # [head, seq, n_heads * d_head], a view of z
-        for head in range(values.shape[0]):
-            rows[head, :, head_slice(arch, head)] = values[head]
+        rows = z.reshape(len(heads), -1, z.shape[-1])  # [variant, seq, n_heads * d_head], a view of z
+        for row, head in enumerate(heads):
+            rows[row, :, head_slice(arch, head)] = values[row]
         return (z, *args[1:]), kwargs
 
     return hook
 
 
 def _head_sweep(lm, recorded: _Recorded, values: Callable[[int], torch.Tensor], progress):
-    """For each layer, one batch with head ``h`` replaced in row ``h``; yields (layer, ``[head, vocab]`` logits
-    at the last position)."""
+    """For each layer, batches with head ``h`` replaced in its own row (``values(layer)`` ``[head, seq,
+    d_head]``); yields (layer, ``[head, vocab]`` logits at the last position). A batch holds at most
+    ``_ROWS_PER_BATCH`` rows of tokens, so a long prompt's sweep runs a few heads at a time instead of
+    holding the activations of every head's variant at once (and other students' runs get the lock between)."""
     arch = lm.arch
+    seq = recorded.final.shape[1]
+    per_batch = max(1, _ROWS_PER_BATCH // seq)
     for layer in range(arch.n_layers):
-        hidden = recorded.inputs[layer].expand(arch.n_heads, -1, -1)  # [head, seq, d_model]
-        with lm.lock, torch.inference_mode(), hooks() as hook_set:
-            hook_set.forward_pre(
-                get_module(lm.model, arch.paths.attn_out_proj_of(layer)), _replace_heads(lm, layer, values(layer))
-            )
-            logits = readout_holding_lock(lm, _run_blocks(lm, recorded, layer, hidden)[:, -1])  # [head, vocab]
-        yield layer, logits
+        layer_values = values(layer)  # [head, seq, d_head]
+        out_proj = get_module(lm.model, arch.paths.attn_out_proj_of(layer))
+        logits = []
+        for start in range(0, arch.n_heads, per_batch):
+            heads = range(start, min(start + per_batch, arch.n_heads))
+            hidden = recorded.inputs[layer].expand(len(heads), -1, -1)  # [variant, seq, d_model]
+            with lm.lock, torch.inference_mode(), hooks() as hook_set:
+                hook_set.forward_pre(out_proj, _replace_heads(lm, heads, layer_values[start : heads.stop]))
+                logits.append(readout_holding_lock(lm, _run_blocks(lm, recorded, layer, hidden)[:, -1]))  # [variant, vocab]
+        yield layer, torch.cat(logits)  # [head, vocab]
         if progress is not None:
             progress((layer + 1) * arch.n_heads, arch.n_layers * arch.n_heads)
 

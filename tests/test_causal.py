@@ -203,10 +203,14 @@ def test_shared_model_is_left_exactly_as_it_was(tiny_lm):
 # ---------------------------------------------------------------- head_effects
 
 
-@pytest.mark.parametrize("kind,position", [("gpt2", -1), ("opt-post-ln", -1), ("llama", 6), ("gpt_neo", -1)])
-def test_head_effects_cells_equal_single_ablations(tiny_lm, kind, position):
+@pytest.mark.parametrize("kind,position,heads_per_batch",
+                         [("gpt2", -1, None), ("opt-post-ln", -1, None), ("llama", 6, None), ("gpt_neo", -1, None),
+                          ("gpt2", -1, 3), ("llama", 6, 1)])
+def test_head_effects_cells_equal_single_ablations(tiny_lm, kind, position, heads_per_batch, monkeypatch):
     lm = tiny_lm(kind)
     ids = ids_of(lm, PROMPT)
+    if heads_per_batch:  # as a long prompt runs: a few heads' variants per batch
+        monkeypatch.setattr(opt_lens.causal, "_ROWS_PER_BATCH", heads_per_batch * len(ids[: position % len(ids) + 1]))
     clean = torch.log_softmax(model_logits(lm, ids)[position], -1)  # [vocab]
     target = int(clean.argmax())
     calls = []
@@ -439,10 +443,12 @@ def test_patched_cells_equal_hand_patched_runs(tiny_lm, kind):
     assert result[:, 0].abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "opt"])
-def test_patch_heads_cells_equal_hand_patched_runs(tiny_lm, kind):
+@pytest.mark.parametrize("kind,heads_per_batch", [("gpt2", None), ("opt", None), ("opt", 3)])
+def test_patch_heads_cells_equal_hand_patched_runs(tiny_lm, kind, heads_per_batch, monkeypatch):
     lm = tiny_lm(kind)
     clean_ids, corrupted_ids, answer, wrong, clean_diff, corrupted_diff = patching_pair(lm)
+    if heads_per_batch:
+        monkeypatch.setattr(opt_lens.causal, "_ROWS_PER_BATCH", heads_per_batch * len(corrupted_ids))
     clean_z = out_proj_inputs(lm, clean_ids)
     result = opt_lens.patch_heads(lm, PROMPT, CORRUPTED, answer_id=answer, wrong_id=wrong)
     d = lm.arch.d_head
