@@ -41,7 +41,7 @@ from .errors import OptLensError
 from .surgery import StopForward, get_module
 
 IMPLEMENTATION = "opt_lens_sdpa"
-RECORDED = "recorded query and key states (sdpa forward)"
+RECORDED = "sdpa forward; query and key states recorded per layer when read"
 EAGER = "eager attention, patterns stored"
 
 # Softmax terms the interface can pass that a pattern rebuilt from query, key and mask would not include.
