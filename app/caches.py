@@ -184,9 +184,22 @@ def shared_capture(key, lm: opt_lens.LoadedModel, run) -> opt_lens.Capture:
 
 
 def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
-    """``prompt`` in model ``name``'s tokens, cut at its context: the tokenizer only, never a forward pass."""
-    lm = shared_model(name, ui=ui)
-    return opt_lens.tokens.tokenize(lm.tokenizer, prompt, lm.arch.max_positions)
+    """``prompt`` in model ``name``'s tokens, cut at its context: the tokenizer only, never a forward pass, and
+    no weights loaded for it (the loaded model's own tokenizer when the server holds the model)."""
+    if name in model_cache().keys():
+        lm = shared_model(name, ui=False)
+        tokenizer, context = lm.tokenizer, lm.arch.max_positions
+    else:
+        with st.spinner(f"Loading the tokenizer of {name}…") if ui else contextlib.nullcontext():
+            loaded = shared_tokenizer(name)
+        tokenizer, context = loaded.tokenizer, loaded.max_positions
+    return opt_lens.tokens.tokenize(tokenizer, prompt, context)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def shared_tokenizer(name: str) -> opt_lens.LoadedTokenizer:
+    """A model's tokenizer alone (a few MB), shared by every session."""
+    return opt_lens.load_tokenizer(name, allow_local=False)
 
 
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:

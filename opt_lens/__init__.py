@@ -40,12 +40,14 @@ _LAZY = {
     "readout": "lens",
     "top_k_next": "lens",
     "LoadedModel": "loading",
+    "LoadedTokenizer": "loading",
     "describe_pretrained": "loading",
     "load": "loading",
+    "load_tokenizer": "loading",
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "ablation", "architecture", "attention", "capturing", "causal", "compare", "families", "generation", "heads", "hub",
+    "ablation", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "generation", "heads", "hub",
     "lens", "loading", "memory", "surgery", "tokens",
 }
 

@@ -135,6 +135,21 @@ def has_tokenizer(file_names) -> bool:
     return any(wanted <= names for wanted in TOKENIZER_SETS)
 
 
+def fetch_tokenizer(snapshot: Snapshot) -> None:
+    """Download a snapshot's tokenizer files only (a few MB, no weights)."""
+    if not snapshot.file_sizes:  # offline: the cache must already hold them
+        if not has_tokenizer(path.name for path in snapshot.folder.iterdir()):
+            raise OptLensError(
+                f"The tokenizer of {snapshot.repo_id} was not downloaded before, and the Hugging Face Hub cannot be reached now."
+            )
+        return
+    if not has_tokenizer(snapshot.file_sizes):
+        raise OptLensError(f"{snapshot.repo_id} has no tokenizer files, so its text cannot be split into tokens.")
+    for file_name in TOKENIZER_FILES:
+        if file_name in snapshot.file_sizes:
+            _download(snapshot.repo_id, file_name, snapshot.revision)
+
+
 def fetch_files(snapshot: Snapshot, progress: ProgressCallback | None = None) -> None:
     """Download the weights and tokenizer files of a snapshot, reporting bytes to ``progress``."""
     if not snapshot.file_sizes:  # offline: the cache must already hold everything

@@ -53,6 +53,15 @@ class LoadedModel:
         return self.arch.n_params * BYTES_PER_PARAM
 
 
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    """A model's tokenizer and context length, without its weights (``load_tokenizer``)."""
+
+    name: str
+    tokenizer: object
+    max_positions: int
+
+
 def weights_fit(name: str, arch: Architecture) -> None:
     """Refuse a model whose float32 weights would not fit the memory this process may still use."""
     needed = arch.n_params * BYTES_PER_PARAM
@@ -92,13 +101,30 @@ def load(
 def describe_pretrained(name_or_path: str, *, allow_local: bool = True) -> Architecture:
     """Describe a model by name from its config alone: no weights are downloaded or loaded."""
     name = validate_name(name_or_path, allow_local=allow_local)
-    if name in DEMO_MODELS:
-        folder = DEMO_MODELS[name]
-    elif allow_local and is_local_folder(name):
-        folder = Path(name)
-    else:
-        folder = hub.fetch_config(name).folder
+    folder = _config_folder(name, allow_local)
     return _described(name, _checked_config(name, folder))
+
+
+def load_tokenizer(name_or_path: str, *, allow_local: bool = True) -> LoadedTokenizer:
+    """A model's tokenizer and context length from its config and tokenizer files alone: no weights are
+    downloaded or loaded, so a page that only tokenizes works for any model, even one too large to load.
+    The tokenizer is built exactly as ``load`` builds it, so it splits a prompt as the model reads it."""
+    name = validate_name(name_or_path, allow_local=allow_local)
+    folder = _config_folder(name, allow_local, tokenizer_only=True)
+    arch = _described(name, _checked_config(name, folder))
+    return LoadedTokenizer(name=name, tokenizer=_tokenizer(name, folder), max_positions=arch.max_positions)
+
+
+def _config_folder(name: str, allow_local: bool, *, tokenizer_only: bool = False) -> Path:
+    """The folder holding a model's config (and, with ``tokenizer_only``, its tokenizer files too)."""
+    if name in DEMO_MODELS:
+        return DEMO_MODELS[name]
+    if allow_local and is_local_folder(name):
+        return Path(name)
+    snapshot = hub.fetch_config(name)
+    if tokenizer_only:
+        hub.fetch_tokenizer(snapshot)
+    return snapshot.folder
 
 
 def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
@@ -219,10 +245,8 @@ def _first(sizes: dict[str, int], *keys: str) -> int | None:
 
 
 def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str) -> LoadedModel:
-    if not hub.has_tokenizer(path.name for path in folder.iterdir()):
-        # transformers would build an empty tokenizer, and every prompt would then have no tokens.
-        raise OptLensError(f"{name} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
     has_safetensors = any(folder.glob("*.safetensors"))
+    tokenizer = _tokenizer(name, folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,
@@ -234,17 +258,29 @@ def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str)
             use_safetensors=has_safetensors or None,
             local_files_only=True,
         )
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - any failure here means unreadable files; the log keeps the cause
         logger.exception("Loading %s from %s failed", name, folder)
         raise OptLensError(f"The files of {name} could not be loaded: they may be corrupt or incomplete.") from error
-    if not getattr(tokenizer, "is_fast", False):
-        raise OptLensError(f"{name} has no fast tokenizer, which the token views need for character offsets.")
     model.eval().requires_grad_(False)
     loaded = LoadedModel(name=name, model=model, tokenizer=tokenizer, arch=describe(model), source=source)
     _self_check(loaded)
     logger.info("Loaded %s (%s, %s parameters)", name, source, f"{loaded.arch.n_params:,}")
     return loaded
+
+
+def _tokenizer(name: str, folder: Path):
+    """The fast tokenizer saved in ``folder`` (no repository code runs)."""
+    if not hub.has_tokenizer(path.name for path in folder.iterdir()):
+        # transformers would build an empty tokenizer, and every prompt would then have no tokens.
+        raise OptLensError(f"{name} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means unreadable files; the log keeps the cause
+        logger.exception("Loading the tokenizer of %s from %s failed", name, folder)
+        raise OptLensError(f"The files of {name} could not be loaded: they may be corrupt or incomplete.") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise OptLensError(f"{name} has no fast tokenizer, which the token views need for character offsets.")
+    return tokenizer
 
 
 def _self_check(lm: LoadedModel) -> None:

@@ -233,9 +233,10 @@ def test_the_tokens_page_runs_no_model_and_shows_what_the_tokenizer_gives(monkey
     real_capture = opt_lens.capture
     monkeypatch.setattr(opt_lens, "capture", lambda *a, **k: runs.append(a) or real_capture(*a, **k))
     prompt = "A prompt no other test uses, for the tokenizers alone."
+    caches.model_cache.clear()  # a fresh server: the Tokens page loads no weights either
     at = open_page(app(prompt=prompt), "pages/tokens.py")
     assert_clean(at)
-    assert runs == []
+    assert runs == [] and caches.model_cache().keys() == []
     for row, name in enumerate(("demo/tiny-gpt2", "demo/tiny-opt")):
         tokenizer = opt_lens.load(name).tokenizer
         expected_ids = tokenizer(prompt)["input_ids"]  # transformers' own tokenization

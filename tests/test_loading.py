@@ -320,3 +320,24 @@ def test_the_cache_offers_only_models_that_can_load(hub_answering, tiny_folder, 
 def test_an_empty_or_missing_cache_offers_nothing(hub_unreachable):
     assert not hub_unreachable.exists() and hub.cached_models() == []
 
+
+
+def test_a_tokenizer_loads_without_the_weights_and_splits_as_the_model_reads(hub_answering):
+    text = "The cat sat on the mat. 日本語 " * 3
+    alone = opt_lens.load_tokenizer("someone/tiny-opt")
+    gets = [r.rsplit("/", 1)[-1] for r in hub_answering.requests if r.startswith("GET") and "/resolve/" in r]
+    assert gets[0] == "config.json" and "model.safetensors" not in gets and "tokenizer.json" in gets
+    lm = opt_lens.load("someone/tiny-opt")  # now the weights too
+    assert alone.max_positions == lm.arch.max_positions
+    assert alone.tokenizer(text)["input_ids"] == lm.tokenizer(text)["input_ids"]
+    demo = opt_lens.load_tokenizer("demo/tiny-gpt2")
+    assert demo.tokenizer(text)["input_ids"] == opt_lens.load("demo/tiny-gpt2").tokenizer(text)["input_ids"]
+    only_tokenizer = opt_lens.load_tokenizer("someone/tiny-gpt2")  # its weights never downloaded
+    hub_answering.stop()  # the class's network goes away: the tokenizer alone comes from the cache
+    again = opt_lens.load_tokenizer("someone/tiny-gpt2")
+    assert again.tokenizer(text)["input_ids"] == only_tokenizer.tokenizer(text)["input_ids"]
+
+
+def test_a_tokenizer_never_downloaded_is_a_clear_error_offline(hub_unreachable):
+    with pytest.raises(opt_lens.OptLensError, match="Cannot reach the Hugging Face Hub"):
+        opt_lens.load_tokenizer("someone/never-cached")
