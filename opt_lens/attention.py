@@ -185,6 +185,8 @@ class RecordedPatterns:
             if layer in self._cache:
                 self._cache.move_to_end(layer)
                 return self._cache[layer]
+            if len(self._cache) >= self._capacity:  # make room first: never the cache's bound plus one layer
+                self._cache.popitem(last=False)
         states = self._rebuild(layer)  # outside the cache's lock: other layers stay readable meanwhile
         with self._cache_lock:
             self._cache[layer] = states
