@@ -16,7 +16,7 @@ import torch
 
 import opt_lens
 from app import causal_views as views
-from app.caches import BudgetCache, cached_capture, hand_back_freed_memory, shared_capture, shared_model
+from app.caches import BudgetCache, cached_capture, shared_capture, shared_model
 
 RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tokens] floats: thousands fit
 # A sweep or patching map costs about (variants x prompt tokens) token-passes through a block stack. Up to GPT-2's

@@ -13,7 +13,6 @@ import altair as alt
 import pandas as pd
 import torch
 
-import opt_lens
 from opt_lens.tokens import display_tokens
 
 from app.charts import layer_head_axes

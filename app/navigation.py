@@ -56,6 +56,6 @@ def url_path(script: str) -> str:
 
 def app_pages() -> list:
     return [
-        st.Page(script, title=title, icon=icon, url_path=url_path, default=index == 0)
-        for index, (script, title, icon, url_path) in enumerate(PAGES)
+        st.Page(script, title=title, icon=icon, url_path=path, default=index == 0)
+        for index, (script, title, icon, path) in enumerate(PAGES)
     ]

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import opt_lens
 from app import causal_views as views
 from app import experiments
-from test_app import ROOT, TIMEOUT, app, assert_clean, chart_rows, chart_title, charts, open_page
+from test_app import TIMEOUT, app, assert_clean, chart_rows, chart_title, charts, open_page
 
 PAGE = "pages/cause_and_effect.py"
 REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"

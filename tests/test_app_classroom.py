@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import caches, experiments, glossary, lessons, navigation, teacher
-from test_app import ROOT, TIMEOUT, app, assert_clean, open_page
+from app import caches, experiments, navigation, teacher
+from test_app import ROOT, app, assert_clean, open_page
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
