@@ -47,6 +47,8 @@ mode = right.radio("Replace its output by", ["zero", "mean"], key="ablate_with",
                    help="mean: the head's average output over this prompt, a gentler knock-out that keeps the "
                         "usual offset and removes only what differs between tokens.")
 heads = tuple(views.parse_heads(picked, n_layers, n_heads))
+if picked and "look_at" not in st.session_state:  # a link naming only the heads: show the last one removed
+    st.session_state.look_at = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
 after = runs.ablated_capture(name, prompt, heads, mode)
 loss_before = runs.token_losses(name, prompt)
 loss_after = runs.token_losses(name, prompt, heads, mode) if heads else None

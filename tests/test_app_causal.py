@@ -125,6 +125,18 @@ def test_the_url_restores_the_knocked_out_heads_and_the_patching_prompts():
     assert at.dataframe[0].value["after"][0] == top
 
 
+@pytest.mark.parametrize("query, shown", [
+    ({"knock_out": ["L0.H1", "L1.H2"]}, "L1.H2"),  # a hand-written link names the heads only: see one removed
+    ({"knock_out": ["L1.H2"], "look_at": "L0.H3"}, "L0.H3"),  # a link that names the head to look at keeps it
+    ({}, "L0.H0"),
+])
+def test_the_attention_view_opens_on_a_knocked_out_head_unless_the_link_names_another(query, shown):
+    at = open_page(app(prompt=REPEATED, **query), PAGE)
+    assert_clean(at)
+    assert next(b for b in at.selectbox if b.label == "Head to look at").value == shown
+    assert any(chart_title(c) == f"{shown} after" for c in charts(at))
+
+
 def test_prompts_of_different_lengths_get_a_plain_message_not_an_exception():
     at = open_page(app(clean="When Mary and John went to the store, John gave a drink to",
                        corrupted="When Mary and John went to the store, Mary gave a drink to",
