@@ -110,6 +110,19 @@ def test_knocking_out_the_induction_head_raises_the_second_copy_loss_by_the_libr
     assert second.value == f"{float(after[half:].mean()):.2f} nats"
 
 
+def test_an_mlp_layer_knocked_out_from_the_url_changes_the_run_by_the_librarys_numbers():
+    at = open_page(app(prompt=REPEATED, knock_out=["L1.H3"], knock_out_mlps=["MLP 0"], ablate_with="mean"), PAGE)
+    assert_clean(at)
+    assert next(m for m in at.multiselect if m.key == "knock_out_mlps").value == ["MLP 0"]
+    rows = chart_rows(chart(at, "loss of each next token"))
+    alone = opt_lens.load("demo/tiny-gpt2")
+    after = opt_lens.capture(alone, REPEATED, ablate=[(1, 3)], ablate_mlps=[0], ablate_with="mean")
+    assert [r["loss"] for r in rows if r["run"] == "after"] == pytest.approx(opt_lens.token_losses(after).tolist(),
+                                                                             abs=1e-5)
+    assert at.dataframe[0].value["after"][0] == views.token_text(alone.tokenizer, int(after.next_logits.argmax()))
+    assert views.parse_mlps(["MLP 1", "MLP 0", "MLP 2", "mlp 1", "MLP 01", None, "MLP 1"], n_layers=2) == [0, 1]
+
+
 def test_the_url_restores_the_knocked_out_heads_and_the_patching_prompts():
     query = dict(knock_out=["L0.H1", "L1.H1"], ablate_with="mean", clean="one red cat rice seven green hat, one red cat",
                  corrupted="one red cat owl seven green hat, one red cat", answer=" rice", wrong=" owl")
