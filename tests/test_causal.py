@@ -123,9 +123,9 @@ def opt_pre_ln_projected(tmp_path_factory):
 # ---------------------------------------------------------------- ablation in capture
 
 
-@pytest.mark.parametrize("kind", ALL_FAMILIES)
-def test_zero_ablation_matches_hand_ablated_run(tiny_lm, kind):
-    lm = tiny_lm(kind)
+@pytest.mark.parametrize("kind", [*ALL_FAMILIES, "projected"])
+def test_zero_ablation_matches_hand_ablated_run(tiny_lm, opt_pre_ln_projected, kind):
+    lm = opt_pre_ln_projected if kind == "projected" else tiny_lm(kind)  # projected: pre-LN OPT with project_in/out
     ids = ids_of(lm, PROMPT)
     knocked = [(0, 1), (1, 3), (1, 0)]
     expected = model_logits(lm, ids, *(set_head(lm, layer, head, 0.0) for layer, head in knocked))
