@@ -57,26 +57,30 @@ def _with_progress(label: str, run):
         bar.empty()
 
 
-def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str, *,
-                    ui: bool = True) -> opt_lens.Capture:
-    """The capture of ``prompt`` with ``heads`` knocked out (``mode`` "zero" or "mean"); the plain capture if none."""
-    if not heads:
+def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str,
+                    mlps: tuple[int, ...] = (), *, ui: bool = True) -> opt_lens.Capture:
+    """The capture of ``prompt`` with ``heads`` and MLP layers ``mlps`` knocked out (``mode`` "zero" or "mean");
+    the plain capture if none."""
+    if not heads and not mlps:
         return cached_capture(name, prompt, ui=ui)
     lm = shared_model(name, ui=ui)
-    spinner = st.spinner(f"Running {name} with {len(heads)} head(s) knocked out…") if ui else contextlib.nullcontext()
+    spinner = (st.spinner(f"Running {name} with {len(heads)} head(s) and {len(mlps)} MLP layer(s) knocked out…")
+               if ui else contextlib.nullcontext())
     with spinner:
-        return shared_capture((name, prompt, "ablate", heads, mode), lm,
-                              lambda: opt_lens.capture(lm, prompt, ablate=list(heads), ablate_with=mode))
+        return shared_capture((name, prompt, "ablate", heads, mlps, mode), lm,
+                              lambda: opt_lens.capture(lm, prompt, ablate=list(heads), ablate_mlps=list(mlps),
+                                                       ablate_with=mode))
 
 
 @st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
-def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero") -> torch.Tensor:
+def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
+                 mlps: tuple[int, ...] = ()) -> torch.Tensor:
     """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
 
     It reads a copy of the shared capture: ``Capture.logits`` keeps the [seq, vocab] logits it computes, which
     would grow a cached capture beyond the size its cache counted.
     """
-    return opt_lens.token_losses(dataclasses.replace(ablated_capture(name, prompt, heads, mode, ui=False)))
+    return opt_lens.token_losses(dataclasses.replace(ablated_capture(name, prompt, heads, mode, mlps, ui=False)))
 
 
 def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:

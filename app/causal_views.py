@@ -19,6 +19,7 @@ from app.charts import layer_head_axes
 from app.text import head_label
 
 _HEAD_LABEL = re.compile(r"L(\d{1,3})\.H(\d{1,3})")
+_MLP_LABEL = re.compile(r"MLP ([1-9]\d{0,2}|0)")
 # Diverging maps: red where an intervention lowers the measure, blue where it raises it, white at 0.
 DIVERGING = "redblue"
 
@@ -38,6 +39,16 @@ def parse_heads(labels, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
         if match and int(match[1]) < n_layers and int(match[2]) < n_heads:
             heads.append((int(match[1]), int(match[2])))
     return sorted(set(heads))
+
+
+def mlp_options(n_layers: int) -> list[str]:
+    return [f"MLP {layer}" for layer in range(n_layers)]
+
+
+def parse_mlps(labels, n_layers: int) -> list[int]:
+    """The MLP layers of labels such as ``["MLP 1"]``; anything else (it may come from a URL) is dropped."""
+    return sorted({int(match[1]) for label in labels or () if (match := _MLP_LABEL.fullmatch(str(label)))
+                   and int(match[1]) < n_layers})
 
 
 def grid_frame(values: torch.Tensor, value: str) -> pd.DataFrame:

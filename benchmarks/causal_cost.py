@@ -1,7 +1,8 @@
 """Cost of the cause-and-effect sweeps against the separate forward passes they replace.
 
-Random-weight GPT-2-size (124M) and OPT-125m-size models, CPU, float32, eager attention (what a loaded
-model uses). For each prompt length it times, interleaved in one process (medians of ``--repeats`` rounds):
+Random-weight GPT-2-size (124M) and OPT-125m-size models, CPU, float32, with the attention a loaded model
+uses (opt_lens' recording sdpa, built as capture_cost.py builds it; ``--eager`` for transformers' eager
+attention). For each prompt length it times, interleaved in one process (medians of ``--repeats`` rounds):
 
 - a plain forward pass (``model(input_ids)``, all positions' logits, as a loop of separate runs would do),
   and one asking for the last position's logits only (``logits_to_keep=1``);
@@ -12,13 +13,14 @@ and prints each sweep's time as a multiple of running its variants as separate p
 ("x fwds"; the issue's target for ``head_effects`` on GPT-2 at 32 tokens is at most 0.4) and of the
 cheaper last-logits-only forwards ("x last").
 
-    python benchmarks/causal_cost.py [--lengths 32 128] [--repeats 3] [--threads 1]
+    python benchmarks/causal_cost.py [--lengths 32 128] [--repeats 3] [--threads 1] [--eager]
 
 On a loaded shared machine, two torch threads spin against each other and a tiny forward pass can take
 25 times longer than with one; ``--threads 1`` gives stable figures there.
 
-Measured on 2026-11-28 with ``--threads 1`` on a 2-core machine shared with six other test runs (load 9-11;
-32 tokens: median of 3 interleaved rounds, 128 tokens: one round), "x fwds" / "x last":
+Measured on 2026-11-28 with eager attention (what ``--eager`` runs now; the default, the attention a loaded
+model uses, is still to be measured) and ``--threads 1`` on a 2-core machine shared with six other test runs
+(load 9-11; 32 tokens: median of 3 interleaved rounds, 128 tokens: one round), "x fwds" / "x last":
 
     model     tokens  head_effects   patch_heads    patch_resid
     GPT-2      32     0.24 / 0.32    0.20 / 0.27    0.10 / 0.13
@@ -30,6 +32,7 @@ Measured on 2026-11-28 with ``--threads 1`` on a 2-core machine shared with six 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import opt_lens  # noqa: E402
-from capture_cost import MODELS  # noqa: E402  (the same GPT-2-size and OPT-125m-size configs)
+from capture_cost import MODELS, loaded  # noqa: E402  (the same GPT-2-size and OPT-125m-size models)
 from opt_lens.loading import LoadedModel  # noqa: E402
 from opt_lens.tokens import tokenize  # noqa: E402
 
@@ -65,12 +68,16 @@ def prompt_pair(lm, n_tokens: int) -> tuple[str, str]:
     return clean, corrupted
 
 
-def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int) -> None:
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval().requires_grad_(False)
-    lm = LoadedModel(name=label, model=model, tokenizer=make_tokenizer(), arch=opt_lens.describe(model), source="local")
-    arch = lm.arch
-    print(f"\n{label}: {arch.n_params:,} parameters, torch threads {torch.get_num_threads()}")
+def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int, eager: bool) -> None:
+    if eager:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="eager")
+        model.eval().requires_grad_(False)
+        lm = LoadedModel(name=label, model=model, tokenizer=make_tokenizer(), arch=opt_lens.describe(model), source="local")
+    else:
+        lm = loaded(label, config, make_tokenizer)
+    model, arch = lm.model, lm.arch
+    print(f"\n{label}: {arch.n_params:,} parameters, {arch.attention_capture}, torch threads {torch.get_num_threads()}")
     print(f"{'tokens':>6} {'fwd':>8} {'fwd last':>8}  {'sweep':<12} {'variants':>8} {'time':>9} {'x fwds':>7} {'x last':>7}")
     for length in lengths:
         clean, corrupted = prompt_pair(lm, length)
@@ -115,11 +122,12 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--eager", action="store_true", help="transformers' eager attention instead of opt_lens'")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for label, (config, make_tokenizer) in MODELS.items():
-        bench(label, config, make_tokenizer, args.lengths, args.repeats)
+    for label, (config, make_tokenizer, _) in MODELS.items():  # (the lengths capture_cost.py uses are not these)
+        bench(label, config, make_tokenizer, args.lengths, args.repeats, args.eager)
 
 
 if __name__ == "__main__":

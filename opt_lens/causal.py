@@ -297,6 +297,12 @@ def attribute(lm, capture: Capture, token_id: int, position: int = -1) -> Attrib
     token_id = _check_token(lm, token_id)
     logit = float(capture.logits[position, token_id])
     parts = _parts(lm, capture, position)  # [component, d_model]: embed, heads, attn biases, MLPs
+    if not _parts_add_up(parts):
+        raise OptLensError(
+            "Direct logit attribution needs blocks that add their attention and MLP outputs to the residual "
+            "stream as they are: this model's blocks change them first (a norm after attention or the MLP), so "
+            "the parts do not add up to the logit."
+        )
     with lm.lock, torch.inference_mode():
         read, constant = _frozen_readout(lm, parts["final"], token_id)
         n_heads = arch.n_layers * arch.n_heads
@@ -358,6 +364,14 @@ def _parts(lm, capture: Capture, position: int) -> dict[str, torch.Tensor]:
         "mlps": torch.stack(mlps),  # [layer, d_model]
         "final": ends["final"],
     }
+
+
+def _parts_add_up(parts: dict[str, torch.Tensor]) -> bool:
+    """Whether embeddings + every head + attention biases + every MLP rebuild the last block's output (they do
+    where each block adds the output projection's and the MLP's outputs unchanged; OLMo-2's post-norms do not)."""
+    rebuilt = parts["embed"] + parts["heads"].sum(0) + parts["attn_bias"].sum(0) + parts["mlps"].sum(0)  # [d_model]
+    final = parts["final"]  # [d_model]
+    return bool((rebuilt - final).norm() <= 1e-3 * final.norm() + 1e-4)
 
 
 def _frozen_readout(lm, final: torch.Tensor, token_id: int) -> tuple[Callable, float]:

@@ -19,6 +19,8 @@ n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 options = views.head_options(n_layers, n_heads)
 # Heads picked on another model (or typed in a URL) that this model lacks are dropped, not an error.
 st.session_state.knock_out = [h for h in st.session_state.get("knock_out", []) if h in options]
+mlp_options = views.mlp_options(n_layers)
+st.session_state.knock_out_mlps = [m for m in st.session_state.get("knock_out_mlps", []) if m in mlp_options]
 if st.session_state.get("look_at") not in options:
     st.session_state.pop("look_at", None)
 if cap.seq_len < 2:
@@ -28,8 +30,8 @@ if cap.seq_len < 2:
 # ------------------------------------------------------------------------------------------- knock out
 st.header("1. Knock out heads")
 st.caption("A knocked-out head's output is removed before the layer mixes its heads (set to zero, or to its "
-           "average over the prompt); everything else runs as usual.")
-left, right = st.columns([3, 1])
+           "average over the prompt); everything else runs as usual. A whole MLP layer can go too.")
+left, middle, right = st.columns([3, 1.5, 1])
 
 
 def look_at_newest_head():
@@ -42,15 +44,20 @@ picked = left.multiselect("Heads to knock out", options, key="knock_out", bind="
                           on_change=look_at_newest_head,
                           help="L1.H1 is head 1 of layer 1 (both count from 0). Click a head in the maps below, or "
                                "use “Knock this head out” on the Attention page.")
+picked_mlps = middle.multiselect("MLP layers to knock out", mlp_options, key="knock_out_mlps",
+                                bind="query-params", help="MLP 0 is the MLP of layer 0: its whole output is removed.")
 st.session_state.setdefault("ablate_with", "zero")
 mode = right.radio("Replace its output by", ["zero", "mean"], key="ablate_with", bind="query-params",
                    help="mean: the head's average output over this prompt, a gentler knock-out that keeps the "
                         "usual offset and removes only what differs between tokens.")
 heads = tuple(views.parse_heads(picked, n_layers, n_heads))
-after = runs.ablated_capture(name, prompt, heads, mode)
+mlps = tuple(views.parse_mlps(picked_mlps, n_layers))
+if picked and "look_at" not in st.session_state:  # a link naming only the heads: show the last one removed
+    st.session_state.look_at = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
+after = runs.ablated_capture(name, prompt, heads, mode, mlps)
 loss_before = runs.token_losses(name, prompt)
-loss_after = runs.token_losses(name, prompt, heads, mode) if heads else None
-if not heads:
+loss_after = runs.token_losses(name, prompt, heads, mode, mlps) if heads or mlps else None
+if not heads and not mlps:
     st.info("Pick one or more heads above to see what changes without them.", icon=":material/touch_app:")
 
 st.subheader("Next-token guesses, before and after")

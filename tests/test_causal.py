@@ -12,7 +12,7 @@ import threading
 import pytest
 import torch
 from torch import nn
-from transformers import OPTConfig
+from transformers import Olmo2Config, OPTConfig
 
 import opt_lens
 import tiny_models
@@ -123,9 +123,9 @@ def opt_pre_ln_projected(tmp_path_factory):
 # ---------------------------------------------------------------- ablation in capture
 
 
-@pytest.mark.parametrize("kind", ALL_FAMILIES)
-def test_zero_ablation_matches_hand_ablated_run(tiny_lm, kind):
-    lm = tiny_lm(kind)
+@pytest.mark.parametrize("kind", [*ALL_FAMILIES, "projected"])
+def test_zero_ablation_matches_hand_ablated_run(tiny_lm, opt_pre_ln_projected, kind):
+    lm = opt_pre_ln_projected if kind == "projected" else tiny_lm(kind)  # projected: pre-LN OPT with project_in/out
     ids = ids_of(lm, PROMPT)
     knocked = [(0, 1), (1, 3), (1, 0)]
     expected = model_logits(lm, ids, *(set_head(lm, layer, head, 0.0) for layer, head in knocked))
@@ -380,6 +380,24 @@ def test_attribution_refuses_post_ln(tiny_lm):
     cap = opt_lens.capture(lm, PROMPT)
     with pytest.raises(opt_lens.OptLensError, match="post|after every block"):
         opt_lens.attribute(lm, cap, 5)
+
+
+def test_attribution_refuses_blocks_that_rescale_what_they_add(tmp_path):
+    """OLMo-2 normalises each attention and MLP output before adding it to the residual stream (its final norm
+    makes generic detection call it pre-LN): the out_proj slices no longer add up to the stream, so the parts
+    would not sum to the logit (measured before the check: 179.8 against a logit of 11.0). Refused, not drawn."""
+    torch.manual_seed(0)
+    config = Olmo2Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, hidden_size=64,
+                         intermediate_size=128, max_position_embeddings=128, vocab_size=tiny_models.GPT2_VOCAB,
+                         initializer_range=tiny_models.INIT)
+    tiny_models.AutoModelForCausalLM.from_config(config, attn_implementation="eager").save_pretrained(tmp_path)
+    tiny_models.gpt2_tokenizer().save_pretrained(tmp_path)
+    lm = opt_lens.load(str(tmp_path))
+    assert lm.arch.norm == "pre"
+    cap = opt_lens.capture(lm, PROMPT)
+    with pytest.raises(opt_lens.OptLensError, match="do not add up"):
+        opt_lens.attribute(lm, cap, int(cap.next_logits.argmax()))
+    assert no_hooks_anywhere(lm.model) and not lm.lock.locked()
 
 
 # ---------------------------------------------------------------- activation patching
