@@ -4,7 +4,7 @@ import opt_lens
 from app import causal_runs as runs
 from app import causal_views as views
 from app import charts, frame, selection, state, tables
-from app.caches import hub_online
+from app.caches import hub_online, shared_model
 from app.text import escape_markdown
 
 frame.page_intro(
@@ -210,6 +210,22 @@ def usable(setup: runs.PatchingSetup) -> bool:
     return True
 
 
+def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked: tuple[tuple[int, int], ...]) -> None:
+    """Section 1's knock-out, measured on the patching prompts: what removing ``picked`` does to the clean logit
+    difference, as a fraction of the clean effect."""
+    if not picked:
+        st.caption("No heads knocked out: pick some to see how much of the clean effect they carry.")
+        return
+    after = runs.ablated_capture(setup.name, setup.clean, picked, mode).next_logits  # [vocab]
+    after_diff = float(after[setup.answer_id] - after[setup.wrong_id])
+    shown = ", ".join(views.head_label(*h) for h in picked)
+    st.metric(f"Knocking out {shown}", f"{(after_diff - setup.clean_diff) / setup.clean_effect:+.2f} of the clean "
+              "effect", help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
+                             "prompt; 0: it changes nothing.")
+    st.caption(f"logit(answer) − logit(wrong) after the clean prompt: {setup.clean_diff:.2f} with every head, "
+               f"{after_diff:.2f} without {escape_markdown(shown)} (replaced by their {mode}).")
+
+
 def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
     """Section 5's column for one model: every map as a fraction of its own clean effect, on -1..1."""
     clean = setup.clean
@@ -232,6 +248,16 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
         st.altair_chart(views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
                                           "fraction of the clean effect"), width="stretch")
     patching_maps(setup, limit=1.0)
+
+
+def heads_of_model_b(name_b: str) -> tuple[tuple[int, int], ...]:
+    arch = shared_model(name_b).arch
+    options_b = views.head_options(arch.n_layers, arch.n_heads)
+    st.session_state.knock_out_b = [h for h in st.session_state.get("knock_out_b", []) if h in options_b]
+    picked_b = st.multiselect(f"Heads of {name_b} to knock out", options_b, key="knock_out_b", bind="query-params",
+                              help="Replaced as chosen in section 1 (zero or mean). Heads are numbered per "
+                                   "model: the maps below show which of this model's heads matter for the task.")
+    return tuple(views.parse_heads(picked_b, arch.n_layers, arch.n_heads))
 
 
 @st.fragment
@@ -275,11 +301,16 @@ def patching_and_two_models():
                    "differs.")
         setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
         columns = st.columns(2)
-        for column, setup in zip(columns, setups):
+        for column, setup, picked in zip(columns, setups, (heads, None)):
             with column:
                 st.subheader(escape_markdown(setup.name))
+                if picked is None:  # model B's heads are numbered its own way: it gets its own picker
+                    picked = heads_of_model_b(setup.name)
+                else:
+                    st.caption("Heads knocked out in section 1.")
                 if not usable(setup):
                     continue
+                knock_out_on_the_common_scale(setup, picked)
                 one_model_on_the_common_scale(setup)
 
 
