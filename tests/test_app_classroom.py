@@ -512,3 +512,15 @@ def test_the_lens_says_which_positions_it_shows_when_the_prompt_has_more():
     assert any(f"here {last - 15}–{last} of 0–{last}" in c.value for c in at.caption)
     at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")  # short: the whole prompt, nothing to say
     assert not any("positions at a time" in c.value for c in at.caption)
+
+
+def test_compare_lens_words_stay_inside_their_cells_and_the_pair_count_is_the_real_one():
+    """A 12-layer model's depth cells are narrow: their words ran into each other at 1024 px. The demo models
+    have 8 heads each, so 8 pairs are listed, not "the twelve"."""
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    words = json.loads(at.get("vega_lite_chart")[3].proto.spec)["layer"][1]
+    assert words["mark"]["limit"] == {"expr": "scale('x', datum.to) - scale('x', datum.from) - 4"}
+    pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
+    assert len(pairs) == 8 and any("Below: the 8 pairs furthest above" in c.value for c in at.caption)
