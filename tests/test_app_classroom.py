@@ -524,3 +524,19 @@ def test_compare_lens_words_stay_inside_their_cells_and_the_pair_count_is_the_re
     assert words["mark"]["limit"] == {"expr": "scale('x', datum.to) - scale('x', datum.from) - 4"}
     pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
     assert len(pairs) == 8 and any("Below: the 8 pairs furthest above" in c.value for c in at.caption)
+
+
+def test_an_attention_map_keeps_its_width_when_two_stand_side_by_side():
+    """Cause and effect draws two maps side by side: at 1024 px the legend beside each took half its width and
+    26 key labels piled into one blot. The legend goes above the map, and labels that would overlap are dropped
+    (the tooltip still names every key)."""
+    import pandas as pd
+
+    from app import charts
+
+    order = [f"{i} t{i}" for i in range(26)]
+    frame = pd.DataFrame({"query": order, "key": order, "weight": 1.0})
+    spec = charts.attention_heatmap(frame, order, "L0.H0 before").to_dict()
+    assert spec["encoding"]["color"]["legend"]["orient"] == "top"
+    assert spec["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
+    assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False  # rows have room for every label
