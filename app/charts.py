@@ -19,13 +19,16 @@ def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X("key:N", title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap=False),
+            # Where the map is narrow (two side by side on a laptop) Vega drops the key labels that would overlap.
+            x=alt.X("key:N", title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap="greedy"),
                     **({"scale": alt.Scale(domain=columns)} if columns else {"sort": order})),
             y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention"),
+            # The legend above the map, not beside it: beside, it took half the width of a map on a laptop.
+            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention",
+                            legend=alt.Legend(orient="top", direction="horizontal")),
             tooltip=tooltip,
         )
-        .properties(title=title, height=140 + 20 * len(order))
+        .properties(title=title, height=200 + 20 * len(order))
     )
 
 

@@ -20,13 +20,18 @@ def steps() -> list:
     return EXPERIMENTS
 
 
-def step_param(value) -> int | None:
-    """A step number from the URL (1-based), or None when it is missing or not a step."""
+def step_number(value, count: int) -> int | None:
+    """A step number from the URL (1-based, at most ``count``), or None when it is missing or not one."""
     try:
         step = int(str(value))
     except (TypeError, ValueError):
         return None
-    return step if 1 <= step <= len(steps()) else None
+    return step if 1 <= step <= count else None
+
+
+def step_param(value) -> int | None:
+    """A lesson step number from the URL, or None when it is missing or not a step."""
+    return step_number(value, len(steps()))
 
 
 def init() -> None:

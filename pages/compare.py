@@ -107,7 +107,8 @@ lens_cells = lens_base.mark_rect(stroke="white").encode(
     color=alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
                     title="probability of final guess"),
 )
-lens_text = lens_base.mark_text(fontSize=11).encode(
+# A 12-layer model's cells are narrow: Vega cuts each word to its cell, with an ellipsis (the tooltip has it whole).
+lens_text = lens_base.mark_text(fontSize=11, limit=alt.expr("scale('x', datum.to) - scale('x', datum.from) - 4")).encode(
     x=alt.X("middle:Q"), text="guess:N",
     color=alt.condition(alt.datum["probability of final guess"] > 0.5, alt.value("white"), alt.value("black")),
 )
@@ -122,8 +123,9 @@ shared_tokens = (f"the {result.aligned_tokens} shared tokens" if result.head_tok
 st.caption(f"For each head of A, the head of B whose attention pattern on {shared_tokens} is most similar "
            "(1 = identical). Heads that spread their attention evenly over the earlier tokens look alike without "
            "sharing any job, so each pair is also compared with that **uniform** pattern: *above baseline* is how "
-           "much closer the two heads are to each other than the closer of them is to uniform attention. The twelve "
-           "pairs furthest above that baseline; near 0 or below, the match means little.")
+           "much closer the two heads are to each other than the closer of them is to uniform attention. Below: the "
+           f"{len(result.head_pairs)} pairs furthest above that baseline; near 0 or below, the match means "
+           "little.")
 if result.head_pairs.empty:
     st.info("The prompt is too short to compare attention patterns.")
 else:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app import caches, frame, selection, state, tables, text
+from app import caches, frame, lessons, selection, state, tables, teacher, text
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
 frame.page_intro(
@@ -45,6 +45,12 @@ def probability_colour(probability: float) -> tuple[str, str]:
     """Background and text colour of a chip: the darker the green, the more likely the token was."""
     background = f"rgba(0, 110, 50, {0.08 + 0.87 * probability:.2f})"
     return background, "white" if probability > 0.55 else "black"
+
+
+def token_pill(step: Step) -> str:
+    """A new token as a pill's label, in its chip's colours (Markdown: the token is escaped)."""
+    background, colour = probability_colour(step.probability)
+    return f':color[{text.escape_markdown(step.token)}]{{foreground="{colour}" background="{background}"}}'
 
 
 def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
@@ -125,12 +131,18 @@ if not gen.steps:
 @st.fragment
 def continuation_view(gen: opt_lens.Generation) -> None:
     """The text and the chosen step's distribution: picking another step redraws only this part."""
-    labels = [f"{i + 1} {step.token}" for i, step in enumerate(gen.steps)]
-    chosen = st.select_slider("Look at the token written at step", labels, labels[0],
-                              help="Shows the probabilities the model gave every candidate at that step.")
-    index = labels.index(chosen)
+    text_slot = st.empty()  # the prompt and its continuation, above the buttons that pick a token
+    # The new tokens again, as buttons in their colours: click one to see what it was drawn from. The step
+    # lives in the URL (?step=3, counted from 1; not bound, which would put the button's Markdown there); one
+    # this run lacks (a link made with other settings) falls back to the first.
+    asked = lessons.step_number(st.query_params.get("step"), len(gen.steps))
+    picked = st.pills("Click a token to see the distribution it was drawn from", range(len(gen.steps)),
+                      default=(asked or 1) - 1, key="step", format_func=lambda i: token_pill(gen.steps[i]),
+                      help="Shows the probabilities the model gave every candidate at that step.")
+    index = picked if picked is not None else 0
+    teacher.keep_in_url("step", str(index + 1))
     # text_with_chips escapes every token and the prompt: only the chips' own markup is HTML.
-    st.markdown(text_with_chips(gen, index), unsafe_allow_html=True)
+    text_slot.markdown(text_with_chips(gen, index), unsafe_allow_html=True)
     greedy = gen.temperature == 0
     st.caption(
         "Colour: the token's probability when it was chosen, from pale (unlikely) to dark green (sure)"

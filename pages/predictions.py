@@ -83,23 +83,27 @@ cells = base.mark_rect().encode(
     color=alt.condition(
         alt.datum.embeddings, alt.value("#e6e6e6"),
         alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
-                  title="probability of the final answer"),
+                  title="probability of the final answer", legend=alt.Legend(orient="top", direction="horizontal")),
     ),
     stroke=alt.condition(inspected, alt.value("#e45756"), alt.value("white")),
     strokeWidth=alt.condition(inspected, alt.value(2.5), alt.value(0.5)),
 ).add_params(clicked)
-words = base.mark_text(fontSize=11).encode(
+# A cell's word never spills into its neighbours: on a narrow screen Vega cuts it to the cell, with an ellipsis.
+words = base.mark_text(fontSize=11, limit=alt.expr("bandwidth('x') - 4")).encode(
     text="cell:N",
     color=alt.when(alt.datum.embeddings).then(alt.value("#9a9a9a"))
     .when(alt.datum["probability of final guess"] > 0.5).then(alt.value("white"))
     .otherwise(alt.value("black")),
 )
-st.altair_chart((cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1))), width="stretch",
+# The height holds the rows, the position labels under them and the colour legend above them.
+st.altair_chart((cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1)) + 70), width="stretch",
                 on_select=inspect_clicked_position, key="lens")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
     "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
     "the input token itself: it says nothing about what the model predicts. The position outlined in red is "
     "the one inspected above; click a column to inspect another. Hover a cell for the whole token."
+    + (f" The lens shows {LENS_WIDTH} positions at a time, here {start}–{end - 1} of 0–{cap.seq_len - 1}: move "
+       "“Guess what follows” to see the others." if end - start < cap.seq_len else "")
 )
 tables.csv_button(lens.drop(columns=["cell", "embeddings"]), "Download the logit lens as CSV", "logit_lens.csv")

@@ -487,8 +487,56 @@ def test_a_click_on_a_lens_column_in_chromium_inspects_that_position_and_puts_it
     grid = tab.locator('[data-testid="stVegaLiteChart"]').nth(1).locator("canvas, svg.marks").first
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
-    tab.mouse.click(box["x"] + 110, box["y"] + 30)  # the second column: position 11 (window 10-25)
+    # The second column (position 11, window 10-25), in the top row: under the colour legend.
+    tab.mouse.click(box["x"] + 110, box["y"] + 110)
     wait_for_app(tab, timeout=90_000)
     tab.wait_for_function("() => location.search.includes('position=')", timeout=30_000)
     assert "11 ␣Alice" in slider.inner_text()
     assert "position=11+%E2%90%A3Alice" in tab.url
+
+
+def test_lens_words_stay_inside_their_cells_and_the_legend_leaves_the_grid_its_width():
+    """At 1024 px the legend beside 16 columns squeezed each to ~19 px and the words ran into each other."""
+    import json
+
+    spec = json.loads(lens_chart(open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")).proto.spec)
+    cells, words = spec["layer"]
+    assert words["mark"]["limit"] == {"expr": "bandwidth('x') - 4"}  # Vega cuts a word to its cell, with "…"
+    assert cells["encoding"]["color"]["legend"]["orient"] == "top"
+
+
+def test_the_lens_says_which_positions_it_shows_when_the_prompt_has_more():
+    long_prompt = " ".join(["The cat sat on the mat."] * 6)
+    at = open_page(app(prompt=long_prompt), "pages/predictions.py")
+    last = len(at.select_slider(key="position").options) - 1
+    assert any(f"here {last - 15}–{last} of 0–{last}" in c.value for c in at.caption)
+    at = open_page(app(prompt=LENS_PROMPT), "pages/predictions.py")  # short: the whole prompt, nothing to say
+    assert not any("positions at a time" in c.value for c in at.caption)
+
+
+def test_compare_lens_words_stay_inside_their_cells_and_the_pair_count_is_the_real_one():
+    """A 12-layer model's depth cells are narrow: their words ran into each other at 1024 px. The demo models
+    have 8 heads each, so 8 pairs are listed, not "the twelve"."""
+    import json
+
+    at = open_page(app(), "pages/compare.py")
+    words = json.loads(at.get("vega_lite_chart")[3].proto.spec)["layer"][1]
+    assert words["mark"]["limit"] == {"expr": "scale('x', datum.to) - scale('x', datum.from) - 4"}
+    pairs = next(d.value for d in at.dataframe if "above baseline" in d.value.columns)
+    assert len(pairs) == 8 and any("Below: the 8 pairs furthest above" in c.value for c in at.caption)
+
+
+def test_an_attention_map_keeps_its_width_when_two_stand_side_by_side():
+    """Cause and effect draws two maps side by side: at 1024 px the legend beside each took half its width and
+    26 key labels piled into one blot. The legend goes above the map, and labels that would overlap are dropped
+    (the tooltip still names every key)."""
+    import pandas as pd
+
+    from app import charts
+
+    order = [f"{i} t{i}" for i in range(26)]
+    frame = pd.DataFrame({"query": order, "key": order, "weight": 1.0})
+    spec = charts.attention_heatmap(frame, order, "L0.H0 before").to_dict()
+    assert spec["encoding"]["color"]["legend"]["orient"] == "top"
+    assert spec["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
+    assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False  # rows have room for every label

@@ -84,10 +84,12 @@ def test_choosing_a_step_shows_the_distribution_it_was_drawn_from(separate_model
     at = generate_page(prompt=PROMPT, **SAMPLING)
     expected = opt_lens.generate(separate_models["demo/tiny-gpt2"], PROMPT, max_new_tokens=12, temperature=1.3,
                                  top_k=20, seed=42)
-    chooser = at.select_slider[-1]
-    chooser.set_value(chooser.options[2]).run()
+    chooser = at.get("button_group")[-1]  # the new tokens as buttons (st.pills), one per step
+    assert len(chooser.proto.options) == len(expected.steps)
+    chooser.set_value(2).run()
     assert_clean(at)
     assert chart_title(charts(at)[0]).startswith("Step 3:")
+    assert at.query_params["step"] == "3"  # a teacher's link opens the same token (counted from 1)
     step = expected.steps[2]
     rows = chart_rows(charts(at)[0])
     shown = [(row["token"], row["probability"]) for row in rows[: len(step.alternatives)]]
@@ -127,3 +129,12 @@ def test_the_page_is_registered_in_the_entry_point():
     at.switch_page(PAGE).run()
     assert_clean(at)
     assert at.title[0].value == "Watch the model write"
+
+
+def test_a_link_opens_its_step_and_a_step_the_run_lacks_falls_back_to_the_first():
+    at = generate_page(prompt=PROMPT, **SAMPLING, step="5")
+    assert_clean(at)
+    assert chart_title(charts(at)[0]).startswith("Step 5:")
+    at = generate_page(prompt=PROMPT, **SAMPLING, step="99")
+    assert_clean(at)
+    assert chart_title(charts(at)[0]).startswith("Step 1:")
