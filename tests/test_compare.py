@@ -162,6 +162,14 @@ def test_only_the_end_of_text_special_is_shared():
     assert result.shared_top == ["a", "<|endoftext|>", "<pad>"]  # the top lists pair specials by name
 
 
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_a_number_of_guesses_that_is_not_a_positive_whole_number_is_a_clear_error(k):
+    # An OptLensError, not an assert: a notebook passes k, and python -O would drop an assert (k=0 then divides by 0).
+    lm = byte_level_lm({"a": 0, "<|endoftext|>": 1}, "<|endoftext|>")
+    with pytest.raises(opt_lens.OptLensError, match="whole number of at least 1"):
+        compare.compare_next_tokens(lm, logits_of([0.5, 0.5]), lm, logits_of([0.5, 0.5]), k=k)
+
+
 def test_kl_and_js_by_hand():
     p = torch.tensor([0.5, 0.25, 0.25])
     q = torch.tensor([0.25, 0.25, 0.5])
