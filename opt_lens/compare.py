@@ -103,7 +103,8 @@ def align_tokens(capture_a: Tokenized | Capture, capture_b: Tokenized | Capture)
     pairs only with the same special at the same place. Everything else (OPT's ``</s>`` against GPT-2,
     words the two tokenizers cut differently) is listed unaligned with its span.
     """
-    assert capture_a.text == capture_b.text, "align captures of the same prompt"
+    if capture_a.text != capture_b.text:
+        raise OptLensError("Tokens can only be aligned between two tokenizations of the same prompt.")
     stretches_a, stretches_b = _stretches(capture_a), _stretches(capture_b)
     partner: dict[int, int] = {}
     for span in stretches_a.keys() & stretches_b.keys():

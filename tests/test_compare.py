@@ -103,6 +103,8 @@ def test_tokenized_prompts_align_without_running_a_model():
     alignment = compare.align_tokens(a, b)
     assert alignment.pairs == [(0, 1), (1, 2), (2, 3)]
     assert [(row.token_b, row.start, row.end) for row in alignment.unaligned] == [("</s>", 0, 0)]
+    with pytest.raises(opt_lens.OptLensError, match="same prompt"):  # not an assert, which python -O drops
+        compare.align_tokens(a, tokenize(tiny_models.opt_tokenizer(), "The cat sat.", max_tokens=64))
 
 
 # ---------------------------------------------------------------------------------------- next token
