@@ -103,7 +103,8 @@ def align_tokens(capture_a: Tokenized | Capture, capture_b: Tokenized | Capture)
     pairs only with the same special at the same place. Everything else (OPT's ``</s>`` against GPT-2,
     words the two tokenizers cut differently) is listed unaligned with its span.
     """
-    assert capture_a.text == capture_b.text, "align captures of the same prompt"
+    if capture_a.text != capture_b.text:
+        raise OptLensError("Tokens can only be aligned between two tokenizations of the same prompt.")
     stretches_a, stretches_b = _stretches(capture_a), _stretches(capture_b)
     partner: dict[int, int] = {}
     for span in stretches_a.keys() & stretches_b.keys():
@@ -240,7 +241,8 @@ def compare_next_tokens(lm_a, capture_a: Capture, lm_b, capture_b: Capture, k: i
     included, and the overlap counts the pieces (by bytes, the end of text as one, other specials by name)
     both lists contain.
     """
-    assert k >= 1, f"k must be at least 1, got {k}"
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise OptLensError(f"k, the number of top guesses to compare, must be a whole number of at least 1, not {k!r}.")
     log_p_a = torch.log_softmax(capture_a.next_logits.double(), dim=-1)  # [vocab_a]
     log_p_b = torch.log_softmax(capture_b.next_logits.double(), dim=-1)  # [vocab_b]
     meanings_a = _meanings(lm_a.tokenizer)[: log_p_a.shape[0]]

@@ -172,7 +172,8 @@ def copy_losses(logits: torch.Tensor, input_ids: torch.Tensor, start: int, perio
     token_loss = -log_probs[:-1].gather(-1, input_ids[1:, None])[:, 0]  # [seq - 1]: loss of predicting token t+1
     first = token_loss[start : start + period - 1]
     second = token_loss[start + period : start + 2 * period - 1]
-    assert len(second) == period - 1, f"the sequence ({len(input_ids)} tokens) holds no full second copy"
+    if len(first) == 0 or len(second) != period - 1:
+        raise OptLensError(f"The sequence ({len(input_ids)} tokens) holds no full second copy to measure copying on.")
     return CopyLosses(float(first.mean()), float(second.mean()))
 
 

@@ -363,14 +363,16 @@ def test_lens_readouts_during_other_captures_are_exact(tiny_lm):
     expected = opt_lens.logit_lens(lm, cap, -1)
     results, errors = [], []
 
-    def read():
-        try:
-            results.append(opt_lens.logit_lens(lm, cap, -1))
-        except Exception as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
+    def collected(work):
+        def run():
+            try:
+                work()
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+        return run
 
-    threads = [threading.Thread(target=read) for _ in range(6)]
-    threads += [threading.Thread(target=opt_lens.capture, args=(lm, PROMPT * 2)) for _ in range(6)]
+    threads = [threading.Thread(target=collected(lambda: results.append(opt_lens.logit_lens(lm, cap, -1)))) for _ in range(6)]
+    threads += [threading.Thread(target=collected(lambda: opt_lens.capture(lm, PROMPT * 2))) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:

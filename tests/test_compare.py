@@ -103,6 +103,8 @@ def test_tokenized_prompts_align_without_running_a_model():
     alignment = compare.align_tokens(a, b)
     assert alignment.pairs == [(0, 1), (1, 2), (2, 3)]
     assert [(row.token_b, row.start, row.end) for row in alignment.unaligned] == [("</s>", 0, 0)]
+    with pytest.raises(opt_lens.OptLensError, match="same prompt"):  # not an assert, which python -O drops
+        compare.align_tokens(a, tokenize(tiny_models.opt_tokenizer(), "The cat sat.", max_tokens=64))
 
 
 # ---------------------------------------------------------------------------------------- next token
@@ -160,6 +162,14 @@ def test_only_the_end_of_text_special_is_shared():
     assert result.shared_vocabulary == 2
     assert result.mass_outside_a == pytest.approx(0.2) and result.mass_outside_b == pytest.approx(0.1)
     assert result.shared_top == ["a", "<|endoftext|>", "<pad>"]  # the top lists pair specials by name
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_a_number_of_guesses_that_is_not_a_positive_whole_number_is_a_clear_error(k):
+    # An OptLensError, not an assert: a notebook passes k, and python -O would drop an assert (k=0 then divides by 0).
+    lm = byte_level_lm({"a": 0, "<|endoftext|>": 1}, "<|endoftext|>")
+    with pytest.raises(opt_lens.OptLensError, match="whole number of at least 1"):
+        compare.compare_next_tokens(lm, logits_of([0.5, 0.5]), lm, logits_of([0.5, 0.5]), k=k)
 
 
 def test_kl_and_js_by_hand():

@@ -77,6 +77,10 @@ def test_copying_loss_drop_by_hand():
     assert losses.first == pytest.approx(math.log(10)), "uniform logits on the first copy"
     assert losses.second == pytest.approx(confident)
     assert heads.copying_loss_drop(logits, ids, start=1, period=3) == pytest.approx(math.log(10) - confident)
+    # A second copy cut short (or a period of one token, which predicts nothing) is a clear error, not an assert.
+    for short_ids, period in ((ids[:6], 3), (ids, 1)):
+        with pytest.raises(opt_lens.OptLensError, match="no full second copy"):
+            heads.copy_losses(logits[: len(short_ids)], short_ids, start=1, period=period)
 
 
 def expected_scores(kind: str, prompt_ids: torch.Tensor, probe_ids: torch.Tensor, start: int, period: int) -> dict:

@@ -156,6 +156,25 @@ def test_memory_limit_override_and_fallbacks(monkeypatch):
     assert 0 <= memory.memory_budget().available_bytes <= limit
 
 
+@pytest.mark.parametrize(
+    ("cgroup_value", "expected"),
+    [
+        ("2147483648", (2 * 2**30, "the container's memory limit")),  # a 2 GiB container on a 16 GiB machine
+        ("max", (16 * 2**30, "this machine's memory")),  # cgroup v2: no limit
+        ("9223372036854771712", (16 * 2**30, "this machine's memory")),  # cgroup v1's "no limit": above the RAM
+    ],
+)
+def test_a_container_limit_below_the_machine_s_memory_is_the_limit(monkeypatch, tmp_path, cgroup_value, expected):
+    from opt_lens import memory
+
+    limit_file = tmp_path / "memory.max"
+    limit_file.write_text(cgroup_value + "\n")
+    monkeypatch.delenv(memory.LIMIT_ENV, raising=False)
+    monkeypatch.setattr(memory, "_CGROUP_LIMIT_FILES", (str(tmp_path / "missing"), str(limit_file)))
+    monkeypatch.setattr(memory, "_physical_bytes", lambda: 16 * 2**30)
+    assert memory.memory_limit() == expected
+
+
 ROOT = Path(__file__).resolve().parents[1]
 FREED_TENSORS_SCRIPT = """
 import sys, torch
