@@ -13,7 +13,7 @@ PAGES = (
     ("pages/predictions.py", "Predictions & logit lens", ":material/target:", "predictions"),
     ("pages/generate.py", "Watch the model write", ":material/edit_note:", "generate"),
     ("pages/compare.py", "Compare two models", ":material/compare_arrows:", "compare"),
-    ("pages/cause_and_effect.py", "Cause and effect", ":material/science:", "cause-and-effect"),
+    ("pages/cause_and_effect.py", "Cause and effect", ":material/science:", "cause_and_effect"),
 )
 PAGE_TITLES = {script: title for script, title, _, _ in PAGES}
 

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import opt_lens
-from app import caches, experiments, state, text
+from app import caches, experiments, navigation, state, text
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
@@ -415,3 +415,9 @@ def test_a_failed_build_is_not_cached_and_can_be_retried():
 def test_edge_cases_draw_without_errors(query, page):
     at = open_page(app(**query), page)
     assert_clean(at)
+
+
+def test_a_fresh_server_finds_every_page_before_its_entry_point_has_run():
+    """Before the entry point declares the navigation, Streamlit knows the pages by their file names in pages/:
+    a first request for an address that is not a file's stem shows "Page not found" over the page."""
+    assert [path for _, _, _, path in navigation.PAGES] == [Path(script).stem for script, _, _, _ in navigation.PAGES]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import opt_lens
+from app import navigation
 
 from browser_support import (
     CHROMIUM,
@@ -203,19 +204,44 @@ def test_a_shared_url_restores_the_view(page, server):
         assert abs(row.weight - float(pattern[query, key])) < 1e-5
 
 
+# Counts every moment Streamlit's "Page not found" dialog is in the page, however briefly it shows.
+WATCH_FOR_PAGE_NOT_FOUND = """
+window.pageNotFoundSeen = 0;
+new MutationObserver(() => {
+  if (document.body && document.body.innerText.includes("Page not found")) window.pageNotFoundSeen += 1;
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def test_a_deep_link_to_a_fresh_server_opens_the_whole_app(page):
     fresh = StreamlitServer()  # no script has run in it yet: the link is its first request
     try:
         fresh.wait_healthy()
+        page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
         page.goto(f"{fresh.url}/attention?model=demo/tiny-opt&layer=1&head=2")
         wait_for_app(page)
         assert "demo/tiny-opt · layer 1 · head 2" in chart_titles(page)
         assert title(page) == "Attention"
         assert_clean(page, fresh)
+        assert page.evaluate("window.pageNotFoundSeen") == 0
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.locator('[data-testid="stSidebarNav"] a', has_text="Compare two models").count() == 1
         assert sidebar.get_by_role("combobox", name="Model", exact=True).count() == 1
         assert sidebar.locator("textarea").first.input_value().startswith("Alice went to the park")
+    finally:
+        fresh.stop()
+
+
+def test_a_deep_link_to_cause_and_effect_on_a_fresh_server_shows_no_page_not_found(page):
+    fresh = StreamlitServer()
+    try:
+        fresh.wait_healthy()
+        page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
+        page.goto(f"{fresh.url}/{navigation.url_path('pages/cause_and_effect.py')}?knock_out=L1.H2")
+        wait_for_app(page)
+        assert title(page) == "Cause and effect"
+        assert_clean(page, fresh)
+        assert page.evaluate("window.pageNotFoundSeen") == 0
     finally:
         fresh.stop()
 

@@ -14,7 +14,7 @@ def knocked_out(page) -> str:
 def test_knock_this_head_out_opens_cause_and_effect_with_that_head(page, server):
     open_app(page, server, {"layer": "0", "head": "1"}, path="attention")
     page.get_by_role("button", name="Knock this head out (L0.H1)").click()
-    page.wait_for_url("**/cause-and-effect?*")
+    page.wait_for_url("**/cause_and_effect?*")
     wait_for_app(page)
     assert title(page) == "Cause and effect" and "L0.H1" in knocked_out(page)
     assert_clean(page, server)
@@ -23,7 +23,7 @@ def test_knock_this_head_out_opens_cause_and_effect_with_that_head(page, server)
 def test_break_the_circuit_opens_with_the_previous_token_head_out_and_a_copying_head_in_view(page, server):
     open_app(page, server)
     page.get_by_role("button", name="Try it").nth(5).click()  # "Break the circuit upstream"
-    page.wait_for_url("**/cause-and-effect?*")
+    page.wait_for_url("**/cause_and_effect?*")
     wait_for_app(page)
     assert title(page) == "Cause and effect" and "L0.H1" in knocked_out(page)  # the card's previous-token head
     assert "look_at=L1.H2" in page.url and "knock_out=L0.H1" in page.url  # a link that reopens the experiment
@@ -31,7 +31,7 @@ def test_break_the_circuit_opens_with_the_previous_token_head_out_and_a_copying_
 
 
 def test_a_click_on_the_head_effect_map_knocks_that_head_out(page, server):
-    open_app(page, server, path="cause-and-effect")
+    open_app(page, server, path="cause_and_effect")
     chart = page.locator('[data-testid="stVegaLiteChart"]').filter(has_text="knocking out one head").first
     chart.scroll_into_view_if_needed()
     cell = chart.locator('g.mark-rect path[aria-label*="name: L0.H3"]').first  # Vega labels each cell
