@@ -96,7 +96,7 @@ def memory_limit() -> tuple[int, str]:
             limit = float(override) * 2**20
         except ValueError:
             limit = math.nan
-        if math.isfinite(limit) and limit > 0:
+        if math.isfinite(limit) and limit >= 1:  # under a byte (1e-9) would be a limit of 0 B, like -1
             return int(limit), f"{LIMIT_ENV}={override}"
         logger.warning("Ignoring %s=%r: not a positive, finite number of megabytes", LIMIT_ENV, override)
     physical = _physical_bytes()

@@ -15,7 +15,8 @@ from opt_lens import hub, loading, memory
 
 # --- OPT_LENS_MEMORY_LIMIT_MB -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", ["inf", "1e400", "-inf", "nan", "-1", "0", "1e303", "lots"])
+# 1e-9 MB is positive but less than a byte: as a limit of 0 B it refused every model, like -1.
+@pytest.mark.parametrize("value", ["inf", "1e400", "-inf", "nan", "-1", "0", "1e303", "lots", "1e-9"])
 def test_a_memory_limit_that_is_not_a_positive_finite_number_is_ignored_with_a_warning(value, monkeypatch, caplog):
     monkeypatch.setenv(memory.LIMIT_ENV, value)
     with caplog.at_level(logging.WARNING, logger="opt_lens.memory"):
