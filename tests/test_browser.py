@@ -289,14 +289,12 @@ def type_model(page, label: str, name: str, container: str) -> None:
         ("tokens", None, "Model", SIDEBAR, "demo/tiny-gpt2"),
         ("tokens", None, "Compare with", MAIN, "demo/tiny-opt"),
         ("compare", None, "Model B", MAIN, "demo/tiny-opt"),
-        ("cause-and-effect", {"two_models": "true"}, "Model B", MAIN, "demo/tiny-opt"),  # every model box
+        ("cause_and_effect", {"two_models": "true"}, "Model B", MAIN, "demo/tiny-opt"),  # every model box
     ],
 )
 def test_typing_the_model_in_use_settles_instead_of_rerunning_forever(
     page, server, path, query, label, container, current
 ):
-    if path == "cause-and-effect":  # as a fresh server's first request, it shows Streamlit's 'Page not found'
-        open_app(page, server)
     open_app(page, server, query=query, path=path)
     type_model(page, label, current, container)
     assert count_script_runs(page, seconds=10) == 0
