@@ -88,6 +88,9 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+_IGNORED_LIMITS_LOGGED: set[str] = set()
+
+
 def memory_limit() -> tuple[int, str]:
     """The memory this process may use: the override variable, else the container's limit, else physical RAM."""
     override = os.environ.get(LIMIT_ENV, "").strip()
@@ -98,7 +101,9 @@ def memory_limit() -> tuple[int, str]:
             limit = math.nan
         if math.isfinite(limit) and limit >= 1:  # under a byte (1e-9) would be a limit of 0 B, like -1
             return int(limit), f"{LIMIT_ENV}={override}"
-        logger.warning("Ignoring %s=%r: not a positive, finite number of megabytes", LIMIT_ENV, override)
+        if override not in _IGNORED_LIMITS_LOGGED:  # said once: every page a student opens reads the limit
+            _IGNORED_LIMITS_LOGGED.add(override)
+            logger.warning("Ignoring %s=%r: not a positive, finite number of megabytes", LIMIT_ENV, override)
     physical = _physical_bytes()
     for path in _CGROUP_LIMIT_FILES:
         try:
