@@ -22,3 +22,14 @@ def test_causal_cost_benches_both_model_sizes_at_both_lengths(monkeypatch):
     finally:
         causal_cost.torch.set_num_threads(threads)
     assert asked == [("gpt2 (124M)", [32, 128], 3, False), ("opt-125m", [32, 128], 3, False)]
+
+
+def test_small_costs_prints_both_demo_loads_and_the_head_matching(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import small_costs
+
+    monkeypatch.setattr(sys, "argv", ["small_costs.py", "--repeats", "1"])
+    small_costs.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "load demo/tiny-gpt2", "load demo/tiny-opt", "match_heads, 144 x 144 heads over 256 tokens"]

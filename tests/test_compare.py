@@ -1,7 +1,6 @@
 """Comparing two models on one prompt: hand-built cases with known answers, then tiny GPT-2 against tiny OPT."""
 
 import math
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -283,16 +282,14 @@ def test_heads_match_on_the_tokens_both_prefix_captures_hold(pair, tiny_lm):
     assert torch.allclose(matches.similarity, expected.similarity, atol=1e-6)
 
 
-def test_match_heads_is_fast_at_gpt2_size():
+def test_match_heads_finds_every_head_at_gpt2_size():
+    # Its cost at this size: benchmarks/small_costs.py.
     seq = 256
     scores = torch.randn(12, 12, seq, seq, generator=torch.Generator().manual_seed(0))
     attention = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), -math.inf).softmax(-1)
     a = patterns_capture(attention)
     b = patterns_capture(attention.flip(0, 1))  # the same heads in reverse order
-    start = time.perf_counter()
     matches = compare.match_heads(a, b, SimpleNamespace(pairs=[(i, i) for i in range(seq)]))
-    # Under half a second on two idle cores; a loop over head pairs would take minutes.
-    assert time.perf_counter() - start < 5
     assert matches.best_b == list(reversed(range(144)))
 
 

@@ -4,11 +4,9 @@ models measure."""
 import re
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import transformers
 
 import opt_lens
 from opt_lens import heads
@@ -61,16 +59,13 @@ def test_folder_is_small_and_has_a_card(name):
 
 
 @pytest.mark.parametrize("name", list(DEMO_MODELS))
-def test_loads_offline_and_fast(name, monkeypatch):
+def test_loads_offline(name, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the demo models must load without the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    # Timed: the load. Not timed: importing transformers' model code, paid once per process by any model.
-    transformers.GPT2LMHeadModel, transformers.OPTForCausalLM  # noqa: B018 - the lazy imports happen here
-    started = time.perf_counter()
-    lm = opt_lens.load(name)
-    assert lm.source == "demo" and time.perf_counter() - started < 2
+    lm = opt_lens.load(name)  # how long it takes: benchmarks/small_costs.py
+    assert lm.source == "demo"
 
 
 def test_tiny_opt_is_opt_shaped(demo):
