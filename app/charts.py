@@ -5,6 +5,17 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from app import teacher
+
+
+def draw(where, chart: alt.TopLevelMixin, **options):
+    """Draw ``chart`` in ``where`` (``st`` or a column), its type enlarged for a projector in presentation mode.
+
+    Every page draws its charts through here: Altair's themes are process-wide, so one teacher's projector
+    setting must travel with each chart rather than change every student's.
+    """
+    return where.altair_chart(teacher.for_projector(chart) if teacher.presenting() else chart, **options)
+
 
 def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns: list[str] | None = None) -> alt.Chart:
     """One head's pattern (``tables.attention_frame``): queries down, keys across, in prompt order.

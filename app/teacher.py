@@ -55,6 +55,17 @@ def sync_url() -> None:
     keep_in_url(NOTE_KEY, st.session_state.get(NOTE_KEY))
 
 
+def presenting() -> bool:
+    """Whether this student's session is in presentation mode (the sidebar switch, or ``present=true``)."""
+    return bool(st.session_state.get(PRESENT_KEY))
+
+
+def for_projector(chart):
+    """``chart`` with its axis and title type enlarged like the page's text (words inside cells keep their
+    size: they are cut to their cell; legends keep Streamlit's theme, which sets their type itself)."""
+    return chart.configure_axis(labelFontSize=16, titleFontSize=17).configure_title(fontSize=20)
+
+
 def presentation_toggle() -> bool:
     """The sidebar switch for presentation mode, bound to ``?present=``; applies the mode when on."""
     on = st.toggle("Presentation mode", key=PRESENT_KEY, bind="query-params",

@@ -2,7 +2,7 @@ import altair as alt
 import streamlit as st
 
 import opt_lens
-from app import architecture_facts, frame, state, tables, text
+from app import architecture_facts, charts, frame, state, tables, text
 
 frame.page_intro(
     "Architecture",
@@ -84,4 +84,4 @@ chart = (
         tooltip=["model", "where", alt.Tooltip("parameters:Q", format=",")],
     )
 )
-st.altair_chart(chart, width="stretch")
+charts.draw(st, chart, width="stretch")

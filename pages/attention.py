@@ -47,7 +47,7 @@ def head_views():
         pattern_table = tables.attention_window_frame(cap, layer, head, window)
         heatmap = charts.attention_heatmap(pattern_table, labels[window.first : last + 1], title,
                                            tables.window_columns(cap, window))
-        st.altair_chart(heatmap, width="stretch")
+        charts.draw(st, heatmap, width="stretch")
         kept = ", ".join(map(str, window.kept_keys))
         later = ", ".join(str(p) for p in pinned if p > last)
         st.caption(
@@ -61,7 +61,7 @@ def head_views():
     else:
         window = tables.attention_window(0, cap.seq_len - 1, [])
         pattern_table = tables.attention_frame(cap, layer, [head], (0, cap.seq_len))
-        st.altair_chart(charts.attention_heatmap(pattern_table, labels, title), width="stretch")
+        charts.draw(st, charts.attention_heatmap(pattern_table, labels, title), width="stretch")
     tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
                       f"attention_layer{layer}_head{head}.csv")
 
@@ -77,13 +77,13 @@ def head_views():
                    f"It has {len(focus_row)} keys, too many for a bar each: these are the {len(top)} it reads "
                    "most, labelled with their positions. Notice whether they are the first token (resting), the "
                    "one just before it (a previous-token head) or one far back (copying).")
-        st.altair_chart(charts.top_keys_bars(top, focus_title), width="stretch")
+        charts.draw(st, charts.top_keys_bars(top, focus_title), width="stretch")
         st.caption(f"The other {len(focus_row) - len(top)} keys get {focus_row.weight.drop(top.index).sum():.3f} "
                    "of its attention in total. The download has the whole row.")
     else:
         st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends. "
                    "Its bars add up to 1.")
-        st.altair_chart(charts.focus_row_bars(focus_row, focus_title), width="stretch")
+        charts.draw(st, charts.focus_row_bars(focus_row, focus_title), width="stretch")
     tables.csv_button(focus_row, "Download this row as CSV", f"attention_layer{layer}_head{head}_query{query}.csv")
 
     st.subheader(f"All {n_heads} heads of layer {layer}")
@@ -101,7 +101,7 @@ def head_views():
         .properties(width=130, height=130)
         .facet(facet=alt.Facet("head:N", title=None), columns=6)
     )
-    st.altair_chart(multiples)
+    charts.draw(st, multiples)
     if small < len(window.queries):
         st.caption(f"The small maps show positions {window.last - small + 1}–{window.last}, the last {small} rows of "
                    "the map above, as rows and columns.")
@@ -140,7 +140,7 @@ def head_views():
         .add_params(picked)
         .properties(height=max(160, 28 * n_layers))
     )
-    st.altair_chart(head_map, width="stretch", on_select=open_clicked_head, key="head_map")
+    charts.draw(st, head_map, width="stretch", on_select=open_clicked_head, key="head_map")
     st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):

@@ -81,7 +81,7 @@ else:
     metrics[1].metric("Mean loss, second half", f"{second_after:.2f} nats",
                       f"{second_after - second:+.2f} nats (was {second:.2f})", delta_color="inverse")
 losses = views.loss_frame(tables.token_labels(cap), loss_before, loss_after)
-st.altair_chart(views.loss_chart(losses, f"{name}: loss of each next token"), width="stretch")
+charts.draw(st, views.loss_chart(losses, f"{name}: loss of each next token"), width="stretch")
 st.caption("The loss is −log of the probability the model gave to the token that really came next: low means it "
            "was expected. On a text written twice, the second copy is cheap because the model copies from the "
            "first; knock out the heads that copy and it gets expensive again.")
@@ -98,7 +98,7 @@ order = tables.token_labels(cap)[start : start + window]
 columns = st.columns(2)
 for column, run, capture in ((columns[0], "before", cap), (columns[1], "after", after)):
     pattern = tables.attention_frame(capture, layer, [head], (start, start + window))
-    column.altair_chart(charts.attention_heatmap(pattern, order, f"{shown} {run}"), width="stretch")
+    charts.draw(column, charts.attention_heatmap(pattern, order, f"{shown} {run}"), width="stretch")
 if start:
     st.caption(f"The last {window} tokens of the prompt.")
 
@@ -121,7 +121,7 @@ def which_heads_matter(token_id: int, token: str) -> None:
         return
     effects = views.grid_frame(sweep, "change in log-prob")
     limit = views.symmetric_limit((effects, "change in log-prob"))
-    st.altair_chart(views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
+    charts.draw(st, views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
                                    f"“{token}”", limit, clickable=True, marked=heads),
                     width="stretch", on_select=open_clicked_head, key="effects_map")
     tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
@@ -142,9 +142,9 @@ def who_writes_the_answer(token_id: int, token: str) -> None:
     parts = views.attribution_parts(attribution)
     limit = views.symmetric_limit((heads_frame, "logit"), (parts, "logit"))
     left, right = st.columns([3, 2])
-    left.altair_chart(views.head_map(heads_frame, "logit", f"Heads writing “{token}”", limit, marked=heads),
+    charts.draw(left, views.head_map(heads_frame, "logit", f"Heads writing “{token}”", limit, marked=heads),
                       width="stretch")
-    right.altair_chart(views.parts_chart(parts, "Embeddings, MLPs, biases", limit), width="stretch")
+    charts.draw(right, views.parts_chart(parts, "Embeddings, MLPs, biases", limit), width="stretch")
     st.markdown(
         f"embeddings {attribution.embed:+.3f} + heads {float(attribution.heads.sum()):+.3f} + MLPs "
         f"{float(attribution.mlps.sum()):+.3f} + biases {attribution.rest:+.3f} = "
@@ -191,9 +191,9 @@ def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None
     resid_frame = views.resid_patch_frame(resid, list(setup.labels))
     heads_frame = views.grid_frame(per_head, "fraction restored")
     limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "fraction restored"))
-    st.altair_chart(views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
+    charts.draw(st, views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
                                             "stream", limit), width="stretch")
-    st.altair_chart(views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
+    charts.draw(st, views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
                     width="stretch")
 
 
@@ -234,7 +234,7 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
     if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
         knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
                                    "fraction")
-        st.altair_chart(views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
+        charts.draw(st, views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
                         width="stretch")
     try:
         for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
@@ -243,9 +243,9 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
         st.info(escape_markdown(refusal), icon=":material/info:")
     else:
         direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
-        st.altair_chart(views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
+        charts.draw(st, views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
                         width="stretch")
-        st.altair_chart(views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
+        charts.draw(st, views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
                                           "fraction of the clean effect"), width="stretch")
     patching_maps(setup, limit=1.0)
 

@@ -3,7 +3,7 @@ import html
 import altair as alt
 import streamlit as st
 
-from app import architecture_facts, comparison, frame, selection, state, tables, text
+from app import architecture_facts, charts, comparison, frame, selection, state, tables, text
 
 frame.page_intro(
     "Compare two models",
@@ -67,7 +67,7 @@ for column, side, name, table, color in sides:
         )
         .properties(title=f"{side}: {name}", height=260)
     )
-    column.altair_chart(chart, width="stretch")
+    charts.draw(column, chart, width="stretch")
     with column:
         tables.csv_button(table, f"Download model {side}'s guesses as CSV", f"next_tokens_{text.file_safe(name)}.csv")
 st.caption(f"KL and Jensen-Shannon compare the two distributions over the {agreement['shared vocabulary']:,} "
@@ -93,7 +93,7 @@ depth = (
         tooltip=DEPTH_TOOLTIP,
     )
 )
-st.altair_chart(depth, width="stretch")
+charts.draw(st, depth, width="stretch")
 st.caption("Both logit lenses at the last position, layer by layer on the same depth scale: each cell is that "
            "layer's top guess, darker where it gives more probability to the model's final guess.")
 lens_base = alt.Chart(result.depth).encode(
@@ -112,7 +112,7 @@ lens_text = lens_base.mark_text(fontSize=11, limit=alt.expr("scale('x', datum.to
     x=alt.X("middle:Q"), text="guess:N",
     color=alt.condition(alt.datum["probability of final guess"] > 0.5, alt.value("white"), alt.value("black")),
 )
-st.altair_chart((lens_cells + lens_text).properties(height=150), width="stretch")
+charts.draw(st, (lens_cells + lens_text).properties(height=150), width="stretch")
 settled = comparison.settle_table(result)
 st.dataframe(settled, width="stretch", hide_index=True)
 tables.csv_button(result.depth, "Download both depth curves as CSV", "depth_curves.csv")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app import caches, frame, lessons, selection, state, tables, teacher, text
+from app import caches, charts, frame, lessons, selection, state, tables, teacher, text
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
 frame.page_intro(
@@ -165,7 +165,7 @@ def continuation_view(gen: opt_lens.Generation) -> None:
         )
         .properties(title=f"Step {index + 1}: the candidates after {before}", height=24 * len(table) + 40)
     )
-    st.altair_chart(bars, width="stretch")
+    charts.draw(st, bars, width="stretch")
     if greedy:
         st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%}: the model's "
                    "most likely token, which temperature 0 always takes.")

@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import frame, selection, tables, text
+from app import charts, frame, selection, tables, text
 
 frame.page_intro(
     "Predictions & logit lens",
@@ -49,7 +49,7 @@ bars = (
     )
     .properties(height=22 * len(predictions) + 30)
 )
-st.altair_chart(bars, width="stretch")
+charts.draw(st, bars, width="stretch")
 tables.csv_button(predictions, "Download the guesses as CSV", "predictions.csv")
 
 st.subheader("Logit lens")
@@ -96,7 +96,7 @@ words = base.mark_text(fontSize=11, limit=alt.expr("bandwidth('x') - 4")).encode
     .otherwise(alt.value("black")),
 )
 # The height holds the rows, the position labels under them and the colour legend above them.
-st.altair_chart((cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1)) + 70), width="stretch",
+charts.draw(st, (cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1)) + 70), width="stretch",
                 on_select=inspect_clicked_position, key="lens")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "

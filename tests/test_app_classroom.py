@@ -3,11 +3,13 @@ the model in use, cached models as defaults. AppTest, offline."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import caches, experiments, navigation, teacher
-from test_app import ROOT, app, assert_clean, open_page
+from test_app import ROOT, app, assert_clean, charts, open_page
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
@@ -51,6 +53,19 @@ def test_a_presentation_link_opens_presentation_mode_and_keeps_the_explanations(
     assert [m.value for m in at.markdown if "Notice" in m.value] == [m.value for m in plain.markdown if "Notice" in m.value]
     at.toggle(key="present").set_value(False).run()
     assert not any("font-size" in h.proto.body for h in at.get("html"))
+
+
+VEGA_LITE_LABEL_SIZE = 10  # Vega-Lite's default axis label size, in pixels
+
+
+@pytest.mark.parametrize("page", ["pages/attention.py", "pages/predictions.py", "pages/cause_and_effect.py"])
+def test_presentation_mode_enlarges_every_charts_labels_for_this_student_only(page):
+    at = open_page(app(present="true"), page)
+    other_student = open_page(app(), page)  # the same server process, another session
+    configs = [json.loads(c.proto.spec).get("config", {}) for c in charts(at)]
+    assert configs and all(c["axis"]["labelFontSize"] > VEGA_LITE_LABEL_SIZE for c in configs)
+    assert charts(other_student) and not any("axis" in json.loads(c.proto.spec).get("config", {})
+                                              for c in charts(other_student))
 
 
 def test_the_glossary_is_on_every_page():
