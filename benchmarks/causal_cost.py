@@ -18,15 +18,21 @@ cheaper last-logits-only forwards ("x last").
 On a loaded shared machine, two torch threads spin against each other and a tiny forward pass can take
 25 times longer than with one; ``--threads 1`` gives stable figures there.
 
-Measured on 2026-11-28 with eager attention (what ``--eager`` runs now; the default, the attention a loaded
-model uses, is still to be measured) and ``--threads 1`` on a 2-core machine shared with six other test runs
-(load 9-11; 32 tokens: median of 3 interleaved rounds, 128 tokens: one round), "x fwds" / "x last":
+Measured on 2026-11-29 on a quiet 2-core machine (load 2: this script alone), the attention a loaded model
+uses, torch's default 2 threads, median of 3 interleaved rounds; "x fwds" / "x last":
 
-    model     tokens  head_effects   patch_heads    patch_resid
-    GPT-2      32     0.24 / 0.32    0.20 / 0.27    0.10 / 0.13
-    GPT-2     128     0.37 / 0.62    0.33 / 0.57    0.13 / 0.21
-    OPT-125m   32     0.21 / 0.33    0.27 / 0.43    0.35 / 0.54
-    OPT-125m  128     0.40 / 0.55    0.53 / 0.73    0.51 / 0.70
+    model     tokens  fwd       head_effects   patch_heads    patch_resid
+    GPT-2      32     124 ms    0.33 / 0.43    0.26 / 0.34    0.18 / 0.23
+    GPT-2     128     301 ms    0.26 / 0.37    0.27 / 0.38    0.23 / 0.33
+    OPT-125m   32     108 ms    0.20 / 0.26    0.20 / 0.27    0.16 / 0.21
+    OPT-125m  128     257 ms    0.29 / 0.38    0.30 / 0.40    0.26 / 0.34
+
+Earlier, with ``--eager`` and ``--threads 1`` on a machine shared with six test runs (load 9-11):
+
+    GPT-2      32               0.24 / 0.32    0.20 / 0.27    0.10 / 0.13
+    GPT-2     128               0.37 / 0.62    0.33 / 0.57    0.13 / 0.21
+    OPT-125m   32               0.21 / 0.33    0.27 / 0.43    0.35 / 0.54
+    OPT-125m  128               0.40 / 0.55    0.53 / 0.73    0.51 / 0.70
 """
 
 from __future__ import annotations
