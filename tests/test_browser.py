@@ -15,7 +15,9 @@ import pytest
 import opt_lens
 from app import navigation
 
+import hub_standin
 from browser_support import (
+    APP,
     CHROMIUM,
     StreamlitServer,
     count_script_runs,
@@ -244,6 +246,42 @@ def test_a_deep_link_to_cause_and_effect_on_a_fresh_server_shows_no_page_not_fou
         assert page.evaluate("window.pageNotFoundSeen") == 0
     finally:
         fresh.stop()
+
+
+def test_other_students_use_the_app_while_one_waits_for_a_hub_that_never_answers(browser):
+    hanging = hub_standin.HangingHub()
+    # 15 s per Hub request (the default is 10): room for student B's clicks on a busy machine before A's ends.
+    srv = StreamlitServer(env={"HF_ENDPOINT": hanging.endpoint, "NO_PROXY": "127.0.0.1", "HF_HUB_ETAG_TIMEOUT": "15",
+                               "HF_HUB_DISABLE_TELEMETRY": "1"})
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    a, b = (context.new_page() for context in contexts)
+    try:
+        srv.wait_healthy()
+        a.goto(f"{srv.url}/attention")
+        wait_for_app(a, timeout=90_000)
+        box = a.locator(SIDEBAR).get_by_role("combobox", name="Model", exact=True).first
+        box.click()
+        box.fill("facebook/opt-125m")
+        box.press("Enter")
+        a.wait_for_selector(f'{APP}[data-test-script-state="running"]')  # A's run now waits on the Hub
+        hub_error = a.locator('[data-testid="stMain"] [data-testid="stAlert"]', has_text="Hugging Face Hub")
+
+        b.goto(f"{srv.url}/attention?model=demo/tiny-opt&layer=1&head=2")
+        wait_for_app(b, timeout=60_000)
+        assert "demo/tiny-opt · layer 1 · head 2" in chart_titles(b)
+        click_nav(b, "Predictions & logit lens")
+        assert title(b) == "Predictions & logit lens"
+        assert_clean(b, srv)
+        assert hub_error.count() == 0 and a.locator(f'{APP}[data-test-script-state="running"]').count() == 1
+
+        hub_error.wait_for(timeout=60_000)  # then A is told, without a traceback
+        assert "Cannot reach the Hugging Face Hub" in hub_error.inner_text()
+        assert exception_texts(a) == []
+    finally:
+        for context in contexts:
+            context.close()
+        srv.stop()
+        hanging.stop()
 
 
 def test_bad_url_parameters_fall_back_to_defaults(page, server):
