@@ -44,13 +44,27 @@ def model_options() -> list[str]:
     return [name for name in options if can_load(name)]
 
 
+CACHED_MARK, NEEDS_HUB_MARK = " · cached here", " (needs the Hugging Face Hub)"
+
+
+def model_id(label: str) -> str:
+    """The model ID in a box's label. The browser writes a box's label, not its value, into the link, and the
+    marks depend on the server: a link copied on a laptop that has the model cached must still name it on a
+    server that does not."""
+    for mark in (CACHED_MARK, NEEDS_HUB_MARK):
+        if label.endswith(mark):
+            return label[: -len(mark)]
+    return label
+
+
 def model_label(name: str) -> str:
     """How a model shows in a box: cached models are marked; one that cannot load here says why."""
+    name = model_id(name)
     if name in DEMO_MODELS:
         return name
     if name in cached_hub_models():
-        return f"{name} · cached here"
-    return name if hub_online() else f"{name} (needs the Hugging Face Hub)"
+        return name + CACHED_MARK
+    return name if hub_online() else name + NEEDS_HUB_MARK
 
 
 def availability() -> str | None:
@@ -70,7 +84,7 @@ def _checked_model(name) -> str:
     """``name`` as a model ID; raises OptLensError for anything else (a path, a URL, markup)."""
     if not isinstance(name, str) or not name.strip():
         raise opt_lens.OptLensError("Choose a model or type a Hugging Face model ID.")
-    return opt_lens.validate_name(name.strip(), allow_local=False)
+    return opt_lens.validate_name(model_id(name.strip()), allow_local=False)
 
 
 def chosen_model(key: str) -> str:

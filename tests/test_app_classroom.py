@@ -359,6 +359,21 @@ def test_without_the_hub_cached_gpt2_and_opt_are_the_defaults(classroom_cache):
     assert sorted(caches.model_cache().keys()) == ["facebook/opt-125m", "gpt2"]
 
 
+@pytest.mark.parametrize("mark", [" · cached here", " (needs the Hugging Face Hub)"])
+def test_a_link_copied_where_the_box_marked_the_model_opens_it_where_it_is_not_marked(mark, hub_answering,
+                                                                                     tiny_folder):
+    # The browser writes a box's label into the link: on a laptop with the model cached (or offline) that is
+    # "facebook/opt-125m · cached here"; the class's server, online and without it, must still open it.
+    hub_answering.add("gpt2", tiny_folder("gpt2"))  # what the app's reachability probe asks for
+    hub_answering.add("facebook/opt-125m", tiny_folder("opt"))
+    for cached in (caches.hub_online, caches.cached_hub_models, caches.model_cache):
+        cached.clear()
+    at = open_page(app(model="facebook/opt-125m" + mark), "pages/predictions.py")
+    assert_clean(at)
+    assert caches.model_cache().keys() == ["facebook/opt-125m"]
+    assert at.sidebar.selectbox[0].format_func(at.sidebar.selectbox[0].value) == "facebook/opt-125m"
+
+
 def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unreachable):
     caches.hub_online.clear(), caches.cached_hub_models.clear()
     at = open_page(app(), "pages/compare.py")
