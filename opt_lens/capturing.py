@@ -161,7 +161,10 @@ def capture_ids(
     unknown = sorted(set(points) - set(CAPTURE_POINTS))
     if unknown:
         raise OptLensError(f"Unknown capture points {unknown}: the known ones are {list(CAPTURE_POINTS)}.")
-    input_ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)  # [seq]
+    input_ids = torch.as_tensor(input_ids)
+    if input_ids.numel() and (input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool):
+        raise OptLensError(f"Token ids must be whole numbers, not {input_ids.dtype}.")
+    input_ids = input_ids.long().reshape(-1)  # [seq]
     seq = input_ids.shape[0]
     if seq == 0:
         raise OptLensError("There are no tokens to run.")

@@ -422,6 +422,8 @@ def test_a_capture_is_never_changed_by_reading_it(tiny_lm):
         ([1, -1, 2], (), None, "vocabulary"),
         ([1, 2, 3], ("resid_mid",), None, "Unknown capture points"),
         ([1, 2, 3], (), 0, "attention_prefix"),
+        ([1.0, 2.7, 3.0], (), None, "whole numbers"),  # was cut to [1, 2, 3] without a word
+        ([True, False], (), None, "whole numbers"),
     ],
 )
 def test_bad_capture_requests_are_clear_errors(tiny_lm, ids, points, prefix, message):
