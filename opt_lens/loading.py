@@ -91,6 +91,7 @@ def load(
         folder = Path(name)
         if not (folder / "config.json").is_file():
             raise OptLensError(f"The folder {name} has no config.json, so it is not a saved model.")
+        _require_tokenizer_files(name, folder)  # before the size check, which builds the model on the meta device
         return _load_folder(name, folder, _checked_fit(name, folder), "local")
     snapshot = hub.fetch_config(name)
     config = _checked_fit(name, snapshot.folder)  # before any weights are downloaded
@@ -268,11 +269,15 @@ def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str)
     return loaded
 
 
-def _tokenizer(name: str, folder: Path):
-    """The fast tokenizer saved in ``folder`` (no repository code runs)."""
+def _require_tokenizer_files(name: str, folder: Path) -> None:
     if not hub.has_tokenizer(path.name for path in folder.iterdir()):
         # transformers would build an empty tokenizer, and every prompt would then have no tokens.
         raise OptLensError(f"{name} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt).")
+
+
+def _tokenizer(name: str, folder: Path):
+    """The fast tokenizer saved in ``folder`` (no repository code runs)."""
+    _require_tokenizer_files(name, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - any failure here means unreadable files; the log keeps the cause

@@ -180,6 +180,17 @@ def test_a_folder_without_tokenizer_files_is_refused_at_load(tiny_folder, tmp_pa
         opt_lens.load(str(folder))
 
 
+def test_a_folder_without_tokenizer_files_is_refused_before_its_size_is_estimated(tiny_folder, tmp_path, monkeypatch):
+    # Estimating the size builds the model on the meta device (3 s for a 512-layer config): the missing
+    # tokenizer is the answer, found first, even where the model would also be too large.
+    folder = copy_model(tiny_folder, "gpt2", tmp_path / "m")
+    for file_name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (folder / file_name).unlink(missing_ok=True)
+    monkeypatch.setenv(memory.LIMIT_ENV, "1")
+    with pytest.raises(opt_lens.OptLensError, match="no tokenizer"):
+        opt_lens.load(str(folder))
+
+
 # --- auto_map on a known model type -------------------------------------------------------------------------
 
 def test_auto_map_on_a_known_model_type_is_ignored_with_a_warning(tiny_folder, tmp_path, caplog):
