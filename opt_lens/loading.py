@@ -91,8 +91,7 @@ def load(
         folder = Path(name)
         if not (folder / "config.json").is_file():
             raise OptLensError(f"The folder {name} has no config.json, so it is not a saved model.")
-        _require_tokenizer_files(name, folder)  # before the size check, which builds the model on the meta device
-        return _load_folder(name, folder, _checked_fit(name, folder), "local")
+        return _load_folder(name, folder, _checked_fit(name, folder, tokenizer_here=True), "local")
     snapshot = hub.fetch_config(name)
     config = _checked_fit(name, snapshot.folder)  # before any weights are downloaded
     hub.fetch_files(snapshot, progress)
@@ -128,8 +127,12 @@ def _config_folder(name: str, allow_local: bool, *, tokenizer_only: bool = False
     return snapshot.folder
 
 
-def _checked_fit(name: str, folder: Path) -> PretrainedConfig:
+def _checked_fit(name: str, folder: Path, *, tokenizer_here: bool = False) -> PretrainedConfig:
+    """The config, once it is sane and its weights fit; ``tokenizer_here``: the folder must hold the tokenizer too,
+    checked before the size estimate, which builds the model on the meta device (3 s for 512 layers)."""
     config = _checked_config(name, folder)
+    if tokenizer_here:
+        _require_tokenizer_files(name, folder)
     weights_fit(name, _described(name, config))
     return config
 
