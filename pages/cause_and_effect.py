@@ -223,7 +223,8 @@ def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked: tuple[tuple
               "effect", help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
                              "prompt; 0: it changes nothing.")
     st.caption(f"logit(answer) − logit(wrong) after the clean prompt: {setup.clean_diff:.2f} with every head, "
-               f"{after_diff:.2f} without {escape_markdown(shown)} (replaced by their {mode}).")
+               f"{after_diff:.2f} without {escape_markdown(shown)} "
+               f"({'set to zero' if mode == 'zero' else 'each replaced by its mean over the prompt'}).")
 
 
 def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
@@ -301,13 +302,15 @@ def patching_and_two_models():
                    "differs.")
         setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
         columns = st.columns(2)
+        picked_labels = [views.head_label(*h) for h in heads]
         for column, setup, picked in zip(columns, setups, (heads, None)):
             with column:
                 st.subheader(escape_markdown(setup.name))
                 if picked is None:  # model B's heads are numbered its own way: it gets its own picker
                     picked = heads_of_model_b(setup.name)
-                else:
-                    st.caption("Heads knocked out in section 1.")
+                else:  # shown in a box like model B's, so that the two columns line up
+                    st.multiselect(f"Heads of {setup.name} knocked out", options, default=picked_labels,
+                                   disabled=True, help="Chosen in section 1.")
                 if not usable(setup):
                     continue
                 knock_out_on_the_common_scale(setup, picked)
