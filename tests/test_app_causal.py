@@ -408,3 +408,16 @@ def test_what_the_parts_write_toward_answer_minus_wrong_is_a_fraction_of_the_cle
 def test_edge_cases_draw_without_errors(query):
     at = open_page(app(**query), PAGE)
     assert_clean(at)
+
+
+def test_choosing_the_same_example_again_after_editing_it_loads_it_again():
+    preset = views.PATCHING_PRESETS["Copying (works on the demo models)"]
+    at = open_page(app(), PAGE)
+    box = next(b for b in at.selectbox if b.label == "Load an example")
+    box.select("Copying (works on the demo models)").run()
+    clean = next(t for t in at.text_input if t.key == "clean")
+    clean.input("one red dog cake seven green hat, one red cat").run()
+    assert next(t for t in at.text_input if t.key == "clean").value != preset.clean
+    next(b for b in at.selectbox if b.label == "Load an example").select("Copying (works on the demo models)").run()
+    assert_clean(at)
+    assert next(t for t in at.text_input if t.key == "clean").value == preset.clean
