@@ -241,12 +241,14 @@ def parts_chart(frame: pd.DataFrame, title: str, limit: float, value: str = "log
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            y=alt.Y("part:N", sort=alt.EncodingSortField("order"), title=None),
+            # Every bar named: Vega drops labels it finds crowded, and the projector's larger type left
+            # the MLP bars unnamed; rows tall enough for that type keep the names apart.
+            y=alt.Y("part:N", sort=alt.EncodingSortField("order"), title=None, axis=alt.Axis(labelOverlap=False)),
             x=alt.X(f"{value}:Q", title=axis_title, scale=alt.Scale(domain=[-limit, limit], clamp=True)),
             color=alt.condition(alt.datum[value] >= 0, alt.value("#4c78a8"), alt.value("#e45756")),
             tooltip=["part", alt.Tooltip(f"{value}:Q", format=".3f")],
         )
-        .properties(title=title, height=30 * len(frame) + 80)
+        .properties(title=title, height=40 * len(frame) + 80)
     )
 
 

@@ -180,6 +180,8 @@ for key, value in vars(PRESETS[list(PRESETS)[1 if hub_online() else 0]]).items()
 def load_preset():
     if st.session_state.patch_preset in PRESETS:
         st.session_state.update(vars(PRESETS[st.session_state.patch_preset]))
+    # The box only loads: empty again, choosing the same example after editing its prompts loads it again.
+    st.session_state.patch_preset = None
 
 
 def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None:

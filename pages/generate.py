@@ -128,6 +128,12 @@ if not gen.steps:
     st.stop()
 
 
+def keep_a_token_picked(n_steps: int) -> None:
+    """A click on the picked token would unpick it (and show step 1 with no token marked): keep it picked."""
+    if st.session_state.get("step") is None:
+        st.session_state.step = (lessons.step_number(st.query_params.get("step"), n_steps) or 1) - 1
+
+
 @st.fragment
 def continuation_view(gen: opt_lens.Generation) -> None:
     """The text and the chosen step's distribution: picking another step redraws only this part."""
@@ -138,6 +144,7 @@ def continuation_view(gen: opt_lens.Generation) -> None:
     asked = lessons.step_number(st.query_params.get("step"), len(gen.steps))
     picked = st.pills("Click a token to see the distribution it was drawn from", range(len(gen.steps)),
                       default=(asked or 1) - 1, key="step", format_func=lambda i: token_pill(gen.steps[i]),
+                      on_change=keep_a_token_picked, args=(len(gen.steps),),
                       help="Shows the probabilities the model gave every candidate at that step.")
     index = picked if picked is not None else 0
     teacher.keep_in_url("step", str(index + 1))

@@ -408,3 +408,27 @@ def test_what_the_parts_write_toward_answer_minus_wrong_is_a_fraction_of_the_cle
 def test_edge_cases_draw_without_errors(query):
     at = open_page(app(**query), PAGE)
     assert_clean(at)
+
+
+def test_choosing_the_same_example_again_after_editing_it_loads_it_again():
+    preset = views.PATCHING_PRESETS["Copying (works on the demo models)"]
+    at = open_page(app(), PAGE)
+    box = next(b for b in at.selectbox if b.label == "Load an example")
+    box.select("Copying (works on the demo models)").run()
+    clean = next(t for t in at.text_input if t.key == "clean")
+    clean.input("one red dog cake seven green hat, one red cat").run()
+    assert next(t for t in at.text_input if t.key == "clean").value != preset.clean
+    next(b for b in at.selectbox if b.label == "Load an example").select("Copying (works on the demo models)").run()
+    assert_clean(at)
+    assert next(t for t in at.text_input if t.key == "clean").value == preset.clean
+
+
+def test_every_bar_of_the_parts_chart_keeps_its_name_in_presentation_mode():
+    at = open_page(app(present="true", two_models="true"), PAGE)
+    assert_clean(at)
+    bars = [c for c in charts(at) if chart_title(c) in ("Embeddings, MLPs, biases", "What the rest writes (answer − wrong)")]
+    assert len(bars) == 3  # section 3, and section 5's two columns
+    for chart in bars:
+        spec = json.loads(chart.proto.spec)
+        assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False
+        assert [row["part"] for row in chart_rows(chart)] == ["embeddings", "MLP 0", "MLP 1", "biases (rest)"]

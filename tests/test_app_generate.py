@@ -138,3 +138,12 @@ def test_a_link_opens_its_step_and_a_step_the_run_lacks_falls_back_to_the_first(
     at = generate_page(prompt=PROMPT, **SAMPLING, step="99")
     assert_clean(at)
     assert chart_title(charts(at)[0]).startswith("Step 1:")
+
+
+def test_clicking_the_picked_token_again_keeps_it_picked():
+    at = generate_page(prompt=PROMPT, **SAMPLING)
+    at.get("button_group")[-1].set_value(2).run()
+    at.get("button_group")[-1].set_value(None).run()  # what a second click on the same pill sends
+    assert_clean(at)
+    assert at.get("button_group")[-1].value == 2
+    assert chart_title(charts(at)[0]).startswith("Step 3:") and at.query_params["step"] == "3"
