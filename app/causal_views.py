@@ -292,14 +292,25 @@ def pair_labels(clean_tokens: list[str], corrupted_tokens: list[str]) -> list[st
     return [f"{i} {a}" if a == b else f"{i} {a} / {b}" for i, (a, b) in enumerate(zip(clean_tokens, corrupted_tokens))]
 
 
+MISMATCH_TOKENS_SHOWN = 6
+
+
 def length_mismatch(model_name: str, clean_tokens: list[str], corrupted_tokens: list[str]) -> str | None:
     """The plain message for prompts that tokenize to different lengths, or None."""
     if len(clean_tokens) == len(corrupted_tokens):
         return None
-    return (f"For {model_name} the clean prompt is {len(clean_tokens)} tokens ({' '.join(clean_tokens)}) and the "
-            f"corrupted one {len(corrupted_tokens)} ({' '.join(corrupted_tokens)}). Patching copies activations "
-            "position by position, so both prompts must have the same number of tokens: change a word for one "
-            "that this model also cuts into the same number of tokens.")
+    pairs = zip(clean_tokens, corrupted_tokens)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(clean_tokens), len(corrupted_tokens)))
+
+    def from_first(tokens: list[str]) -> str:  # where they part, not the whole prompt (it may be 2,000 tokens)
+        shown = " ".join(tokens[first : first + MISMATCH_TOKENS_SHOWN])
+        return (shown or "(the end)") + (" …" if len(tokens) > first + MISMATCH_TOKENS_SHOWN else "")
+
+    return (f"For {model_name} the clean prompt is {len(clean_tokens)} tokens and the corrupted one "
+            f"{len(corrupted_tokens)}. They part at token {first}: “{from_first(clean_tokens)}” against "
+            f"“{from_first(corrupted_tokens)}”. Patching copies activations position by position, so both prompts "
+            "must have the same number of tokens: change a word for one that this model also cuts into the same "
+            "number of tokens.")
 
 
 def fraction_of_clean(values: torch.Tensor, clean_effect: float) -> torch.Tensor:

@@ -160,6 +160,18 @@ def test_prompts_of_different_lengths_get_a_plain_message_not_an_exception():
     assert not any("patching the residual stream" in str(chart_title(c)) for c in charts(at))
 
 
+def test_a_length_mismatch_between_long_prompts_names_where_they_part_not_every_token(gpt2):
+    lead = "the cat sat on the mat and the dog ran to the park, " * 6
+    clean, corrupted = lead + "John gave a drink to", lead + "Mary gave a drink to"
+    at = open_page(app(clean=clean, corrupted=corrupted, answer=" to", wrong=" the"), PAGE)
+    assert_clean(at)
+    (told,) = [w.value for w in at.warning if "same number of tokens" in w.value]
+    clean_tokens, corrupted_tokens = (opt_lens.capture(gpt2, text).tokens for text in (clean, corrupted))
+    assert len(clean_tokens) != len(corrupted_tokens) and len(clean_tokens) > 60
+    first = next(i for i, (a, b) in enumerate(zip(clean_tokens, corrupted_tokens)) if a != b)
+    assert f"part at token {first}" in told and len(told) < 700  # was every token of both prompts
+
+
 def test_the_two_model_view_runs_on_both_demo_models_with_one_scale():
     at = open_page(app(two_models="true"), PAGE)
     assert_clean(at)
