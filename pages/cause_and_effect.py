@@ -212,19 +212,20 @@ def usable(setup: runs.PatchingSetup) -> bool:
     return True
 
 
-def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked: tuple[tuple[int, int], ...]) -> None:
-    """Section 1's knock-out, measured on the patching prompts: what removing ``picked`` does to the clean logit
-    difference, as a fraction of the clean effect."""
-    if not picked:
-        st.caption("No heads knocked out: pick some to see how much of the clean effect they carry.")
+def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked_heads: tuple[tuple[int, int], ...],
+                                  picked_mlps: tuple[int, ...]) -> None:
+    """Section 1's knock-out, measured on the patching prompts: what removing the picked heads and MLP layers
+    does to the clean logit difference, as a fraction of the clean effect."""
+    if not picked_heads and not picked_mlps:
+        st.caption("Nothing knocked out: pick heads or MLP layers to see how much of the clean effect they carry.")
         return
-    after = runs.ablated_capture(setup.name, setup.clean, picked, mode).next_logits  # [vocab]
+    after = runs.ablated_capture(setup.name, setup.clean, picked_heads, mode, picked_mlps).next_logits  # [vocab]
     after_diff = float(after[setup.answer_id] - after[setup.wrong_id])
-    shown = ", ".join(views.head_label(*h) for h in picked)
+    shown = ", ".join([views.head_label(*h) for h in picked_heads] + [f"MLP {m}" for m in picked_mlps])
     st.metric(f"Knocking out {shown}", f"{(after_diff - setup.clean_diff) / setup.clean_effect:+.2f} of the clean "
               "effect", help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
                              "prompt; 0: it changes nothing.")
-    st.caption(f"logit(answer) − logit(wrong) after the clean prompt: {setup.clean_diff:.2f} with every head, "
+    st.caption(f"logit(answer) − logit(wrong) after the clean prompt: {setup.clean_diff:.2f} with every part, "
                f"{after_diff:.2f} without {escape_markdown(shown)} "
                f"({'set to zero' if mode == 'zero' else 'each replaced by its mean over the prompt'}).")
 
@@ -237,8 +238,7 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
     if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
         knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
                                    "fraction")
-        charts.draw(st, views.head_map(knocked, "fraction", "Knocking out one head", 1.0),
-                        width="stretch")
+        charts.draw(st, views.head_map(knocked, "fraction", "Knocking out one head", 1.0), width="stretch")
     try:
         for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
                                  for token_id in (setup.answer_id, setup.wrong_id))
@@ -247,20 +247,23 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
     else:
         direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
         charts.draw(st, views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
-                        width="stretch")
+                    width="stretch")
         charts.draw(st, views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
                                           "fraction of the clean effect"), width="stretch")
     patching_maps(setup, limit=1.0)
 
 
-def heads_of_model_b(name_b: str) -> tuple[tuple[int, int], ...]:
+def knock_out_in_model_b(name_b: str) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """Model B's own picker of heads and MLP layers (numbered its own way), bound to the URL."""
     arch = shared_model(name_b).arch
-    options_b = views.head_options(arch.n_layers, arch.n_heads)
+    options_b = views.head_options(arch.n_layers, arch.n_heads) + views.mlp_options(arch.n_layers)
     st.session_state.knock_out_b = [h for h in st.session_state.get("knock_out_b", []) if h in options_b]
-    picked_b = st.multiselect(f"Heads of {name_b} to knock out", options_b, key="knock_out_b", bind="query-params",
+    picked_b = st.multiselect(f"Heads and MLP layers of {name_b} to knock out", options_b, key="knock_out_b",
+                              bind="query-params",
                               help="Replaced as chosen in section 1 (zero or mean). Heads are numbered per "
                                    "model: the maps below show which of this model's heads matter for the task.")
-    return tuple(views.parse_heads(picked_b, arch.n_layers, arch.n_heads))
+    return (tuple(views.parse_heads(picked_b, arch.n_layers, arch.n_heads)),
+            tuple(views.parse_mlps(picked_b, arch.n_layers)))
 
 
 @st.fragment
@@ -302,20 +305,23 @@ def patching_and_two_models():
                    "1: −1 for a knock-out that undoes the whole effect, 1 for a patch that restores it all. "
                    "**Notice** whether both models do the job with the same kind of head, even where its number "
                    "differs.")
+        if name_b == name:
+            st.info("Model B is the sidebar's model, so both columns show the same one: choose another model B.",
+                    icon=":material/info:")
         setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
         columns = st.columns(2)
-        picked_labels = [views.head_label(*h) for h in heads]
-        for column, setup, picked in zip(columns, setups, (heads, None)):
+        for column, setup, is_a in zip(columns, setups, (True, False)):
             with column:
                 st.subheader(escape_markdown(setup.name))
-                if picked is None:  # model B's heads are numbered its own way: it gets its own picker
-                    picked = heads_of_model_b(setup.name)
-                else:  # shown in a box like model B's, so that the two columns line up
-                    st.multiselect(f"Heads of {setup.name} knocked out", options, default=picked_labels,
-                                   disabled=True, help="Chosen in section 1.")
+                if is_a:  # section 1's choice, shown in a box like model B's so that the two columns line up
+                    st.multiselect(f"Heads and MLP layers of {setup.name} knocked out", options + mlp_options,
+                                   default=picked + picked_mlps, disabled=True, help="Chosen in section 1.")
+                    picked_heads, picked_layers = heads, mlps
+                else:  # model B's heads are numbered its own way: it gets its own picker
+                    picked_heads, picked_layers = knock_out_in_model_b(setup.name)
                 if not usable(setup):
                     continue
-                knock_out_on_the_common_scale(setup, picked)
+                knock_out_on_the_common_scale(setup, picked_heads, picked_layers)
                 one_model_on_the_common_scale(setup)
 
 

@@ -345,25 +345,36 @@ def test_the_two_model_maps_are_fractions_of_each_models_clean_effect():
     assert scale["domain"] == [-1.0, 1.0] and scale["domainMid"] == 0
 
 
-@pytest.mark.parametrize("model_b_heads", [["L0.H2", "L1.H2"], []])
-def test_each_models_knock_out_is_a_fraction_of_its_own_clean_effect(model_b_heads):
-    at = open_page(app(two_models="true", knock_out=["L1.H1"], knock_out_b=model_b_heads), PAGE)
+@pytest.mark.parametrize("model_a_mlps, model_b_parts", [([], ["L0.H2", "L1.H2"]), (["MLP 0"], ["L0.H2", "MLP 1"]),
+                                                          ([], [])])
+def test_each_models_knock_out_is_a_fraction_of_its_own_clean_effect(model_a_mlps, model_b_parts):
+    at = open_page(app(two_models="true", knock_out=["L1.H1"], knock_out_mlps=model_a_mlps,
+                       knock_out_b=model_b_parts), PAGE)
     assert_clean(at)
-    assert next(m for m in at.multiselect if m.key == "knock_out_b").value == model_b_heads
+    assert next(m for m in at.multiselect if m.key == "knock_out_b").value == model_b_parts
     preset = views.PATCHING_PRESETS["Copying (works on the demo models)"]
     expected = []
-    for name, picked in (("demo/tiny-gpt2", [(1, 1)]), ("demo/tiny-opt", views.parse_heads(model_b_heads, 2, 4))):
-        if not picked:
+    for name, heads, mlps in (("demo/tiny-gpt2", [(1, 1)], [int(m[-1]) for m in model_a_mlps]),
+                              ("demo/tiny-opt", [(int(p[1]), int(p[-1])) for p in model_b_parts if p[0] == "L"],
+                               [int(p[-1]) for p in model_b_parts if p.startswith("MLP")])):
+        if not heads and not mlps:
             continue
         alone = opt_lens.load(name)
         answer, wrong = (alone.tokenizer.convert_tokens_to_ids(t) for t in ("Ġcake", "Ġmilk"))
-        clean, corrupted, knocked = (opt_lens.capture(alone, text, ablate=ablate).next_logits for text, ablate in (
-            (preset.clean, []), (preset.corrupted, []), (preset.clean, picked)))
+        clean, corrupted, knocked = (opt_lens.capture(alone, text, **ablation).next_logits for text, ablation in (
+            (preset.clean, {}), (preset.corrupted, {}), (preset.clean, dict(ablate=heads, ablate_mlps=mlps))))
         clean_diff = float(clean[answer] - clean[wrong])
         effect = clean_diff - float(corrupted[answer] - corrupted[wrong])
         expected.append(f"{(float(knocked[answer] - knocked[wrong]) - clean_diff) / effect:+.2f} of the clean effect")
     shown = [m.value for m in at.metric if m.label.startswith("Knocking out ")]
-    assert shown == expected and len(expected) == 1 + bool(model_b_heads)
+    assert shown == expected and len(expected) == 1 + bool(model_b_parts)
+
+
+def test_model_b_equal_to_the_sidebar_model_is_said_in_the_two_model_view():
+    at = open_page(app(two_models="true", model_b="demo/tiny-gpt2"), PAGE)
+    assert_clean(at)
+    assert [i.value for i in at.info if "same one" in i.value]
+    assert not [i.value for i in open_page(app(two_models="true"), PAGE).info if "same one" in i.value]
 
 
 def test_a_sweep_reports_its_progress_and_the_bar_is_gone_when_it_is_done(monkeypatch):
