@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import teacher
+
 LESSON_KEY = "lesson"
 WEAK_SCORE = 0.3  # below this, the "best" head is not doing the job the step is about
 CLOSE_SCORE = 0.05  # heads within this of the best are named too: the best is then one of several
@@ -20,18 +22,9 @@ def steps() -> list:
     return EXPERIMENTS
 
 
-def step_number(value, count: int) -> int | None:
-    """A step number from the URL (1-based, at most ``count``), or None when it is missing or not one."""
-    try:
-        step = int(str(value))
-    except (TypeError, ValueError):
-        return None
-    return step if 1 <= step <= count else None
-
-
 def step_param(value) -> int | None:
     """A lesson step number from the URL, or None when it is missing or not a step."""
-    return step_number(value, len(steps()))
+    return teacher.url_step(value, len(steps()))
 
 
 def init() -> None:

@@ -2,7 +2,8 @@
 
 ``?present=true`` (or the sidebar toggle) collapses the sidebar and enlarges the type; every explanation
 stays. ``?note=...`` puts up to 280 characters of the teacher's text at the top of every page, as plain
-text: a link cannot inject HTML or Markdown through it.
+text: a link cannot inject HTML or Markdown through it. Values no widget holds (the note, a lesson's or a
+generation's step) are kept in the link by hand here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def keep_in_url(key: str, value: str | None) -> None:
             del st.query_params[key]
     elif st.query_params.get(key) != value:
         st.query_params[key] = value
+
+
+def url_step(value, count: int) -> int | None:
+    """A step number from the URL (1-based, at most ``count``), or None when it is missing or not one."""
+    try:
+        step = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return step if 1 <= step <= count else None
 
 
 def sync_url() -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app import caches, charts, frame, lessons, selection, state, tables, teacher, text
+from app import caches, charts, frame, selection, state, tables, teacher, text
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
 frame.page_intro(
@@ -131,7 +131,7 @@ if not gen.steps:
 def keep_a_token_picked(n_steps: int) -> None:
     """A click on the picked token would unpick it (and show step 1 with no token marked): keep it picked."""
     if st.session_state.get("step") is None:
-        st.session_state.step = (lessons.step_number(st.query_params.get("step"), n_steps) or 1) - 1
+        st.session_state.step = (teacher.url_step(st.query_params.get("step"), n_steps) or 1) - 1
 
 
 @st.fragment
@@ -141,7 +141,7 @@ def continuation_view(gen: opt_lens.Generation) -> None:
     # The new tokens again, as buttons in their colours: click one to see what it was drawn from. The step
     # lives in the URL (?step=3, counted from 1; not bound, which would put the button's Markdown there); one
     # this run lacks (a link made with other settings) falls back to the first.
-    asked = lessons.step_number(st.query_params.get("step"), len(gen.steps))
+    asked = teacher.url_step(st.query_params.get("step"), len(gen.steps))
     picked = st.pills("Click a token to see the distribution it was drawn from", range(len(gen.steps)),
                       default=(asked or 1) - 1, key="step", format_func=lambda i: token_pill(gen.steps[i]),
                       on_change=keep_a_token_picked, args=(len(gen.steps),),
