@@ -16,7 +16,7 @@ import torch
 from opt_lens.tokens import display_tokens
 
 from app.charts import layer_head_axes
-from app.text import head_label
+from app.text import head_label, mlp_label
 
 _HEAD_LABEL = re.compile(r"L(\d{1,3})\.H(\d{1,3})")
 _MLP_LABEL = re.compile(r"MLP ([1-9]\d{0,2}|0)")
@@ -42,7 +42,7 @@ def parse_heads(labels, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
 
 
 def mlp_options(n_layers: int) -> list[str]:
-    return [f"MLP {layer}" for layer in range(n_layers)]
+    return [mlp_label(layer) for layer in range(n_layers)]
 
 
 def parse_mlps(labels, n_layers: int) -> list[int]:
@@ -223,7 +223,7 @@ def resid_patch_chart(frame: pd.DataFrame, order: list[str], title: str, limit: 
 def attribution_parts(attribution) -> pd.DataFrame:
     """Everything but the heads, as bars: embeddings, each MLP, and the biases (``rest``)."""
     rows = [{"part": "embeddings", "order": 0, "logit": float(attribution.embed)}]
-    rows += [{"part": f"MLP {layer}", "order": layer + 1, "logit": float(value)}
+    rows += [{"part": mlp_label(layer), "order": layer + 1, "logit": float(value)}
              for layer, value in enumerate(attribution.mlps.tolist())]
     rows.append({"part": "biases (rest)", "order": len(rows), "logit": float(attribution.rest)})
     return pd.DataFrame(rows)

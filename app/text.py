@@ -19,6 +19,11 @@ def head_label(layer: int, head: int) -> str:
     return f"L{layer}.H{head}"
 
 
+def mlp_label(layer: int) -> str:
+    """How a layer's MLP is named on the pages and in the URL: ``MLP 0`` is the MLP of layer 0."""
+    return f"MLP {layer}"
+
+
 def escape_markdown(text) -> str:
     """Text (a model ID, an error quoting one, a token) made safe for st.error/st.markdown: shown as typed."""
     return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))

@@ -221,7 +221,7 @@ def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked_heads: tuple
         return
     after = runs.ablated_capture(setup.name, setup.clean, picked_heads, mode, picked_mlps).next_logits  # [vocab]
     after_diff = float(after[setup.answer_id] - after[setup.wrong_id])
-    shown = ", ".join([views.head_label(*h) for h in picked_heads] + [f"MLP {m}" for m in picked_mlps])
+    shown = ", ".join([views.head_label(*h) for h in picked_heads] + [views.mlp_label(m) for m in picked_mlps])
     st.metric(f"Knocking out {shown}", f"{(after_diff - setup.clean_diff) / setup.clean_effect:+.2f} of the clean "
               "effect", help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
                              "prompt; 0: it changes nothing.")
