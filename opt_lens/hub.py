@@ -143,8 +143,7 @@ def fetch_tokenizer(snapshot: Snapshot) -> None:
                 f"The tokenizer of {snapshot.repo_id} was not downloaded before, and the Hugging Face Hub cannot be reached now."
             )
         return
-    if not has_tokenizer(snapshot.file_sizes):
-        raise OptLensError(f"{snapshot.repo_id} has no tokenizer files, so its text cannot be split into tokens.")
+    _require_listed_tokenizer(snapshot)
     for file_name in TOKENIZER_FILES:
         if file_name in snapshot.file_sizes:
             _download(snapshot.repo_id, file_name, snapshot.revision)
@@ -161,8 +160,7 @@ def fetch_files(snapshot: Snapshot, progress: ProgressCallback | None = None) ->
     weights = weight_files(snapshot.file_sizes)
     if not weights:
         raise OptLensError(f"{snapshot.repo_id} has no PyTorch weights (safetensors or .bin).")
-    if not has_tokenizer(snapshot.file_sizes):
-        raise OptLensError(f"{snapshot.repo_id} has no tokenizer files, so its text cannot be split into tokens.")
+    _require_listed_tokenizer(snapshot)
     wanted = [f for f in TOKENIZER_FILES if f in snapshot.file_sizes] + weights
     total = sum(snapshot.file_sizes[f] for f in wanted)
     done = 0
@@ -171,6 +169,11 @@ def fetch_files(snapshot: Snapshot, progress: ProgressCallback | None = None) ->
         done += snapshot.file_sizes[file_name]
         if progress:
             progress(done, total, file_name)
+
+
+def _require_listed_tokenizer(snapshot: Snapshot) -> None:
+    if not has_tokenizer(snapshot.file_sizes):
+        raise OptLensError(f"{snapshot.repo_id} has no tokenizer files, so its text cannot be split into tokens.")
 
 
 def _download(repo_id: str, file_name: str, revision: str | None, tqdm_class=None) -> str:
