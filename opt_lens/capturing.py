@@ -4,9 +4,10 @@ and what attention patterns are rebuilt from.
 Hooks go on the modules the detected architecture names; they are registered for one forward pass and
 removed in ``finally``. Where the model routes attention through transformers' interface, the capture keeps
 each block's call (blocks.py), from which attention.py rebuilds a layer's query and key states when it is
-read; where it does not, eager attention's returned patterns are stored. A model object is shared by every student of a class, so captures on the same
-``LoadedModel`` take its lock: each gets exactly the result it would get alone. A ``Capture`` is never
-changed after it is built, so one cached capture can serve many students.
+read; where it does not, eager attention's returned patterns are stored. A model object is shared by every
+student of a class, so captures on the same ``LoadedModel`` take its lock: each gets exactly the result it
+would get alone. A ``Capture`` is never changed after it is built, so one cached capture can serve many
+students.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ def usable(setup: runs.PatchingSetup) -> bool:
 
 
 def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked_heads: tuple[tuple[int, int], ...],
-                                  picked_mlps: tuple[int, ...]) -> None:
+                                  picked_mlps: tuple[int, ...], mode: str) -> None:
     """Section 1's knock-out, measured on the patching prompts: what removing the picked heads and MLP layers
     does to the clean logit difference, as a fraction of the clean effect."""
     if not picked_heads and not picked_mlps:
@@ -321,7 +321,7 @@ def patching_and_two_models():
                     picked_heads, picked_layers = knock_out_in_model_b(setup.name)
                 if not usable(setup):
                     continue
-                knock_out_on_the_common_scale(setup, picked_heads, picked_layers)
+                knock_out_on_the_common_scale(setup, picked_heads, picked_layers, mode)
                 one_model_on_the_common_scale(setup)
 
 
