@@ -52,13 +52,19 @@ def keep_in_url(key: str, value: str | None) -> None:
         st.query_params[key] = value
 
 
-def url_step(value, count: int) -> int | None:
-    """A step number from the URL (1-based, at most ``count``), or None when it is missing or not one."""
+def url_whole_number(value, low: int, high: int) -> int | None:
+    """A whole number from ``low`` to ``high`` from the URL, or None when it is missing or not one (inf, 1e309,
+    2.5, text)."""
     try:
-        step = int(str(value))
+        number = int(str(value))
     except (TypeError, ValueError):
         return None
-    return step if 1 <= step <= count else None
+    return number if low <= number <= high else None
+
+
+def url_step(value, count: int) -> int | None:
+    """A step number from the URL (1-based, at most ``count``), or None when it is missing or not one."""
+    return url_whole_number(value, 1, count)
 
 
 def sync_url() -> None:

@@ -47,10 +47,13 @@ def probability_colour(probability: float) -> tuple[str, str]:
     return background, "white" if probability > 0.55 else "black"
 
 
-def token_pill(step: Step) -> str:
-    """A new token as a pill's label, in its chip's colours (Markdown: the token is escaped)."""
+def token_pill(index: int, step: Step) -> str:
+    """A new token as a pill's label, in its chip's colours, then its step number in small grey type (Markdown:
+    the token is escaped). The number keeps labels apart: Streamlit tells pills by their labels, so two steps
+    that wrote the same token at the same shade were one pill, and a click on either opened the last."""
     background, colour = probability_colour(step.probability)
-    return f':color[{text.escape_markdown(step.token)}]{{foreground="{colour}" background="{background}"}}'
+    return (f':color[{text.escape_markdown(step.token)}]{{foreground="{colour}" background="{background}"}} '
+            f':gray[:small[{index + 1}]]')
 
 
 def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
@@ -113,8 +116,28 @@ middle.caption("When drawing at random, keeps only the k most likely tokens as c
                "tail of odd ones.")
 max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, 20, key="max_new_tokens", bind="query-params",
                               help="At most this many; the model may stop earlier with its end-of-text token.")
+
+SEED_IGNORED = "_seed_ignored"
+
+
+def drop_a_bad_seed() -> None:
+    """Take out of the URL a seed that is no whole number from 0 to MAX_SEED, and run again without it.
+
+    Streamlit reads a bound box's value from the URL as the run starts, and fails on inf and 1e309 (others
+    it drops without a word), so removing the value must come with a rerun, before the box is drawn.
+    """
+    asked = st.query_params.get("seed")
+    if asked is not None and teacher.url_whole_number(asked, 0, MAX_SEED) is None:
+        del st.query_params["seed"]
+        st.session_state[SEED_IGNORED] = True
+        st.rerun()
+
+
+drop_a_bad_seed()
 seed = right.number_input("Seed", 0, MAX_SEED, 0, step=1, key="seed", bind="query-params", disabled=not sampling,
                           help="The same seed and settings always give the same text; another seed, another draw.")
+if st.session_state.pop(SEED_IGNORED, False):
+    right.caption(f"The link's seed was ignored: a seed is a whole number from 0 to {MAX_SEED:,}.")
 
 context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
 # Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.
@@ -143,9 +166,10 @@ def continuation_view(gen: opt_lens.Generation) -> None:
     # this run lacks (a link made with other settings) falls back to the first.
     asked = teacher.url_step(st.query_params.get("step"), len(gen.steps))
     picked = st.pills("Click a token to see the distribution it was drawn from", range(len(gen.steps)),
-                      default=(asked or 1) - 1, key="step", format_func=lambda i: token_pill(gen.steps[i]),
+                      default=(asked or 1) - 1, key="step", format_func=lambda i: token_pill(i, gen.steps[i]),
                       on_change=keep_a_token_picked, args=(len(gen.steps),),
-                      help="Shows the probabilities the model gave every candidate at that step.")
+                      help="Shows the probabilities the model gave every candidate at that step. The small "
+                           "grey number beside a token is its step.")
     index = picked if picked is not None else 0
     teacher.keep_in_url("step", str(index + 1))
     # text_with_chips escapes every token and the prompt: only the chips' own markup is HTML.

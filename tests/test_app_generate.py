@@ -147,3 +147,45 @@ def test_clicking_the_picked_token_again_keeps_it_picked():
     assert_clean(at)
     assert at.get("button_group")[-1].value == 2
     assert chart_title(charts(at)[0]).startswith("Step 3:") and at.query_params["step"] == "3"
+
+
+REPEATING = " ball ball ball ball"  # the demo continues it with " ball" twelve times, some at the same shade
+
+
+def test_each_chip_opens_its_own_step_when_the_same_token_repeats(separate_models):
+    # Streamlit tells pills apart by their labels: chips of the same token at the same shade were one pill,
+    # and a click on any of them opened the last (steps 4-6 opened step 8 here, 7 and 9-11 step 12).
+    expected = opt_lens.generate(separate_models["demo/tiny-gpt2"], REPEATING, max_new_tokens=12)
+    assert [step.token for step in expected.steps] == ["␣ball"] * 12
+    at = generate_page(prompt=REPEATING, max_new_tokens="12")
+    for index, step in enumerate(expected.steps):
+        at.get("button_group")[-1].set_value(index).run()
+        assert_clean(at)
+        assert chart_title(charts(at)[0]).startswith(f"Step {index + 1}:")
+        assert at.query_params["step"] == str(index + 1) and at.get("button_group")[-1].value == index
+        chosen = [row["probability"] for row in chart_rows(charts(at)[0]) if row["chosen"]]
+        assert chosen == [pytest.approx(step.probability)]
+    linked = generate_page(prompt=REPEATING, max_new_tokens="12", step="6")
+    assert chart_title(charts(linked)[0]).startswith("Step 6:") and linked.get("button_group")[-1].value == 5
+
+
+def seed_note(at) -> list[str]:
+    return [c.value for c in at.caption if "seed was ignored" in c.value]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e309", "nan", "-1", str(2**40), "2.5", "", "x" * 10_000],
+                         ids=["inf", "-inf", "1e309", "nan", "-1", "2**40", "2.5", "empty", "10k characters"])
+def test_a_seed_that_is_no_whole_number_in_range_is_ignored_with_a_note(value):
+    # inf, -inf and 1e309 showed "Something went wrong": Streamlit's own reading of the box failed on them.
+    at = generate_page(prompt=PROMPT, temperature="1.0", seed=value)
+    assert_clean(at)
+    assert widget(at.number_input, "Seed").value == 0 and "seed" not in at.query_params
+    assert len(seed_note(at)) == 1
+
+
+def test_a_seed_in_range_is_used_without_a_note(separate_models):
+    at = generate_page(prompt=PROMPT, temperature="1.0", seed="4294967295")
+    assert_clean(at)
+    assert widget(at.number_input, "Seed").value == 4294967295 and not seed_note(at)
+    expected = opt_lens.generate(separate_models["demo/tiny-gpt2"], PROMPT, temperature=1.0, seed=4294967295)
+    assert shown_token_ids(at) == expected.token_ids.tolist()

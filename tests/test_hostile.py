@@ -1,15 +1,19 @@
 """Hostile and careless input (issue 12): every case fails with an OptLensError, fast, naming what is wrong."""
 
+import ast
 import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants as hub_constants
 from model_folders import config_folder, copy_model, edit_config
+from test_app import ROOT, app, open_page
 
 import opt_lens
+from app import navigation
 from opt_lens import hub, loading, memory
 
 
@@ -244,3 +248,126 @@ def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging):
     hub_hanging.stop()  # the Hub hangs up: the waiting load ends now, as a network failure
     waiting.join(10)
     assert len(failures) == 1 and "Cannot reach the Hugging Face Hub" in str(failures[0])
+
+
+# --- Every URL parameter of every page ------------------------------------------------------------------------
+# A link is untrusted: each parameter a page reads, with a value no widget can take, must still draw the page,
+# with no exception and no "Something went wrong" (seed=inf broke Watch the model write). The parameters are
+# listed here by hand and checked against the ones the code reads, so that a new one without a case fails.
+
+SOURCE_FILES = sorted([*ROOT.glob("app/*.py"), *ROOT.glob("pages/*.py")])
+ALL_PAGES = [script for script, *_ in navigation.PAGES]
+EVERY_PAGE = ("model", "prompt", "present", "note", "lesson")  # the frame's and the sidebar's
+PAGE_PARAMETERS = {
+    "pages/architecture.py": ("model_b",),  # both sidebar models are listed first
+    "pages/tokens.py": ("model_b",),
+    "pages/attention.py": ("layer", "head", "window", "pinned", "focus", "head_metric"),
+    "pages/predictions.py": ("k", "position"),
+    "pages/generate.py": ("temperature", "top_k", "max_new_tokens", "seed", "step"),
+    "pages/compare.py": ("model_b",),
+    "pages/cause_and_effect.py": ("knock_out", "knock_out_mlps", "ablate_with", "look_at", "target", "clean",
+                                  "corrupted", "answer", "wrong", "two_models", "model_b", "knock_out_b"),
+}
+HOSTILE_VALUES = {
+    "inf": "inf", "-inf": "-inf", "1e309": "1e309", "nan": "nan", "-1": "-1", "huge int": "9" * 40, "empty": "",
+    "10k characters": "x" * 10_000, "markup": "<img src=x onerror=alert(1)>**b** [a](javascript:x) :red[c]",
+    "unicode": "日本語 😀 \u202e\u200b\x00 é",
+}
+
+
+def _with_functions(tree: ast.AST, function=None):
+    """Every node of ``tree`` with its innermost enclosing function (None at module level)."""
+    for child in ast.iter_child_nodes(tree):
+        yield child, function
+        yield from _with_functions(child, child if isinstance(child, ast.FunctionDef) else function)
+
+
+def _url_key_expressions(tree: ast.AST):
+    """(expression, enclosing function) of every URL parameter a module names: the key of a widget bound to
+    the URL, and the key of every ``st.query_params`` read or write (directly or through ``keep_in_url``)."""
+    for node, function in _with_functions(tree):
+        if isinstance(node, ast.Call):
+            keywords = {keyword.arg: keyword.value for keyword in node.keywords}
+            if getattr(keywords.get("bind"), "value", None) == "query-params":
+                yield keywords["key"], function
+            if ast.unparse(node.func).endswith(("query_params.get", "keep_in_url")):
+                yield node.args[0], function
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("query_params"):
+            yield node.slice, function
+        elif isinstance(node, ast.Compare) and ast.unparse(node.comparators[0]).endswith("query_params"):
+            yield node.left, function
+
+
+def _resolve(expression, function, modules, constants) -> set[tuple[str, str | None]]:
+    """(parameter, page or None for every page) that ``expression`` can be: a string, a module constant, or a
+    function's argument, followed to every call of that function."""
+    if isinstance(expression, ast.Constant):
+        return {(expression.value, None)}
+    name = expression.id
+    if name in constants:
+        return {(constants[name], None)}
+    position = [arg.arg for arg in function.args.args].index(name)
+    found = set()
+    for path, tree in modules.items():
+        page = path if path.startswith("pages/") else None
+        for call, caller in _with_functions(tree):
+            if (isinstance(call, ast.Call) and ast.unparse(call.func).split(".")[-1] == function.name
+                    and caller is not function):
+                found |= {(key, key_page or page)
+                          for key, key_page in _resolve(call.args[position], caller, modules, constants)}
+    return found
+
+
+def url_parameters_in_code() -> set[tuple[str, str | None]]:
+    """Every (parameter, page) the app reads from the URL; page None: every page (the frame and sidebar)."""
+    modules = {str(path.relative_to(ROOT)): ast.parse(path.read_text(encoding="utf-8")) for path in SOURCE_FILES}
+    constants = {node.targets[0].id: node.value.value for tree in modules.values() for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 and isinstance(node.targets[0], ast.Name) and isinstance(node.value.value, str)}
+    found = set()
+    for path, tree in modules.items():
+        page = path if path.startswith("pages/") else None
+        for expression, function in _url_key_expressions(tree):
+            found |= {(key, key_page or page) for key, key_page in _resolve(expression, function, modules, constants)}
+    return found
+
+
+def test_every_url_parameter_in_the_code_has_hostile_cases():
+    listed = {(key, None) for key in EVERY_PAGE} | {(key, page) for page, keys in PAGE_PARAMETERS.items()
+                                                     for key in keys}
+    found = {(key, None if key in EVERY_PAGE else page) for key, page in url_parameters_in_code()}
+    assert found == listed
+
+
+def page_case(page: str, **sane: str) -> tuple[str, dict, tuple[str, ...]]:
+    """The page's own parameters made hostile, but for ``sane`` ones that open the views the others need."""
+    return page, sane, tuple(key for key in PAGE_PARAMETERS[page] if key not in sane)
+
+
+# (page, sane values, the parameters given hostile values): first all of a page's at once, then its own alone,
+# since a hostile prompt or model can stop a page before the widgets of its other parameters are drawn.
+HOSTILE_CASES = [(page, {}, EVERY_PAGE + PAGE_PARAMETERS.get(page, ())) for page in ALL_PAGES] + [
+    page_case("pages/attention.py", prompt=" ".join(["The cat sat on the mat."] * 8)),  # a window to slide
+    page_case("pages/predictions.py"),
+    page_case("pages/generate.py"),
+    page_case("pages/generate.py", temperature="1.0"),  # top-k and the seed in use
+    page_case("pages/cause_and_effect.py", two_models="true", knock_out="L1.H2"),
+]
+
+
+def test_the_hostile_cases_cover_every_parameter_of_every_page():
+    for page in ALL_PAGES:
+        covered = {key for case_page, _, keys in HOSTILE_CASES if case_page == page for key in keys}
+        assert covered == set(EVERY_PAGE + PAGE_PARAMETERS.get(page, ())), page
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES.values(), ids=HOSTILE_VALUES.keys())
+@pytest.mark.parametrize("page, sane, hostile", HOSTILE_CASES,
+                         ids=[f"{Path(page).stem}-{'all' if 'model' in hostile else '+'.join(['own', *sane])}"
+                              for page, sane, hostile in HOSTILE_CASES])
+def test_a_hostile_url_value_still_draws_the_page(page, sane, hostile, value):
+    at = open_page(app(**sane, **dict.fromkeys(hostile, value)), page)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [element.value for element in (*at.error, *at.warning, *at.markdown) if isinstance(element.value, str)]
+    assert not [text for text in shown if "Something went wrong" in text]
+    assert at.title and at.sidebar.text_area  # the page's title and the sidebar's prompt box
