@@ -1,7 +1,9 @@
 """The start page's guided experiments: a prompt, the page that shows it, and what to notice.
 
 They are also the steps of the lesson (``app.lessons``). Each is written for the model in use: the demo
-models have a 2,048-piece vocabulary and two layers, so some prompts and claims differ for them.
+models have a 2,048-piece vocabulary and two layers, so some prompts and claims differ for them. A notice
+quotes figures only for the model they were measured on; the general one, for every other model, names no
+number and no head, since those differ from model to model.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ class Experiment:
     knock_out_metric: str | None = None  # on Cause and effect: knock out the head that scores highest on this
     demo_prompt: str | None = None  # for the bundled demo models, when the general one does not show the point
     demo_notice: str | None = None
+    # (demo model, notice quoting figures measured on it): tests/test_app_causal.py measures them again
+    measured_notices: tuple[tuple[str, str], ...] = ()
 
     def for_model(self, name: str) -> Experiment:
-        """This experiment as written for ``name``: the demo models get their own prompt and claims."""
+        """This experiment as written for ``name``: the demo models get their own prompt and claims, each with
+        the figures measured on it."""
         if name not in opt_lens.DEMO_MODELS:
             return self
-        return dataclasses.replace(self, prompt=self.demo_prompt or self.prompt, notice=self.demo_notice or self.notice)
+        notice = dict(self.measured_notices).get(name) or self.demo_notice or self.notice
+        return dataclasses.replace(self, prompt=self.demo_prompt or self.prompt, notice=notice)
 
 
 REPEATED_TEXT = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
@@ -81,19 +87,39 @@ EXPERIMENTS = [
         "Knock out the copying head",
         "Does the model need its copying head to continue a pattern, or can other heads do the job?",
         "The text comes twice, so its second half is cheap to predict: the model copies. Knock out the head with "
-        "the best copying score and the second half's loss rises only a little (demo/tiny-gpt2, L1.H2: 3.5 → 4.1 "
-        "nats, where the first half costs 7.8): the other heads of layer 1 copy too. Add L1.H0, L1.H1 and L1.H3 "
-        "and it climbs to 8.4 nats, as dear as text never seen.",
+        "the best copying score and compare the second half's loss before and after. If it rises only a little, "
+        "other heads copy too: knock them out as well, and it climbs towards the first half's, as dear as text "
+        "never seen.",
         "pages/cause_and_effect.py", REPEATED_TEXT, "induction", knock_out_metric="induction",
+        measured_notices=tuple(
+            (name, "The text comes twice, so its second half is cheap to predict: the model copies. Knock out the "
+                   f"head with the best copying score, {copying}, and the second half's loss rises only a little "
+                   f"({second} → {without} nats, where the first half costs {first}): the other heads of layer 1 "
+                   f"copy too. Add {others} and it climbs to {without_layer} nats, as dear as text never seen.")
+            for name, copying, first, second, without, others, without_layer in (
+                ("demo/tiny-gpt2", "L1.H2", "7.8", "3.5", "4.1", "L1.H0, L1.H1 and L1.H3", "8.4"),
+                ("demo/tiny-opt", "L1.H2", "8.2", "2.7", "3.8", "L1.H0, L1.H1 and L1.H3", "8.7"),
+            )
+        ),
     ),
     Experiment(
         "Break the circuit upstream",
         "Which earlier head tells a copying head where to look?",
-        "Knock out the previous-token head of layer 0 and look at a copying head of layer 1: its stripe fades "
-        "(demo/tiny-gpt2, L0.H1 out: L1.H2's attention to the token after the earlier copy 0.61 → 0.08) and the "
-        "second half's loss climbs from 3.5 to 7.5 nats. The copying heads find their place by what the "
-        "previous-token head wrote: a circuit of two heads.",
+        "Knock out the head with the best previous-token score and look at the best copying head (under “A head's "
+        "attention, before and after”). If its stripe fades and the second half's loss climbs, the copying head "
+        "finds its place by what the previous-token head wrote: a circuit of two heads, which needs the "
+        "previous-token head in an earlier layer than the copying head.",
         "pages/cause_and_effect.py", REPEATED_TEXT, "induction", knock_out_metric="previous token",
+        measured_notices=tuple(
+            (name, f"Knock out the previous-token head of layer 0, {previous}, and look at the copying head "
+                   f"{copying}: its stripe fades (its attention to the token after the earlier copy: {stripe}) and "
+                   f"the second half's loss climbs from {second} to {without} nats. The copying heads find their "
+                   "place by what the previous-token head wrote: a circuit of two heads.")
+            for name, previous, copying, stripe, second, without in (
+                ("demo/tiny-gpt2", "L0.H1", "L1.H2", "0.61 → 0.08", "3.5", "7.5"),
+                ("demo/tiny-opt", "L0.H2", "L1.H2", "0.63 → 0.01", "2.7", "7.6"),
+            )
+        ),
     ),
 ]
 
