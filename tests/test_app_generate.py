@@ -189,3 +189,7 @@ def test_a_seed_in_range_is_used_without_a_note(separate_models):
     assert widget(at.number_input, "Seed").value == 4294967295 and not seed_note(at)
     expected = opt_lens.generate(separate_models["demo/tiny-gpt2"], PROMPT, temperature=1.0, seed=4294967295)
     assert shown_token_ids(at) == expected.token_ids.tolist()
+    widget(at.number_input, "Seed").set_value(7).run()  # the box writes its seed into the link, the default none
+    assert at.query_params["seed"] == "7" and not seed_note(at)
+    widget(at.number_input, "Seed").set_value(0).run()
+    assert "seed" not in at.query_params
