@@ -57,12 +57,13 @@ columns = st.columns(2)
 sides = ((columns[0], "A", name_a, result.next_a, COLOR_A), (columns[1], "B", name_b, result.next_b, COLOR_B))
 for column, side, name, table, color in sides:
     chart = (
-        alt.Chart(table.assign(guessed=table.token.isin(agreement["shared"]).map({True: "by both", False: "only here"})))
+        alt.Chart(table)
         .mark_bar(color=color)
         .encode(
             x=alt.X("probability:Q", axis=alt.Axis(format="%")),
             y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
-            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(domain=["by both", "only here"], range=[1.0, 0.35])),
+            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(
+                domain=[comparison.BY_BOTH, comparison.ONLY_HERE], range=[1.0, 0.35])),
             tooltip=["token", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("guessed:N", title="in the top 10")],
         )
         .properties(title=f"{side}: {name}", height=260)
