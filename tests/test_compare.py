@@ -14,6 +14,7 @@ from app import comparison
 from opt_lens import compare
 from opt_lens.attention import StoredPatterns
 from opt_lens.lens import LensMap
+from test_app import app, chart_rows, chart_title, charts, open_page
 from test_capture import eager_attention
 
 PROMPT = "The cat 😀 sat on the 日本 mat. 👩‍👧 The cat sat."
@@ -232,6 +233,18 @@ def test_shared_guesses_are_marked_as_the_overlap_counts_them_end_of_text_as_one
         bars = comparison._guesses(top, in_both)
         assert (bars.guessed == comparison.BY_BOTH).sum() == round(result.top_k_overlap * 10)
         assert bars.guessed.iloc[0] == comparison.BY_BOTH  # <|endoftext|> and </s>: one guess
+
+
+def test_the_compare_pages_bars_say_by_both_as_often_as_the_overlap_figure_beside_them():
+    # The demo models after two sentences: both put the end of the text first, GPT-2's way and OPT's way.
+    at = open_page(app(prompt="Alice went to the park. Bob gave the ball to Alice.", model_b="demo/tiny-opt"),
+                   "pages/compare.py")
+    overlap = next(m.value for m in at.metric if m.label == "Top-10 overlap")
+    bars = {chart_title(chart): chart_rows(chart) for chart in charts(at)[:2]}
+    assert list(bars) == ["A: demo/tiny-gpt2", "B: demo/tiny-opt"]
+    for rows in bars.values():
+        assert f"{sum(row['guessed'] == 'by both' for row in rows) * 10}%" == overlap == "80%"
+    assert [row["guessed"] for row in bars["B: demo/tiny-opt"] if row["token"] == "</s>"] == ["by both"]
 
 
 # ----------------------------------------------------------------------------------------------- heads
