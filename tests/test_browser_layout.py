@@ -67,6 +67,7 @@ def open_page(page, server, query: dict, path: str) -> None:
     open_app(page, server, query, path)
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=120_000)  # a first run loads the model
     wait_for_app(page, timeout=120_000)
+    assert_clean(page, server)
 
 
 def assert_everything_fits(page):
