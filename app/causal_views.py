@@ -135,14 +135,26 @@ def half_means(loss: torch.Tensor) -> tuple[float, float]:
     return float(loss[:half].mean()), float(loss[half:].mean())
 
 
+# Up to this many predicted tokens the loss chart names each on its axis; beyond, the labels would overlap into
+# a grey smear (a thousand in a 564-px column), so the axis counts positions and the tooltip names the token.
+LABELLED_LOSSES = 40
+
+
 def loss_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
     order = list(dict.fromkeys(frame["token"]))
+    if len(order) <= LABELLED_LOSSES:
+        x = alt.X("token:N", sort=order, title="token being predicted (position, token)",
+                  axis=alt.Axis(labelAngle=-60, labelOverlap=False))
+    else:
+        x = alt.X("position:Q", title="position of the token being predicted (hover for the token)",
+                  scale=alt.Scale(domain=[1, int(frame["position"].max())], nice=False),
+                  axis=alt.Axis(format="d", tickMinStep=1, labelAngle=0))
     return (
         alt.Chart(frame)
-        .mark_line(point=True)
+        # A thousand full-size dots would hide the line: small ones still carry the tooltip.
+        .mark_line(point=True if len(order) <= LABELLED_LOSSES else alt.OverlayMarkDef(size=8))
         .encode(
-            x=alt.X("token:N", sort=order, title="token being predicted (position, token)",
-                    axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
+            x=x,
             y=alt.Y("loss:Q", title="loss (nats)"),
             color=alt.Color("run:N", title="run", scale=alt.Scale(domain=["before", "after"],
                                                                     range=["#4c78a8", "#e45756"])),

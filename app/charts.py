@@ -72,6 +72,68 @@ def top_keys_bars(top: pd.DataFrame, title: str) -> alt.Chart:
     )
 
 
+# Small maps to a row in ``head_multiples``: four fit a 564-px column (the Attention page at 1024x768) at ~130 px.
+SMALL_MAPS_PER_ROW = 4
+SMALL_MAP_ROW_HEIGHT = 150  # px: a map and its title
+
+
+def head_multiples(frame: pd.DataFrame, order: list[str], n_heads: int) -> alt.Chart:
+    """Every head of a layer as a small map (``tables.attention_frame``, queries and keys in ``order``), placed
+    in rows of ``SMALL_MAPS_PER_ROW`` in one chart as wide as its column.
+
+    A facet gives each map a fixed width, so twelve maps made a chart 880 px wide in a 564-px column; one chart
+    with every map at its own offset is drawn to the container's width instead.
+    """
+    per_row = min(SMALL_MAPS_PER_ROW, n_heads)
+    n = len(order)
+    gap = max(1.0, n / 8)  # blank cells between two maps
+    header = (n + gap) * 0.15  # room above each map for its title, in cells
+    place = {label: i for i, label in enumerate(order)}
+    width, height = per_row * (n + gap) - gap, -(-n_heads // per_row) * (n + gap + header) - gap
+    x = alt.Scale(domain=[0, width], nice=False, zero=False)
+    y = alt.Scale(domain=[0, height], nice=False, zero=False, reverse=True)  # the first row on top
+
+    def corner(heads: pd.Series) -> tuple[pd.Series, pd.Series]:  # where each head's map starts
+        return heads % per_row * (n + gap), heads // per_row * (n + gap + header) + header
+
+    left, top = corner(frame["head"])
+    cells = frame.assign(x=left + frame["key"].map(place), y=top + frame["query"].map(place))
+    maps = alt.Chart(cells.assign(x2=cells.x + 1, y2=cells.y + 1)).mark_rect().encode(
+        x=alt.X("x:Q", scale=x, axis=None), x2="x2:Q", y=alt.Y("y:Q", scale=y, axis=None), y2="y2:Q",
+        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
+        tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
+    )
+    heads = pd.Series(range(n_heads))
+    left, top = corner(heads)
+    names = pd.DataFrame({"x": left + n / 2, "y": top - header / 2, "name": "head " + heads.astype(str)})
+    titles = alt.Chart(names).mark_text(fontSize=11).encode(
+        x=alt.X("x:Q", scale=x, axis=None), y=alt.Y("y:Q", scale=y, axis=None), text="name:N")
+    return (maps + titles).properties(height=-(-n_heads // per_row) * SMALL_MAP_ROW_HEIGHT).configure_view(stroke=None)
+
+
+def head_score_map(shown: pd.DataFrame, metric: str, domain: list[float], open_head: tuple[int, int],
+                   n_layers: int) -> alt.Chart:
+    """Every head's score on one metric (``tables.head_score_table`` rows), the open head outlined in red and
+    clickable (selection ``picked``)."""
+    picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+    layer, head = open_head
+    is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
+    return (
+        alt.Chart(shown)
+        .mark_rect()
+        .encode(
+            **layer_head_axes(),
+            color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
+            tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
+            opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
+            stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
+            strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
+        )
+        .add_params(picked)
+        .properties(height=max(160, 28 * n_layers))
+    )
+
+
 def layer_head_axes() -> dict:
     """The encodings of a layers x heads map: heads across, the last layer on top."""
     return {"x": alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),

@@ -56,10 +56,10 @@ def compare_models(name_a: str, name_b: str, prompt: str, k: int = 10) -> Compar
         ])
     return Comparison(
         tokens=_alignment_frame(alignment, name_a, name_b),
-        next_a=pd.DataFrame(nxt.top_a, columns=["token", "probability"]),
-        next_b=pd.DataFrame(nxt.top_b, columns=["token", "probability"]),
+        next_a=_guesses(nxt.top_a, nxt.in_both_a),
+        next_b=_guesses(nxt.top_b, nxt.in_both_b),
         agreement={"KL(A‖B)": nxt.kl_a_b, "KL(B‖A)": nxt.kl_b_a, "Jensen-Shannon": nxt.js,
-                   "top-k overlap": nxt.top_k_overlap, "shared": nxt.shared_top, "k": k,
+                   "top-k overlap": nxt.top_k_overlap, "k": k,
                    "shared vocabulary": nxt.shared_vocabulary, "outside A": nxt.mass_outside_a,
                    "outside B": nxt.mass_outside_b,
                    "settled": {c.model_name: c.settled_depth for c in curves},
@@ -69,6 +69,16 @@ def compare_models(name_a: str, name_b: str, prompt: str, k: int = 10) -> Compar
         head_tokens=head_tokens,
         aligned_tokens=len(alignment.pairs),
     )
+
+
+BY_BOTH, ONLY_HERE = "by both", "only here"
+
+
+def _guesses(top: list[tuple[str, float]], in_both: list[bool]) -> pd.DataFrame:
+    """One model's top guesses and whether the other model's top list has each: the library's own matching,
+    the one its overlap figure counts (a display string would miss that OPT's </s> is GPT-2's <|endoftext|>)."""
+    return pd.DataFrame({"token": [token for token, _ in top], "probability": [p for _, p in top],
+                         "guessed": [BY_BOTH if both else ONLY_HERE for both in in_both]})
 
 
 def settle_table(result: Comparison) -> pd.DataFrame:

@@ -78,7 +78,8 @@ EXPERIMENTS = [
         "Rare words, emoji and other scripts take several tokens; common words take one, space included.",
         "pages/tokens.py", "Tokenizers split unbelievably long words, emoji 😀 and 日本語 into pieces.",
         demo_prompt="The cat sat on the mat. Tokenizers split unbelievably long words, emoji 😀 and 日本語 into pieces.",
-        demo_notice="The demo's vocabulary has only 2,048 pieces, learned from its little stories: their words "
+        demo_notice="The demo's vocabulary has only 2,048 pieces learned from its little stories (2,049 or 2,052 "
+                    "on the Architecture page, which counts its special tokens too): their words "
                     "(the, cat, sat, mat) take one token each, space included, but any other word falls apart "
                     "into short pieces or single letters, and an emoji or 日本語 into raw bytes. GPT-2's 50,257 "
                     "pieces keep most English words whole.",

@@ -1,4 +1,3 @@
-import altair as alt
 import streamlit as st
 
 from app import causal_views, charts, frame, navigation, selection, state, tables
@@ -21,126 +20,103 @@ def open_clicked_head():
         st.session_state.layer, st.session_state.head = clicked
 
 
-@st.fragment
-def head_views():
-    """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
-    left, right = st.columns(2)
-    # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
-    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
-    head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
-
-    labels = tables.token_labels(cap)
-    title = f"{name} · layer {layer} · head {head}"
+def pattern_map(layer: int, head: int, labels: list[str], title: str) -> tables.AttentionWindow:
+    """The chosen head's map; a long prompt's a window of it at a time. Returns the window shown."""
     window_size = 32
-    if cap.seq_len > window_size:
-        last = st.slider(
-            "Window: last position shown (positions count from 0, as in the labels)", window_size - 1,
-            cap.seq_len - 1, cap.seq_len - 1, key="window", bind="query-params",
-            help=f"Long prompts are shown {window_size} positions at a time so the labels stay readable: the "
-                 f"map's rows are the {window_size} positions ending at this one.")
-        pinned = st.multiselect(
-            "Keep key columns in view", range(cap.seq_len), key="pinned", bind="query-params",
-            format_func=labels.__getitem__, placeholder="Pin a token from before the window",
-            help="Pinned tokens from before the window stay as columns next to the first token, so you can "
-                 "follow how much every row of the window reads from them.")
-        window = tables.attention_window(last - window_size + 1, last, pinned)
-        pattern_table = tables.attention_window_frame(cap, layer, head, window)
-        heatmap = charts.attention_heatmap(pattern_table, labels[window.first : last + 1], title,
-                                           tables.window_columns(cap, window))
-        charts.draw(st, heatmap, width="stretch")
-        kept = ", ".join(map(str, window.kept_keys))
-        later = ", ".join(str(p) for p in pinned if p > last)
-        st.caption(
-            f"Rows: positions {window.first}–{last}. Columns: "
-            + (f"{kept} from before the window, kept in view (0 is the first token, where idle heads rest), then "
-               if window.kept_keys else "")
-            + f"the window's positions {window.first}–{last}, then **rest**: how much of each row's attention goes "
-            "to the keys not shown, so that every row adds up to 1."
-            + (f" Pinned {later}: after the window, where no row here can look." if later else "")
-        )
-    else:
-        window = tables.attention_window(0, cap.seq_len - 1, [])
+    if cap.seq_len <= window_size:
         pattern_table = tables.attention_frame(cap, layer, [head], (0, cap.seq_len))
         charts.draw(st, charts.attention_heatmap(pattern_table, labels, title), width="stretch")
+        tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
+                          f"attention_layer{layer}_head{head}.csv")
+        return tables.attention_window(0, cap.seq_len - 1, [])
+    last = st.slider(
+        "Window: last position shown (positions count from 0, as in the labels)", window_size - 1,
+        cap.seq_len - 1, cap.seq_len - 1, key="window", bind="query-params",
+        help=f"Long prompts are shown {window_size} positions at a time so the labels stay readable: the "
+             f"map's rows are the {window_size} positions ending at this one.")
+    pinned = st.multiselect(
+        "Keep key columns in view", range(cap.seq_len), key="pinned", bind="query-params",
+        format_func=labels.__getitem__, placeholder="Pin a token from before the window",
+        help="Pinned tokens from before the window stay as columns next to the first token, so you can "
+             "follow how much every row of the window reads from them.")
+    window = tables.attention_window(last - window_size + 1, last, pinned)
+    pattern_table = tables.attention_window_frame(cap, layer, head, window)
+    heatmap = charts.attention_heatmap(pattern_table, labels[window.first : last + 1], title,
+                                       tables.window_columns(cap, window))
+    charts.draw(st, heatmap, width="stretch")
+    kept = ", ".join(map(str, window.kept_keys))
+    later = ", ".join(str(p) for p in pinned if p > last)
+    st.caption(
+        f"Rows: positions {window.first}–{last}. Columns: "
+        + (f"{kept} from before the window, kept in view (0 is the first token, where idle heads rest), then "
+           if window.kept_keys else "")
+        + f"the window's positions {window.first}–{last}, then **rest**: how much of each row's attention goes "
+        "to the keys not shown, so that every row adds up to 1."
+        + (f" Pinned {later}: after the window, where no row here can look." if later else "")
+    )
     tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
                       f"attention_layer{layer}_head{head}.csv")
+    return window
 
+
+def focus_row(layer: int, head: int, labels: list[str], window: tables.AttentionWindow) -> None:
     st.subheader("Where one token looks")
     focus = st.select_slider("Focus token (query)", options=labels, value=labels[window.last], key="focus",
                              bind="query-params")
     query = labels.index(focus)
-    focus_row = tables.attention_row(cap, layer, head, query)
-    focus_title = f"Where “{focus}” looks · layer {layer} · head {head}"
-    if len(focus_row) > tables.TOP_KEYS_FROM:
-        top = tables.top_keys(focus_row)
+    row = tables.attention_row(cap, layer, head, query)
+    title = f"Where “{focus}” looks · layer {layer} · head {head}"
+    if len(row) > tables.TOP_KEYS_FROM:
+        top = tables.top_keys(row)
         st.caption(f"One row of the map, over the whole prompt (not just the window): pick the token that attends. "
-                   f"It has {len(focus_row)} keys, too many for a bar each: these are the {len(top)} it reads "
+                   f"It has {len(row)} keys, too many for a bar each: these are the {len(top)} it reads "
                    "most, labelled with their positions. Notice whether they are the first token (resting), the "
                    "one just before it (a previous-token head) or one far back (copying).")
-        charts.draw(st, charts.top_keys_bars(top, focus_title), width="stretch")
-        st.caption(f"The other {len(focus_row) - len(top)} keys get {focus_row.weight.drop(top.index).sum():.3f} "
+        charts.draw(st, charts.top_keys_bars(top, title), width="stretch")
+        st.caption(f"The other {len(row) - len(top)} keys get {row.weight.drop(top.index).sum():.3f} "
                    "of its attention in total. The download has the whole row.")
     else:
         st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends. "
                    "Its bars add up to 1.")
-        charts.draw(st, charts.focus_row_bars(focus_row, focus_title), width="stretch")
-    tables.csv_button(focus_row, "Download this row as CSV", f"attention_layer{layer}_head{head}_query{query}.csv")
+        charts.draw(st, charts.focus_row_bars(row, title), width="stretch")
+    tables.csv_button(row, "Download this row as CSV", f"attention_layer{layer}_head{head}_query{query}.csv")
 
+
+def layer_multiples(layer: int, labels: list[str], window: tables.AttentionWindow) -> None:
     st.subheader(f"All {n_heads} heads of layer {layer}")
     small = min(len(window.queries), 24)
-    small_order = labels[window.last - small + 1 : window.last + 1]
-    multiples = (
-        alt.Chart(tables.attention_frame(cap, layer, list(range(n_heads)), (window.last - small + 1, window.last + 1)))
-        .mark_rect()
-        .encode(
-            x=alt.X("key:N", sort=small_order, axis=None),
-            y=alt.Y("query:N", sort=small_order, axis=None),
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
-            tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(width=130, height=130)
-        .facet(facet=alt.Facet("head:N", title=None), columns=6)
-    )
-    charts.draw(st, multiples)
+    first = window.last - small + 1
+    frame = tables.attention_frame(cap, layer, list(range(n_heads)), (first, window.last + 1))
+    charts.draw(st, charts.head_multiples(frame, labels[first : window.last + 1], n_heads), width="stretch")
     if small < len(window.queries):
-        st.caption(f"The small maps show positions {window.last - small + 1}–{window.last}, the last {small} rows of "
+        st.caption(f"The small maps show positions {first}–{window.last}, the last {small} rows of "
                    "the map above, as rows and columns.")
 
+
+SCORE_CAPTIONS = {
+    "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
+    "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
+                 "occurrence. High: an induction head (in-context copying).",
+    "first token": "Mean attention on the first token, where idle heads rest.",
+    "duplicate token": "Attention on earlier copies of the same token in your prompt.",
+    "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
+}
+
+
+def every_head(layer: int, head: int) -> None:
     st.subheader("What every head does")
     if cap.seq_len < 2:
         st.info("Head scores need a prompt of at least two tokens.")
         return
     scores = tables.head_score_table(name, prompt)
-    metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
-                      horizontal=True, key="head_metric", bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
-    st.caption({
-        "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
-        "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
-                     "occurrence. High: an induction head (in-context copying).",
-        "first token": "Mean attention on the first token, where idle heads rest.",
-        "duplicate token": "Attention on earlier copies of the same token in your prompt.",
-        "entropy": "How spread out the attention is (nats); low = focused on few tokens.",
-    }[metric] + " Click a cell to open that head above.")
-    picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+    metric = st.radio("Score", list(SCORE_CAPTIONS), horizontal=True, key="head_metric", bind="query-params",
+                      help="Induction is measured on random tokens repeated once; the others on your prompt.")
+    st.caption(SCORE_CAPTIONS[metric] + " Click a cell to open that head above.")
     shown = scores[scores.metric == metric]
     # Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.
     domain = [0, max(float(shown.score.max()), 1e-6)] if metric == "entropy" else [0, 1]
-    is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
-    head_map = (
-        alt.Chart(shown)
-        .mark_rect()
-        .encode(
-            **charts.layer_head_axes(),
-            color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
-            tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
-            opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
-            stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
-            strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
-        )
-        .add_params(picked)
-        .properties(height=max(160, 28 * n_layers))
-    )
-    charts.draw(st, head_map, width="stretch", on_select=open_clicked_head, key="head_map")
+    charts.draw(st, charts.head_score_map(shown, metric, domain, (layer, head), n_layers), width="stretch",
+                on_select=open_clicked_head, key="head_map")
     st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
@@ -148,5 +124,18 @@ def head_views():
         navigation.open_page("pages/cause_and_effect.py", {"knock_out": chosen, "look_at": chosen})
     tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
+
+@st.fragment
+def head_views():
+    """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
+    left, right = st.columns(2)
+    # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
+    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
+    head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
+    labels = tables.token_labels(cap)
+    window = pattern_map(layer, head, labels, f"{name} · layer {layer} · head {head}")
+    focus_row(layer, head, labels, window)
+    layer_multiples(layer, labels, window)
+    every_head(layer, head)
 
 head_views()

@@ -184,8 +184,9 @@ def load_preset():
     st.session_state.patch_preset = None
 
 
-def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None:
-    """The residual-stream and per-head patching maps of one model (``limit``: a colour scale shared with others)."""
+def patching_maps(setup: runs.PatchingSetup, limit: float | None = None):
+    """The residual-stream and per-head patching maps of one model (``limit``: a colour scale shared with others).
+    Drawn in steps: a generator that yields after each map, so that section 5 puts two models' maps in rows."""
     maps = runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id)
     if maps is None:
         return
@@ -195,8 +196,10 @@ def patching_maps(setup: runs.PatchingSetup, limit: float | None = None) -> None
     limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "fraction restored"))
     charts.draw(st, views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
                                             "stream", limit), width="stretch")
+    yield
     charts.draw(st, views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
                     width="stretch")
+    yield
 
 
 def usable(setup: runs.PatchingSetup) -> bool:
@@ -222,16 +225,31 @@ def knock_out_on_the_common_scale(setup: runs.PatchingSetup, picked_heads: tuple
     after = runs.ablated_capture(setup.name, setup.clean, picked_heads, mode, picked_mlps).next_logits  # [vocab]
     after_diff = float(after[setup.answer_id] - after[setup.wrong_id])
     shown = ", ".join([views.head_label(*h) for h in picked_heads] + [views.mlp_label(m) for m in picked_mlps])
-    st.metric(f"Knocking out {shown}", f"{(after_diff - setup.clean_diff) / setup.clean_effect:+.2f} of the clean "
-              "effect", help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
+    # The unit in the label: a value as long as "+0.01 of the clean effect" was cut off in a half-width column.
+    st.metric(f"Knocking out {shown}: change, in clean effects", f"{(after_diff - setup.clean_diff) / setup.clean_effect:+.2f}",
+              help="−1: the knock-out undoes the whole difference between the clean and the corrupted "
                              "prompt; 0: it changes nothing.")
     st.caption(f"logit(answer) − logit(wrong) after the clean prompt: {setup.clean_diff:.2f} with every part, "
                f"{after_diff:.2f} without {escape_markdown(shown)} "
                f"({'set to zero' if mode == 'zero' else 'each replaced by its mean over the prompt'}).")
 
 
-def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
-    """Section 5's column for one model: every map as a fraction of its own clean effect, on -1..1."""
+def one_model_on_the_common_scale(setup: runs.PatchingSetup, is_a: bool, mode: str):
+    """Section 5's column for one model, every map as a fraction of its own clean effect on -1..1. Drawn in
+    steps (a generator yielding after each view, a view that is missing yields too): ``in_rows`` puts step i
+    of both models in one row, so the two columns line up whatever each step's height."""
+    st.subheader(escape_markdown(setup.name))
+    if is_a:  # section 1's choice, shown in a box like model B's
+        st.multiselect(f"Heads and MLP layers of {setup.name} knocked out", options + mlp_options,
+                       default=picked + picked_mlps, disabled=True, help="Chosen in section 1.")
+        picked_heads, picked_layers = heads, mlps
+    else:  # model B's heads are numbered its own way: it gets its own picker
+        picked_heads, picked_layers = knock_out_in_model_b(setup.name)
+    if not usable(setup):
+        return
+    yield
+    knock_out_on_the_common_scale(setup, picked_heads, picked_layers, mode)
+    yield
     clean = setup.clean
     for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
     for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
@@ -239,18 +257,43 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup) -> None:
         knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
                                    "fraction")
         charts.draw(st, views.head_map(knocked, "fraction", "Knocking out one head", 1.0), width="stretch")
+    yield
     try:
         for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
                                  for token_id in (setup.answer_id, setup.wrong_id))
     except opt_lens.OptLensError as refusal:
         st.info(escape_markdown(refusal), icon=":material/info:")
+        yield
     else:
         direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
         charts.draw(st, views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
                     width="stretch")
+        yield
         charts.draw(st, views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
                                           "fraction of the clean effect"), width="stretch")
-    patching_maps(setup, limit=1.0)
+    yield
+    yield from patching_maps(setup, limit=1.0)
+
+
+def in_rows(*columns) -> None:
+    """Draw views made in steps (generators) side by side: one row of columns per step, each generator advanced
+    inside its own column, so that step i of every view starts at the same height."""
+    live = list(columns)
+    while any(live):
+        for i, column in enumerate(st.columns(len(columns))):
+            if live[i] is not None:
+                with column:
+                    if next(live[i], _DONE) is _DONE:
+                        live[i] = None
+
+
+_DONE = object()  # what next() returns for a view with no step left
+
+
+def draw_all(steps) -> None:
+    """A view made in steps, drawn whole in the current container."""
+    for _ in steps:
+        pass
 
 
 def knock_out_in_model_b(name_b: str) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
@@ -288,7 +331,7 @@ def patching_and_two_models():
             st.caption(f"logit(answer) − logit(wrong): {setup.clean_diff:.2f} after the clean prompt, "
                        f"{setup.corrupted_diff:.2f} after the corrupted one. Positions where the prompts differ "
                        "are labelled with both tokens.")
-            patching_maps(setup)
+            draw_all(patching_maps(setup))
             st.caption("**Notice** where the restoring cells sit: in the early rows at the token where the prompts "
                        "differ, in the last row at the last token. The row where they jump from one to the other is "
                        "the layer whose heads carry the difference across; the head map below names them.")
@@ -309,20 +352,7 @@ def patching_and_two_models():
             st.info("Model B is the sidebar's model, so both columns show the same one: choose another model B.",
                     icon=":material/info:")
         setups = [runs.patching_setup(model_name, clean, corrupted, answer, wrong) for model_name in (name, name_b)]
-        columns = st.columns(2)
-        for column, setup, is_a in zip(columns, setups, (True, False)):
-            with column:
-                st.subheader(escape_markdown(setup.name))
-                if is_a:  # section 1's choice, shown in a box like model B's so that the two columns line up
-                    st.multiselect(f"Heads and MLP layers of {setup.name} knocked out", options + mlp_options,
-                                   default=picked + picked_mlps, disabled=True, help="Chosen in section 1.")
-                    picked_heads, picked_layers = heads, mlps
-                else:  # model B's heads are numbered its own way: it gets its own picker
-                    picked_heads, picked_layers = knock_out_in_model_b(setup.name)
-                if not usable(setup):
-                    continue
-                knock_out_on_the_common_scale(setup, picked_heads, picked_layers, mode)
-                one_model_on_the_common_scale(setup)
+        in_rows(*(one_model_on_the_common_scale(setup, is_a, mode) for setup, is_a in zip(setups, (True, False))))
 
 
 patching_and_two_models()

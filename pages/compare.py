@@ -48,7 +48,8 @@ MODEL_COLORS = alt.Scale(domain=[name_a, name_b], range=[COLOR_A, COLOR_B])
 
 st.subheader("Next token")
 agreement = result.agreement
-metrics = st.columns(4)
+# Two to a row: four to a row cut "0.310 nats" to "0.310 …" in a laptop's 564-px column.
+metrics = [column for _ in range(2) for column in st.columns(2)]
 metrics[0].metric("Top-10 overlap", f"{agreement['top-k overlap']:.0%}", help="Share of the top-10 guesses both models make.")
 metrics[1].metric("KL(A‖B)", f"{agreement['KL(A‖B)']:.3f} nats", help="How surprised B is by A's guesses (0 = identical).")
 metrics[2].metric("KL(B‖A)", f"{agreement['KL(B‖A)']:.3f} nats")
@@ -57,12 +58,13 @@ columns = st.columns(2)
 sides = ((columns[0], "A", name_a, result.next_a, COLOR_A), (columns[1], "B", name_b, result.next_b, COLOR_B))
 for column, side, name, table, color in sides:
     chart = (
-        alt.Chart(table.assign(guessed=table.token.isin(agreement["shared"]).map({True: "by both", False: "only here"})))
+        alt.Chart(table)
         .mark_bar(color=color)
         .encode(
             x=alt.X("probability:Q", axis=alt.Axis(format="%")),
             y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
-            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(domain=["by both", "only here"], range=[1.0, 0.35])),
+            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(
+                domain=[comparison.BY_BOTH, comparison.ONLY_HERE], range=[1.0, 0.35])),
             tooltip=["token", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("guessed:N", title="in the top 10")],
         )
         .properties(title=f"{side}: {name}", height=260)

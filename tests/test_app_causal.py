@@ -365,7 +365,7 @@ def test_each_models_knock_out_is_a_fraction_of_its_own_clean_effect(model_a_mlp
             (preset.clean, {}), (preset.corrupted, {}), (preset.clean, dict(ablate=heads, ablate_mlps=mlps))))
         clean_diff = float(clean[answer] - clean[wrong])
         effect = clean_diff - float(corrupted[answer] - corrupted[wrong])
-        expected.append(f"{(float(knocked[answer] - knocked[wrong]) - clean_diff) / effect:+.2f} of the clean effect")
+        expected.append(f"{(float(knocked[answer] - knocked[wrong]) - clean_diff) / effect:+.2f}")
     shown = [m.value for m in at.metric if m.label.startswith("Knocking out ")]
     assert shown == expected and len(expected) == 1 + bool(model_b_parts)
 

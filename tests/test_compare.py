@@ -10,9 +10,11 @@ from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
 
 import opt_lens
 import tiny_models
+from app import comparison
 from opt_lens import compare
 from opt_lens.attention import StoredPatterns
 from opt_lens.lens import LensMap
+from test_app import app, chart_rows, chart_title, charts, open_page
 from test_capture import eager_attention
 
 PROMPT = "The cat 😀 sat on the 日本 mat. 👩‍👧 The cat sat."
@@ -207,6 +209,44 @@ def test_gpt2_against_opt_matches_by_piece_not_id(pair):
     assert 0 < result.js < math.log(2)
 
 
+def ranked_logits(vocab: int, ids: list[int]) -> SimpleNamespace:
+    """Next-token logits whose top guesses are ``ids``, most likely first; every other id far below."""
+    logits = torch.full((vocab,), -20.0, dtype=torch.float64)
+    logits[ids] = torch.linspace(5.0, 1.0, len(ids), dtype=torch.float64)
+    return SimpleNamespace(next_logits=logits)
+
+
+def test_shared_guesses_are_marked_as_the_overlap_counts_them_end_of_text_as_one():
+    # Issue 20.6: B's </s> was drawn "only here" beside A's <|endoftext|> "by both", and B's bars then showed
+    # 7 shared guesses beside an 80 % overlap. Both models' ordinary pieces have GPT-2's ids here.
+    gpt2 = SimpleNamespace(tokenizer=tiny_models.gpt2_tokenizer())
+    opt = SimpleNamespace(tokenizer=tiny_models.opt_tokenizer())
+    eos_a, eos_b = gpt2.tokenizer.eos_token_id, opt.tokenizer.eos_token_id
+    a = ranked_logits(tiny_models.GPT2_VOCAB, [eos_a, 10, 11, 12, 13, 14, 15, 16, 17, 18])
+    b = ranked_logits(tiny_models.OPT_VOCAB, [eos_b, 16, 15, 14, 13, 12, 11, 10, 300, 301])
+    result = compare.compare_next_tokens(gpt2, a, opt, b, k=10)
+    assert result.top_a[0][0] == "<|endoftext|>" and result.top_b[0][0] == "</s>"
+    assert result.top_k_overlap == 0.8  # the end of the text and ids 10..16
+    assert result.in_both_a == [True] * 8 + [False] * 2 and result.in_both_b == [True] * 8 + [False] * 2
+    # What the Compare page draws: as many "by both" bars on each side as the overlap figure says.
+    for top, in_both in ((result.top_a, result.in_both_a), (result.top_b, result.in_both_b)):
+        bars = comparison._guesses(top, in_both)
+        assert (bars.guessed == comparison.BY_BOTH).sum() == round(result.top_k_overlap * 10)
+        assert bars.guessed.iloc[0] == comparison.BY_BOTH  # <|endoftext|> and </s>: one guess
+
+
+def test_the_compare_pages_bars_say_by_both_as_often_as_the_overlap_figure_beside_them():
+    # The demo models after two sentences: both put the end of the text first, GPT-2's way and OPT's way.
+    at = open_page(app(prompt="Alice went to the park. Bob gave the ball to Alice.", model_b="demo/tiny-opt"),
+                   "pages/compare.py")
+    overlap = next(m.value for m in at.metric if m.label == "Top-10 overlap")
+    bars = {chart_title(chart): chart_rows(chart) for chart in charts(at)[:2]}
+    assert list(bars) == ["A: demo/tiny-gpt2", "B: demo/tiny-opt"]
+    for rows in bars.values():
+        assert f"{sum(row['guessed'] == 'by both' for row in rows) * 10}%" == overlap == "80%"
+    assert [row["guessed"] for row in bars["B: demo/tiny-opt"] if row["token"] == "</s>"] == ["by both"]
+
+
 # ----------------------------------------------------------------------------------------------- heads
 
 
@@ -266,7 +306,7 @@ def test_blocks_of_query_rows_add_up_to_the_whole(pair, monkeypatch):
     _, _, a, b = pair
     alignment = compare.align_tokens(a, b)
     whole = compare.match_heads(a, b, alignment)
-    monkeypatch.setattr(compare, "_CELLS_PER_BLOCK", 7)  # many uneven blocks of query rows
+    monkeypatch.setattr(compare.head_matching, "_CELLS_PER_BLOCK", 7)  # many uneven blocks of query rows
     assert torch.allclose(compare.match_heads(a, b, alignment).similarity, whole.similarity, atol=1e-6)
 
 
