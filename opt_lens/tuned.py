@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError
 
 from . import hub
 from .capturing import Capture, capture
 from .errors import OptLensError
 from .lens import checked_position, readout, readout_holding_lock
+from .loading import read_json_config
 from .memory import format_bytes, memory_budget
 from .names import DEMO_MODELS, printable
 
@@ -115,7 +116,7 @@ def tuned_lens(lm, source: str | Path | None = None) -> TunedLens | None:
         folder = Path(source)
         if not (folder / CONFIG_FILE).is_file() or not (folder / PARAMS_FILE).is_file():
             raise OptLensError(f"The folder {printable(source)} holds no tuned lens ({CONFIG_FILE} and {PARAMS_FILE}).")
-        return _read_lens(lm, folder / CONFIG_FILE, folder / PARAMS_FILE, "local", printable(source))
+        return _read_lens(lm, folder / CONFIG_FILE, folder / PARAMS_FILE, "local", f"the tuned lens in {printable(source)}")
     if lm.source in ("demo", "local"):
         folder = (DEMO_MODELS[lm.name] if lm.source == "demo" else Path(lm.name)) / DEMO_LENS_FOLDER
         if not (folder / CONFIG_FILE).is_file():
@@ -131,57 +132,61 @@ def _from_hub(lm) -> TunedLens | None:
     what = f"the tuned lens of {lm.name}"
     short = lm.name.rsplit("/", 1)[-1]
     for folder in dict.fromkeys((f"{LENS_FOLDER}/{lm.name}", f"{LENS_FOLDER}/{short}")):
-        config_path = _hub_file(what, folder, CONFIG_FILE)
+        config_path = _hub_file(what, folder, CONFIG_FILE, hub.MAX_CONFIG_BYTES)
         if config_path is None:
             continue
-        base = _read_config(config_path, what).get("base_model_name_or_path")
+        base = read_json_config(what, config_path).get("base_model_name_or_path")
         if not isinstance(base, str) or base.rsplit("/", 1)[-1] != short:
             logger.info("%s/%s is a lens for %r, not %s", LENS_REPO, folder, base, lm.name)
             continue
-        listed = _hub_file(what, folder, PARAMS_FILE, dry_run=True)
-        if listed is None:
-            return None
-        if listed.file_size is not None:  # refused before downloading, as a model's weights are
-            _check_size(lm, listed.file_size, what)
-        return _read_lens(lm, Path(config_path), Path(_hub_file(what, folder, PARAMS_FILE)), "hub", what)
+        _check_memory(lm, what)  # before the download, as a model's weights
+        params_path = _hub_file(what, folder, PARAMS_FILE, _max_file_bytes(lm))
+        return None if params_path is None else _read_lens(lm, config_path, params_path, "hub", what)
     logger.info("The tuned-lens project publishes no lens for %s", lm.name)
     return None
 
 
-def _hub_file(what: str, folder: str, file_name: str, *, dry_run: bool = False):
-    """A file of the lens Space through the Hub client and its cache; None when the Space has no such file."""
+def _hub_file(what: str, folder: str, file_name: str, max_bytes: int) -> Path | None:
+    """A file of the lens Space through the Hub client and its cache; None when the Space has no such file.
+
+    The Hub is asked once, with the model loading's timeout, before the client downloads: on a failed connection
+    the client would try again for half a minute. Without the Hub, the cache's copy; a file larger than
+    ``max_bytes`` is refused before it downloads, as a model's weights are.
+    """
+    url = hf_hub_url(LENS_REPO, file_name, subfolder=folder, repo_type=LENS_REPO_TYPE)
     try:
-        return hf_hub_download(LENS_REPO, file_name, subfolder=folder, repo_type=LENS_REPO_TYPE,
-                               etag_timeout=hub.hub_timeout(), dry_run=dry_run)
+        size = get_hf_file_metadata(url, timeout=hub.hub_timeout()).size
     except (RemoteEntryNotFoundError, RepositoryNotFoundError) as missing:
         logger.info("No %s/%s in %s: %r", folder, file_name, LENS_REPO, missing)
         return None
-    # The same failures, and messages, as a model's download (hub._download).
-    except (HfHubHTTPError, *hub._NETWORK_ERRORS, OSError, ValueError) as error:
+    except hub._NETWORK_ERRORS as unreachable:  # the same failures, and messages, as a model's download
+        logger.info("Hub unreachable for %s (%r); trying the local cache", what, unreachable)
+        return _download(what, folder, file_name, unreachable)
+    except (HfHubHTTPError, OSError, ValueError) as error:
         raise hub._refusal(what, error, file_name) from error
+    if size is not None and size > max_bytes:
+        raise OptLensError(f"The file {file_name} of {what} is {format_bytes(size)}, far more than it can be "
+                           f"({format_bytes(max_bytes)} at most); it was not downloaded.")
+    return _download(what, folder, file_name)
 
 
-def _read_config(path: Path, what: str) -> dict:
+def _download(what: str, folder: str, file_name: str, unreachable: Exception | None = None) -> Path:
+    """The file from the Hub, or with ``unreachable`` (why the Hub could not be asked) from the cache alone."""
     try:
-        if path.stat().st_size > hub.MAX_CONFIG_BYTES:
-            raise OptLensError(f"The config of {what} is larger than any real lens's; it was not read.")
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        logger.warning("The config of %s could not be read", what, exc_info=error)
-        raise OptLensError(f"The config of {what} could not be read.") from error
-    if not isinstance(raw, dict):
-        raise OptLensError(f"The config of {what} is not a JSON object, so it could not be read.")
-    return raw
+        return Path(hf_hub_download(LENS_REPO, file_name, subfolder=folder, repo_type=LENS_REPO_TYPE,
+                                    etag_timeout=hub.hub_timeout(), local_files_only=unreachable is not None))
+    except (HfHubHTTPError, *hub._NETWORK_ERRORS, OSError, ValueError) as error:
+        raise hub._refusal(what, unreachable or error, file_name) from error
 
 
 def _read_lens(lm, config_path: Path, params_path: Path, source: str, what: str) -> TunedLens:
-    config = _read_config(config_path, what)
+    config = read_json_config(what, config_path)
     if config.get("lens_type", LENS_TYPE) != LENS_TYPE:
-        raise OptLensError(f"{what} is a '{printable(config['lens_type'], 40)}', not a linear tuned lens.")
+        raise OptLensError(f"{_capital(what)} is a '{printable(config['lens_type'], 40)}', not a linear tuned lens.")
     shape = (config.get("num_hidden_layers"), config.get("d_model"))
     if shape != (lm.arch.n_layers, lm.arch.d_model):
         raise OptLensError(
-            f"{what} was made for a model with {printable(shape[0], 12)} layers {printable(shape[1], 12)} wide; "
+            f"{_capital(what)} was made for a model with {printable(shape[0], 12)} layers {printable(shape[1], 12)} wide; "
             f"{lm.name} has {lm.arch.n_layers} layers {lm.arch.d_model} wide."
         )
     _check_size(lm, params_path.stat().st_size, what)
@@ -195,15 +200,28 @@ def _read_lens(lm, config_path: Path, params_path: Path, source: str, what: str)
     return TunedLens(base_model=base if isinstance(base, str) else lm.name, weight=weight, bias=bias, source=source)
 
 
+def _capital(what: str) -> str:
+    """``what`` ("the tuned lens of gpt2") at the start of a sentence."""
+    return what[:1].upper() + what[1:]
+
+
+def _max_file_bytes(lm) -> int:
+    return 2 * _lens_bytes(lm.arch.n_layers, lm.arch.d_model) + _MAX_FILE_OVERHEAD
+
+
 def _check_size(lm, size: int, what: str) -> None:
-    """Refuse a file larger than a lens for ``lm`` can be, or than the memory left here."""
+    """Refuse a file larger than a lens for ``lm`` can be, or a lens larger than the memory left here."""
     expected = _lens_bytes(lm.arch.n_layers, lm.arch.d_model)
-    if size > 2 * expected + _MAX_FILE_OVERHEAD:
+    if size > _max_file_bytes(lm):
         raise OptLensError(f"The file {PARAMS_FILE} of {what} is {format_bytes(size)}, far more than a lens for "
                            f"{lm.name} needs ({format_bytes(expected)}); it was not read.")
-    budget = memory_budget()
+    _check_memory(lm, what)
+
+
+def _check_memory(lm, what: str) -> None:
+    expected, budget = _lens_bytes(lm.arch.n_layers, lm.arch.d_model), memory_budget()
     if expected > budget.available_bytes:
-        raise OptLensError(f"{what} needs about {format_bytes(expected)}, but only "
+        raise OptLensError(f"{_capital(what)} needs about {format_bytes(expected)}, but only "
                            f"{format_bytes(budget.available_bytes)} of memory is free here.")
 
 
@@ -221,17 +239,17 @@ def _translators(state, n_layers: int, d_model: int, has_bias: bool, what: str) 
               for part, shape in (("weight", (d_model, d_model)), ("bias", (d_model,)))
               if part == "weight" or has_bias}
     if set(tensors) != set(wanted):
-        extra, missing = sorted(set(tensors) - set(wanted)), sorted(set(wanted) - set(tensors), key=len)
-        raise OptLensError(f"{what} does not fit {n_layers} layers: "
-                           + (f"it lacks {printable(missing[0], 30)}" if missing else f"it has {printable(extra[0], 30)}")
-                           + ", so it was made for another model.")
+        missing = [key for key in wanted if key not in tensors]  # in layer order
+        problem = (f"it lacks {missing[0]}" if missing
+                   else f"it also holds {printable(sorted(set(tensors) - set(wanted))[0], 30)}")
+        raise OptLensError(f"{_capital(what)} does not fit {n_layers} layers: {problem}, so it was made for another model.")
     for key, shape in wanted.items():
         value = tensors[key]
         if not isinstance(value, torch.Tensor) or not value.is_floating_point() or tuple(value.shape) != shape:
             found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise OptLensError(f"{what} holds {key} as {printable(found, 30)}, not {shape}: it was made for another model.")
+            raise OptLensError(f"{_capital(what)} holds {key} as {printable(found, 30)}, not {shape}: it was made for another model.")
         if not torch.isfinite(value).all():
-            raise OptLensError(f"{what} holds values that are not numbers in {key}; it was not used.")
+            raise OptLensError(f"{_capital(what)} holds values that are not numbers in {key}; it was not used.")
     weight = torch.stack([tensors[f"{i}.weight"].float() for i in range(n_layers)])  # [layer, d_model, d_model]
     bias = torch.stack([tensors[f"{i}.bias"].float() if has_bias else torch.zeros(d_model)
                         for i in range(n_layers)])  # [layer, d_model]
