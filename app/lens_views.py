@@ -13,7 +13,7 @@ import streamlit as st
 
 import opt_lens
 from app import charts
-from app.caches import cached_capture, shared_model
+from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_model
 from app.text import escape_markdown
 from opt_lens.names import printable
 
@@ -125,3 +125,15 @@ def draw_lens_comparison(name: str, prompt: str, position: int, attention_prefix
     charts.draw(st, kl_chart(table, f"{name} · how far each layer is from the final answer"), width="stretch")
     if lookup.lens is not None:
         st.markdown(disagreement(table))
+
+
+def draw_two_models(name_a: str, name_b: str, prompt: str) -> None:
+    """The Compare page's section: both lenses after the whole prompt, for each model side by side (read from
+    the page's own captures, which keep the attention of the first tokens only)."""
+    st.subheader("Logit lens and tuned lens")
+    st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
+                "the final answer after the whole prompt, read through the logit lens and, where one exists, the tuned "
+                "lens. **Notice** where the logit lens makes a model look later (or earlier) than the tuned lens does.")
+    for column, name in zip(st.columns(2), (name_a, name_b)):
+        with column:
+            draw_lens_comparison(name, prompt, -1, HEAD_MATCH_TOKENS)

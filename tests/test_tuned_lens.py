@@ -267,3 +267,12 @@ def test_the_predictions_page_says_when_a_model_has_no_tuned_lens_and_keeps_the_
     assert any("There is no tuned lens for someone/tiny\\-opt" in i.value for i in at.info)
     assert any("so the map shows the logit lens" in c.value for c in at.caption)
     assert {row["lens"] for row in lens_rows(at)} == {"logit lens"}
+
+
+def test_the_compare_page_shows_both_lenses_for_both_models():
+    at = open_page(app(model="demo/tiny-gpt2", model_b="demo/tiny-opt"), "pages/compare.py")
+    assert not at.exception and not at.error
+    titles = [json.loads(c.proto.spec).get("title", "") for c in charts(at)]
+    for name in opt_lens.DEMO_MODELS:
+        rows = next(chart_rows(c) for c, title in zip(charts(at), titles) if title.startswith(f"{name} · how far"))
+        assert {row["lens"] for row in rows} == {"logit lens", "tuned lens"}
