@@ -188,7 +188,7 @@ def read_json_config(name: str, path: Path) -> dict:
     """A config file's JSON object, refused unread past ``hub.MAX_CONFIG_BYTES`` (a model's, a tuned lens's)."""
     try:
         if path.stat().st_size > hub.MAX_CONFIG_BYTES:
-            raise OptLensError(f"The config of {name} is larger than any real one; it was not read.")
+            raise OptLensError(f"The config of {name} is larger than any real model's; it was not read.")
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         logger.warning("The config of %s could not be read", name, exc_info=error)
