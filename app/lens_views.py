@@ -127,13 +127,36 @@ def draw_lens_comparison(name: str, prompt: str, position: int, attention_prefix
         st.markdown(disagreement(table))
 
 
-def draw_two_models(name_a: str, name_b: str, prompt: str) -> None:
-    """The Compare page's section: both lenses after the whole prompt, for each model side by side (read from
-    the page's own captures, which keep the attention of the first tokens only)."""
+def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Scale) -> None:
+    """The Compare page's section: both lenses after the whole prompt for both models, on one chart in the page's
+    colours (the lens as the line's dash) and a common depth scale, read from the page's own captures (which keep
+    the attention of the first tokens only); then where each model's two lenses disagree."""
     st.subheader("Logit lens and tuned lens")
     st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
-                "the final answer after the whole prompt, read through the logit lens and, where one exists, the tuned "
-                "lens. **Notice** where the logit lens makes a model look later (or earlier) than the tuned lens does.")
-    for column, name in zip(st.columns(2), (name_a, name_b)):
-        with column:
-            draw_lens_comparison(name, prompt, -1, HEAD_MATCH_TOKENS)
+                "the final answer after the whole prompt, through the logit lens (dashed) and, where one exists, the "
+                "tuned lens (solid). **Notice** where the logit lens makes a model look later, or earlier, than the "
+                "tuned lens does.")
+    tables = {}
+    for name in (name_a, name_b):
+        if note := shared_tuned_lens(name).note:
+            st.info(escape_markdown(note), icon=":material/info:")
+        table = lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS)
+        tables[name] = table.assign(model=name, depth=table.layer / table.layer.max())
+    chart = (
+        alt.Chart(pd.concat(tables.values()))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
+            y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
+            color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+            strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
+                                      legend=alt.Legend(orient="top")),
+            tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
+                     alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
+        )
+        .properties(title="How far each layer is from the final answer, through both lenses", height=280)
+    )
+    charts.draw(st, chart, width="stretch")
+    for name, table in tables.items():
+        if shared_tuned_lens(name).lens is not None:
+            st.markdown(f"**{escape_markdown(name)}**: {disagreement(table)}")

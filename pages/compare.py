@@ -149,4 +149,4 @@ else:
     st.dataframe(differences, width="stretch")
     tables.csv_button(differences, "Download the differences as CSV", "architecture_differences.csv", index=True)
 
-lens_views.draw_two_models(name_a, name_b, prompt)
+lens_views.draw_two_models(name_a, name_b, prompt, MODEL_COLORS)

@@ -269,10 +269,12 @@ def test_the_predictions_page_says_when_a_model_has_no_tuned_lens_and_keeps_the_
     assert {row["lens"] for row in lens_rows(at)} == {"logit lens"}
 
 
-def test_the_compare_page_shows_both_lenses_for_both_models():
+def test_the_compare_page_shows_both_lenses_for_both_models_in_the_pages_colours():
     at = open_page(app(model="demo/tiny-gpt2", model_b="demo/tiny-opt"), "pages/compare.py")
     assert not at.exception and not at.error
-    titles = [json.loads(c.proto.spec).get("title", "") for c in charts(at)]
-    for name in opt_lens.DEMO_MODELS:
-        rows = next(chart_rows(c) for c, title in zip(charts(at), titles) if title.startswith(f"{name} · how far"))
-        assert {row["lens"] for row in rows} == {"logit lens", "tuned lens"}
+    chart = next(c for c in charts(at) if "through both lenses" in json.loads(c.proto.spec).get("title", ""))
+    rows = chart_rows(chart)
+    assert {(row["model"], row["lens"]) for row in rows} == {
+        (name, lens) for name in opt_lens.DEMO_MODELS for lens in ("logit lens", "tuned lens")}
+    assert "#1f77b4" in chart.proto.spec and "#e8710a" in chart.proto.spec  # model A blue, model B orange
+    assert sum("lens says" in m.value or "same top guess" in m.value for m in at.markdown) == 2
