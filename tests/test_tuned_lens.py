@@ -84,7 +84,9 @@ def test_the_read_out_is_the_final_norm_of_h_plus_a_h_plus_b_times_the_unembeddi
 def test_a_lens_trained_here_is_saved_in_the_published_format_and_loads_back(tiny_lm, tmp_path):
     lm = tiny_lm("gpt2")
     texts = ["The cat sat on the mat.", "Bob gave the ball to Alice and went home."]
-    trained = opt_lens.train_tuned_lens(lm, texts, steps=3, batch=32)
+    reported = []
+    trained = opt_lens.train_tuned_lens(lm, texts, steps=3, batch=32, progress=lambda *step: reported.append(step))
+    assert [step[:2] for step in reported] == [(1, 3), (2, 3), (3, 3)] and all(step[2] > 0 for step in reported)
     again = opt_lens.train_tuned_lens(lm, texts, steps=3, batch=32)
     assert torch.equal(trained.weight, again.weight) and torch.equal(trained.bias, again.bias)  # deterministic
     assert trained.weight.abs().max() > 0  # it moved away from the identity it starts from
@@ -96,6 +98,8 @@ def test_a_lens_trained_here_is_saved_in_the_published_format_and_loads_back(tin
     assert set(state) == {f"{i}.{part}" for i in range(3) for part in ("weight", "bias")}
     loaded = opt_lens.tuned_lens(lm, folder)
     assert torch.equal(loaded.weight, trained.weight) and torch.equal(loaded.bias, trained.bias)
+    with pytest.raises(opt_lens.OptLensError, match="made for a model with 3 layers 64 wide"):
+        opt_lens.tuned_lens_map(opt_lens.load("demo/tiny-gpt2"), opt_lens.capture(lm, "a b"), loaded)
 
 
 @pytest.mark.parametrize("keys", ["as saved by TunedLens.save", "with the layer_translators. prefix", "without biases"])
