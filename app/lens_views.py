@@ -55,6 +55,18 @@ def lens_switch() -> str:
     return chosen or LOGIT
 
 
+def reads_through_tuned_lens(name: str) -> bool:
+    """The switch (``lens_switch``) for model ``name``'s lens map: whether it reads through the tuned lens, which
+    it cannot when the model has none (said under the switch)."""
+    if lens_switch() != TUNED:
+        return False
+    if shared_tuned_lens(name).lens is None:
+        st.caption("This model has no tuned lens to read its layers through (below: why), so the map shows the logit "
+                   "lens.")
+        return False
+    return True
+
+
 @st.cache_data(ttl=3600, max_entries=64, show_spinner="Reading every layer through both lenses…")
 def lens_kl_table(name: str, prompt: str, position: int, attention_prefix: int | None = None) -> pd.DataFrame:
     """One row per lens and layer at ``position``: KL(final ‖ layer) in nats, the layer's top guess and its

@@ -60,11 +60,7 @@ st.markdown(
     "gives to the model's **final answer** at that position (the top row). **Notice** the row where a column "
     "turns dark: that is where the answer forms."
 )
-chosen_lens = lens_views.lens_switch()
-lens_note = lens_views.shared_tuned_lens(name).note
-tuned = chosen_lens == lens_views.TUNED and lens_note is None
-if chosen_lens == lens_views.TUNED and lens_note:
-    st.caption("This model has no tuned lens to read its layers through (below: why), so the map shows the logit lens.")
+tuned = lens_views.reads_through_tuned_lens(name)
 # The window follows the inspected position: its last column, or one of the first ones.
 end = min(max(position + 1, LENS_WIDTH), cap.seq_len)
 start = max(end - LENS_WIDTH, 0)
@@ -106,8 +102,11 @@ charts.draw(st, (cells + words).properties(height=max(240, 56 * (lm.arch.n_layer
                 on_select=inspect_clicked_position, key="lens_map")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
-    "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
-    "the input token itself: it says nothing about what the model predicts. The position outlined in red is "
+    + ("Row 0, in grey, reads the token embeddings before any layer has worked on them: through the tuned lens, the "
+       "best guess from the current token alone. " if tuned else
+       "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
+       "the input token itself: it says nothing about what the model predicts. ")
+    + "The position outlined in red is "
     "the one inspected above; click a column to inspect another. Hover a cell for the whole token."
     + (f" The lens shows {LENS_WIDTH} positions at a time, here {start}–{end - 1} of 0–{cap.seq_len - 1}: move "
        "“Guess what follows” to see the others." if end - start < cap.seq_len else "")
