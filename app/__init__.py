@@ -8,6 +8,7 @@
 - ``navigation``: the list of pages, in one place.
 - ``text``: Markdown escaping, HTML token chips, file names.
 - ``tables``: captures turned into tables (cached per model and prompt) and CSV downloads.
+- ``lens_views``: the tuned lens beside the logit lens (the switch, each layer's KL through both, where they disagree).
 - ``experiments``: the guided experiments of the start page.
 - ``comparison``: what the Compare and Tokens pages show about two models side by side.
 - ``architecture_facts``: architecture facts of several models as one table.

@@ -31,6 +31,10 @@ TERMS: dict[str, str] = {
                   "add (post-LN).",
     "logit lens": "Reading the residual stream after each layer through the model's own final step (final layer "
                   "norm, unembedding): what the model would guess if it stopped there.",
+    "tuned lens": "The logit lens with a small trained correction per layer (an affine map h + A h + b, fitted so "
+                  "that the layer's read-out matches the model's final distribution) applied before the final step. "
+                  "It reads middle layers more faithfully, because each layer stores its guess in a slightly "
+                  "different form from the last layer's.",
 }
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 import opt_lens
 from app.caches import cached_capture, shared_model
+from app.lens_views import shared_tuned_lens
 
 if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
     from opt_lens.tokens import Tokenized
@@ -149,9 +150,11 @@ def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.
 
 
 @st.cache_data(ttl=3600, max_entries=64, show_spinner="Reading every layer through the output head…")
-def logit_lens_table(name: str, prompt: str, start: int, end: int) -> pd.DataFrame:
+def logit_lens_table(name: str, prompt: str, start: int, end: int, tuned: bool = False) -> pd.DataFrame:
+    """Each layer's top guess at positions ``start`` to ``end``; ``tuned``: through the model's tuned lens."""
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
-    lens = opt_lens.logit_lens_map(lm, cap, positions=list(range(start, end)))
+    through = shared_tuned_lens(name).lens if tuned else None
+    lens = opt_lens.logit_lens_map(lm, cap, positions=list(range(start, end)), lens=through)
     labels = token_labels(cap)
     rows = []
     for layer in range(lens.top_ids.shape[0]):

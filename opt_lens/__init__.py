@@ -39,6 +39,12 @@ _LAZY = {
     "logit_lens_map": "lens",
     "readout": "lens",
     "top_k_next": "lens",
+    "TunedLens": "tuned",
+    "kl_to_final": "tuned",
+    "save_tuned_lens": "tuned",
+    "train_tuned_lens": "tuned",
+    "tuned_lens": "tuned",
+    "tuned_lens_map": "tuned",
     "LoadedModel": "loading",
     "LoadedTokenizer": "loading",
     "describe_pretrained": "loading",
@@ -48,7 +54,7 @@ _LAZY = {
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
     "ablation", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "generation", "heads", "hub",
-    "lens", "loading", "memory", "surgery", "tokens",
+    "lens", "loading", "memory", "surgery", "tokens", "tuned",
 }
 
 

@@ -96,7 +96,8 @@ class LensMap:
         return settled
 
 
-def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> LensMap:
+def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None, *, lens=None) -> LensMap:
+    """Each layer's top guess at ``positions``; with a ``TunedLens`` (tuned.py), read through its translators."""
     positions = list(range(capture.seq_len)) if positions is None else [checked_position(p, capture.seq_len) for p in positions]
     n_rows = capture.resid.shape[0]
     top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
@@ -107,7 +108,9 @@ def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> 
         columns = slice(start, start + len(chunk))
         final_ids = None
         for layer in reversed(range(n_rows)):  # last layer first: it defines the final prediction
-            probs = torch.softmax(readout(lm, capture.resid[layer, chunk]).float(), dim=-1)  # [position, vocab]
+            rows = capture.resid[layer, chunk]  # [position, d_model]
+            rows = rows if lens is None else lens.translate(layer, rows)
+            probs = torch.softmax(readout(lm, rows).float(), dim=-1)  # [position, vocab]
             best = probs.max(dim=-1)
             if final_ids is None:
                 final_ids = best.indices

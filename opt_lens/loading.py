@@ -184,11 +184,8 @@ SIZE_LIMITS = {
 MAX_ESTIMATED_PARAMS = 2 * 10**12
 
 
-def check_config_file(name: str, path: Path) -> dict:
-    """Refuse a config that is unreadable, not a known decoder-only model, or asks for an implausible size.
-
-    Reads only the JSON: nothing from the repository runs, and nothing is built. Returns the parsed config.
-    """
+def read_json_config(name: str, path: Path) -> dict:
+    """A config file's JSON object, refused unread past ``hub.MAX_CONFIG_BYTES`` (a model's, a tuned lens's)."""
     try:
         if path.stat().st_size > hub.MAX_CONFIG_BYTES:
             raise OptLensError(f"The config of {name} is larger than any real model's; it was not read.")
@@ -198,6 +195,15 @@ def check_config_file(name: str, path: Path) -> dict:
         raise OptLensError(f"The config of {name} could not be read.") from error
     if not isinstance(raw, dict):
         raise OptLensError(f"The config of {name} is not a JSON object, so it could not be read.")
+    return raw
+
+
+def check_config_file(name: str, path: Path) -> dict:
+    """Refuse a config that is unreadable, not a known decoder-only model, or asks for an implausible size.
+
+    Reads only the JSON: nothing from the repository runs, and nothing is built. Returns the parsed config.
+    """
+    raw = read_json_config(name, path)
     for key, kind, wanted in (("architectures", list, "a list"), ("auto_map", dict, "a mapping")):
         if raw.get(key) is not None and not isinstance(raw[key], kind):
             raise OptLensError(f"The config of {name} gives {key} as '{printable(raw[key], 20)}', not {wanted}.")

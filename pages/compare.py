@@ -3,7 +3,7 @@ import html
 import altair as alt
 import streamlit as st
 
-from app import architecture_facts, charts, comparison, frame, selection, state, tables, text
+from app import architecture_facts, charts, comparison, frame, lens_views, selection, state, tables, text
 
 frame.page_intro(
     "Compare two models",
@@ -150,3 +150,5 @@ else:
     st.caption("Only the facts where the two models differ; the Architecture page shows them all.")
     st.dataframe(differences, width="stretch")
     tables.csv_button(differences, "Download the differences as CSV", "architecture_differences.csv", index=True)
+
+lens_views.draw_two_models(name_a, name_b, prompt, MODEL_COLORS)

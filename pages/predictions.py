@@ -1,14 +1,15 @@
 import altair as alt
 import streamlit as st
 
-from app import charts, frame, selection, tables, text
+from app import charts, frame, lens_views, selection, tables, text
 
 frame.page_intro(
     "Predictions & logit lens",
     "After the last layer the model turns its internal state into a probability for every token in its "
     "vocabulary: its guess for what comes **next**. The **logit lens** applies that same final step to the "
     "state after *each* layer, showing what the model 'would say' if it stopped there. **Notice** at which "
-    "layer the final guess first appears, and how confident each layer is."
+    "layer the final guess first appears, and how confident each layer is. The **tuned lens** reads the same "
+    "layers after a small correction trained for each one, and shows where the logit lens misleads."
 )
 name, prompt, lm, cap = selection.selected_model_and_capture()
 labels = tables.token_labels(cap)
@@ -19,7 +20,7 @@ CELL_CHARACTERS = 7  # longer guesses are cut in the cells; the tooltip keeps th
 def inspect_clicked_position():
     """A click on a lens cell inspects that position (the event comes from the browser: check it)."""
     try:
-        clicked = st.session_state["lens"]["selection"]["clicked"][0]["position"]
+        clicked = st.session_state["lens_map"]["selection"]["clicked"][0]["position"]
     except (KeyError, IndexError, TypeError):
         return
     if clicked in labels:
@@ -52,17 +53,18 @@ bars = (
 charts.draw(st, bars, width="stretch")
 tables.csv_button(predictions, "Download the guesses as CSV", "predictions.csv")
 
-st.subheader("Logit lens")
+st.subheader("Logit lens and tuned lens")
 st.markdown(
     "Each column is a position of the prompt, each row what the model would guess **after** that layer. "
     "The word in a cell is that layer's own top guess; its **colour** is how much probability the layer already "
     "gives to the model's **final answer** at that position (the top row). **Notice** the row where a column "
     "turns dark: that is where the answer forms."
 )
+tuned = lens_views.reads_through_tuned_lens(name)
 # The window follows the inspected position: its last column, or one of the first ones.
 end = min(max(position + 1, LENS_WIDTH), cap.seq_len)
 start = max(end - LENS_WIDTH, 0)
-lens = tables.logit_lens_table(name, prompt, start, end)
+lens = tables.logit_lens_table(name, prompt, start, end, tuned)
 lens = lens.assign(
     cell=[guess if len(guess) <= CELL_CHARACTERS else guess[: CELL_CHARACTERS - 1] + "…" for guess in lens.guess],
     embeddings=lens.layer == 0,
@@ -97,13 +99,26 @@ words = base.mark_text(fontSize=11, limit=alt.expr("bandwidth('x') - 4")).encode
 )
 # The height holds the rows, the position labels under them and the colour legend above them.
 charts.draw(st, (cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1)) + 70), width="stretch",
-                on_select=inspect_clicked_position, key="lens")
+                on_select=inspect_clicked_position, key="lens_map")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
-    "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
-    "the input token itself: it says nothing about what the model predicts. The position outlined in red is "
+    + ("Row 0, in grey, reads the token embeddings before any layer has worked on them: through the tuned lens, the "
+       "best guess from the current token alone. " if tuned else
+       "Row 0, in grey, reads the token embeddings before any layer has worked on them, so its guess mostly echoes "
+       "the input token itself: it says nothing about what the model predicts. ")
+    + "The position outlined in red is "
     "the one inspected above; click a column to inspect another. Hover a cell for the whole token."
     + (f" The lens shows {LENS_WIDTH} positions at a time, here {start}–{end - 1} of 0–{cap.seq_len - 1}: move "
        "“Guess what follows” to see the others." if end - start < cap.seq_len else "")
 )
-tables.csv_button(lens.drop(columns=["cell", "embeddings"]), "Download the logit lens as CSV", "logit_lens.csv")
+shown_lens = lens_views.TUNED if tuned else lens_views.LOGIT
+tables.csv_button(lens.drop(columns=["cell", "embeddings"]), f"Download the {shown_lens} as CSV",
+                  f"{shown_lens.replace(' ', '_')}.csv")
+
+st.subheader("Where the logit lens misleads")
+st.markdown(
+    f"How far each layer's guess after “{text.escape_markdown(last_token)}” is from the model's final one (KL, 0 = the "
+    "same distribution), read through each lens. **Notice** the layers where the tuned lens is much closer: there the "
+    "logit lens under-reads what the layer already knows, or reads a guess the model does not hold."
+)
+lens_views.draw_lens_comparison(name, prompt, position)

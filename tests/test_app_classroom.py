@@ -253,9 +253,9 @@ def test_compare_draws_a_and_b_in_their_own_colours_on_every_chart():
     assert_clean(at)
     specs = [c.proto.spec for c in at.get("vega_lite_chart")]
     blue, orange = "#1f77b4", "#e8710a"
-    assert len(specs) == 4
+    assert len(specs) == 5
     assert blue in specs[0] and orange not in specs[0] and orange in specs[1] and blue not in specs[1]
-    for spec in specs[2:]:  # the depth curve and both lenses: A blue, B orange
+    for spec in specs[2:]:  # the depth curve, both logit lenses and both tuned lenses: A blue, B orange
         assert blue in spec and orange in spec
     scale = json.loads(specs[2])["encoding"]["color"]["scale"]
     assert scale == {"domain": ["demo/tiny-gpt2", "demo/tiny-opt"], "range": [blue, orange]}
