@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import causal_views, charts, frame, navigation, selection, state, tables
+from app import causal_views, charts, frame, keys, navigation, selection, state, tables
 
 frame.page_intro(
     "Attention",
@@ -18,7 +18,7 @@ n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 def open_clicked_head():
     clicked = state.clicked_head(st.session_state.get("head_map"), n_layers, n_heads)
     if clicked:
-        st.session_state.layer, st.session_state.head = clicked
+        st.session_state[keys.LAYER], st.session_state[keys.HEAD] = clicked
 
 
 @st.fragment
@@ -26,8 +26,8 @@ def head_views():
     """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
     left, right = st.columns(2)
     # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
-    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
-    head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
+    layer = left.selectbox("Layer", range(n_layers), key=keys.LAYER, bind="query-params")
+    head = right.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
 
     labels = tables.token_labels(cap)
     title = f"{name} · layer {layer} · head {head}"
@@ -112,7 +112,7 @@ def head_views():
         return
     scores = tables.head_score_table(name, prompt)
     metric = st.radio("Score", ["previous token", "induction", "first token", "duplicate token", "entropy"],
-                      horizontal=True, key="head_metric", bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
+                      horizontal=True, key=keys.HEAD_METRIC, bind="query-params", help="Induction is measured on random tokens repeated once; the others on your prompt.")
     st.caption({
         "previous token": "Mean attention to the token just before. Near 1: a previous-token head.",
         "induction": "On random tokens shown twice: attention from the second copy to the token after the first "
@@ -145,7 +145,9 @@ def head_views():
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
         chosen = causal_views.head_label(layer, head)
-        navigation.open_page("pages/cause_and_effect.py", {"knock_out": chosen, "look_at": chosen})
+        settings = {keys.KNOCK_OUT: [chosen], keys.LOOK_AT: chosen}
+        st.session_state.update(settings)  # the boxes of Cause and effect, not drawn here
+        navigation.open_page("pages/cause_and_effect.py", settings)
     tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
 
