@@ -75,7 +75,9 @@ def keep_sidebar_in_url(current_url_path: str) -> None:
 
 
 def url_path(script: str) -> str:
-    return next(path for page_script, _, _, path in PAGES if page_script == script)
+    """The page's path in the URL, as ``st.Page.url_path`` gives it: the default page is served at the root."""
+    return next("" if index == 0 else path for index, (page_script, _, _, path) in enumerate(PAGES)
+                if page_script == script)
 
 
 def app_pages() -> list:
