@@ -72,6 +72,9 @@ def assert_shows_step(tab, server, step: int) -> None:
         assert f"{settings[keys.LOOK_AT]} before" in chart_titles(tab)
 
 
+REOPENED = (2, 5, 6)  # after a Next step on the same page (2, 6) and to another page (5); AppTest reopens all
+
+
 def test_every_step_walked_forward_and_back_shows_what_its_banner_names_and_its_link_reopens_it(browser, server):
     tab = new_tab(browser)
     tab.goto(server.url)
@@ -81,7 +84,7 @@ def test_every_step_walked_forward_and_back_shows_what_its_banner_names_and_its_
     for index, step in enumerate(walk):
         wait_for_step(tab, step)
         assert_shows_step(tab, server, step)
-        if index < STEPS:  # forward: the link, opened in a fresh context, shows the same step
+        if index < STEPS and step in REOPENED:  # the link, opened in a fresh context, shows the same step
             fresh = new_tab(browser)
             fresh.goto(tab.url)
             wait_for_step(fresh, step)

@@ -132,6 +132,16 @@ def test_a_lesson_link_opens_its_steps_page_and_settings_wherever_it_points(path
     assert_shows_step(at, DEMO, step)
 
 
+def test_back_to_this_steps_page_keeps_the_whole_view_in_the_url():
+    prompt = experiments.EXPERIMENTS[2].prompt  # a student's link, copied on another page than the step's
+    at = entry("pages/compare.py", lesson="3", prompt=prompt, note="look here")
+    at.sidebar.selectbox(key=keys.MODEL).select("demo/tiny-opt").run()  # chosen in the sidebar, not in a link
+    assert title(at) == "Compare two models" and at.query_params[keys.MODEL] == "demo/tiny-opt"
+    at.button(key="lesson-here").click().run()
+    assert_shows_step(at, "demo/tiny-opt", 3)
+    assert at.query_params[keys.MODEL] == "demo/tiny-opt" and at.query_params[teacher.NOTE_KEY] == "look here"
+
+
 def test_a_lesson_link_keeps_its_model_and_presentation_mode():
     at = entry("pages/tokens.py", lesson="1", model="demo/tiny-opt", present="true")
     assert_shows_step(at, "demo/tiny-opt", 1)
