@@ -12,8 +12,10 @@ import urllib.parse
 
 from app import experiments, keys, navigation
 from browser_support import exception_texts, main_text, wait_for_app
-from test_browser import browser, chart_titles, server  # noqa: F401 - pytest fixtures (and the skip without Chromium)
+from test_browser import browser, server  # noqa: F401 - pytest fixtures (and the skip without Chromium)
 from test_lesson_walk import DEMO, STEPS, best_head, expected_settings
+
+from playwright.sync_api import expect  # noqa: I001 - after test_browser, which skips without Playwright
 
 SIDEBAR = '[data-testid="stSidebar"]'
 
@@ -47,29 +49,37 @@ def wait_for_step(tab, step: int) -> None:
     tab.wait_for_selector(f'.st-key-lesson-banner:has-text("step {step} of {STEPS}")')
 
 
+def chart_title(tab, text: str):
+    return tab.locator('[data-testid="stVegaLiteChart"] .role-title-text', has_text=text).first
+
+
 def assert_shows_step(tab, server, step: int) -> None:
-    """The step's page, prompt, and the head, score and settings its banner names, on screen and in the URL."""
+    """The step's page, prompt, and the head, score and settings its banner names, on screen and in the URL.
+
+    The page may still redraw a box once after its run (the browser reruns on seeing the new URL), so what
+    is on screen is awaited (``expect``) rather than read once.
+    """
     experiment = experiments.EXPERIMENTS[step - 1].for_model(DEMO)
     assert url_path(tab) == navigation.url_path(experiment.page), tab.url
     assert_clean(tab, server)
-    assert tab.locator(f"{SIDEBAR} textarea").first.input_value() == experiment.prompt
+    expect(tab.locator(f"{SIDEBAR} textarea").first).to_have_value(experiment.prompt)
     url = query(tab)
     assert url[keys.PROMPT] == [experiment.prompt] and url[keys.LESSON] == [str(step)], url
-    banner = tab.locator(".st-key-lesson-banner").inner_text()
     if experiment.head_metric:
         layer, head, score = best_head(DEMO, experiment.prompt, experiment.head_metric)
-        assert f"layer {layer}, head {head}: {score:.2f}" in banner, banner
+        expect(tab.locator(".st-key-lesson-banner")).to_contain_text(f"layer {layer}, head {head}: {score:.2f}")
     settings = expected_settings(DEMO, step)
     if keys.LAYER in settings:  # Attention: the map of the head the banner names, under the score it is about
         layer, head, metric = settings[keys.LAYER], settings[keys.HEAD], settings[keys.HEAD_METRIC]
-        assert f"{DEMO} · layer {layer} · head {head}" in chart_titles(tab)
-        assert tab.get_by_role("radio", name=metric, exact=True).is_checked()
+        expect(chart_title(tab, f"{DEMO} · layer {layer} · head {head}")).to_be_attached()
+        expect(tab.get_by_role("radio", name=metric, exact=True)).to_be_checked()
         for key, default in ((keys.LAYER, 0), (keys.HEAD, 0)):  # a default is left out of the link
             assert url.get(key, [str(default)]) == [str(settings[key])], url
     if keys.KNOCK_OUT in settings:  # Cause and effect: the head knocked out, the head looked at
         assert url[keys.KNOCK_OUT] == settings[keys.KNOCK_OUT] and url[keys.LOOK_AT] == [settings[keys.LOOK_AT]]
-        assert settings[keys.KNOCK_OUT][0] in tab.locator('[data-testid="stMultiSelect"]').first.inner_text()
-        assert f"{settings[keys.LOOK_AT]} before" in chart_titles(tab)
+        knocked = tab.locator('[data-testid="stMultiSelect"]', has_text="Heads to knock out")
+        expect(knocked).to_contain_text(settings[keys.KNOCK_OUT][0])
+        expect(chart_title(tab, f"{settings[keys.LOOK_AT]} before")).to_be_attached()
 
 
 REOPENED = (2, 5, 6)  # after a Next step on the same page (2, 6) and to another page (5); AppTest reopens all
