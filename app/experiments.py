@@ -9,14 +9,18 @@ number and no head, since those differ from model to model.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import streamlit as st
 
 import opt_lens
+from app import keys
 from app.state import chosen_model
 from app.tables import head_score_table
 from app.text import head_label
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,30 +136,32 @@ def best_head(scores, metric: str) -> tuple[int, int, float]:
     return int(best["layer"]), int(best["head"]), float(best["score"])
 
 
-def prepare_experiment(experiment: Experiment) -> None:
-    """Put the experiment's prompt (and its best head) into the session: a button's callback, run before
-    the sidebar's prompt box is drawn; the page that shows it is opened after."""
-    st.session_state.prompt = experiment.prompt
+def prepare_experiment(experiment: Experiment) -> dict:
+    """Put the experiment's prompt and the settings of its page's boxes (its best head, the score it is
+    about, the heads to knock out) into the session, and return those settings.
+
+    Run before the boxes are drawn: by a button's callback, or by the frame when a lesson link opens. A model
+    that cannot load leaves the head settings out; the page that needs the model then says why.
+    """
+    st.session_state[keys.PROMPT] = experiment.prompt
     if not (experiment.head_metric or experiment.knock_out_metric):
-        return
-    scores = head_score_table(chosen_model("model"), experiment.prompt)
-    if experiment.head_metric:
-        st.session_state.layer, st.session_state.head, _ = best_head(scores, experiment.head_metric)
-        st.session_state.head_metric = experiment.head_metric  # the Attention page's score map shows that score
-    if experiment.knock_out_metric:
-        st.session_state.knock_out = [head_label(*best_head(scores, experiment.knock_out_metric)[:2])]
+        return {}
+    try:
+        scores = head_score_table(chosen_model(keys.MODEL), experiment.prompt)
+    except opt_lens.OptLensError as error:
+        logger.info("The experiment opens without its head: %s", error)
+        return {}
+    if experiment.knock_out_metric:  # on Cause and effect: knock out one head, look at the step's head
+        layer, head, _ = best_head(scores, experiment.head_metric or experiment.knock_out_metric)
+        settings = {keys.KNOCK_OUT: [head_label(*best_head(scores, experiment.knock_out_metric)[:2])],
+                    keys.LOOK_AT: head_label(layer, head)}
+    else:  # on Attention: the head, and the score map showing the score the step is about
+        layer, head, _ = best_head(scores, experiment.head_metric)
+        settings = {keys.LAYER: layer, keys.HEAD: head, keys.HEAD_METRIC: experiment.head_metric}
+    st.session_state.update(settings)
+    return settings
 
 
-def opening_query(experiment: Experiment) -> dict:
-    """The URL an experiment's page opens with: the head it chose and the score it is about, since the boxes
-    that hold them, bound to the URL but not drawn when it was chosen, take their first value from there (on
-    Cause and effect: the heads to knock out, and the chosen head as the one to look at)."""
-    query = {}
-    if experiment.head_metric:
-        query |= {"layer": str(st.session_state.layer), "head": str(st.session_state.head),
-                  "head_metric": experiment.head_metric}
-    if experiment.knock_out_metric:
-        query["knock_out"] = st.session_state.knock_out
-        if experiment.head_metric:
-            query["look_at"] = head_label(st.session_state.layer, st.session_state.head)
-    return query
+def opening_query(settings: dict) -> dict:
+    """The settings of a page's boxes as its URL: a box not drawn yet takes its first value from there."""
+    return {key: value if isinstance(value, list) else str(value) for key, value in settings.items()}

@@ -11,7 +11,7 @@ import streamlit as st
 import opt_lens
 from app import lessons, teacher
 from app.caches import model_cache, shared_model, tokenized_prompt
-from app.navigation import app_pages, open_asked_page
+from app.navigation import app_pages, keep_sidebar_in_url, open_asked_page
 from app.state import chosen_model, chosen_prompt, sidebar
 from app.text import escape_markdown
 from opt_lens.memory import format_bytes, return_large_blocks_when_freed
@@ -75,7 +75,9 @@ def friendly_errors():
 def run_frame(page) -> None:
     """What every rerun does around the current page: the shared sidebar, friendly errors, the memory note."""
     teacher.init()
-    lessons.init()
+    with friendly_errors():  # before any box is drawn; whatever fails, the sidebar and the page still come
+        lessons.init()
+    keep_sidebar_in_url(page.url_path)
     note = sidebar()
     inside = _inside_frame.set(True)
     try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import teacher
+import opt_lens
+from app import keys, teacher
 
-LESSON_KEY = "lesson"
+LESSON_KEY = keys.LESSON
 WEAK_SCORE = 0.3  # below this, the "best" head is not doing the job the step is about
 CLOSE_SCORE = 0.05  # heads within this of the best are named too: the best is then one of several
 
@@ -28,15 +29,13 @@ def step_param(value) -> int | None:
 
 
 def init() -> None:
-    """Read the step from the URL once per session; a link without a prompt opens the step's own."""
+    """Read the step from the URL once per session. A link without a prompt opens the step as its buttons
+    do: its prompt and settings, on its own page (``/attention?lesson=5`` opens Cause and effect)."""
     if LESSON_KEY in st.session_state:
         return
     step = st.session_state[LESSON_KEY] = step_param(st.query_params.get(LESSON_KEY))
-    if step and "prompt" not in st.query_params:
-        from app.experiments import prepare_experiment
-        from app.state import chosen_model
-
-        prepare_experiment(steps()[step - 1].for_model(chosen_model("model")))
+    if step and keys.PROMPT not in st.query_params:
+        open_step(step, first_run=True)
 
 
 def sync_url() -> None:
@@ -46,25 +45,35 @@ def sync_url() -> None:
     keep_in_url(LESSON_KEY, str(step) if step else None)
 
 
-def prepare(step: int) -> None:
-    """A button's callback: step ``step`` (1-based) becomes the current one, with its prompt and its head,
-    and the next run opens its page."""
+def open_step(step: int, first_run: bool = False) -> None:
+    """Step ``step`` (1-based) becomes the current one: its prompt and the settings of its page's boxes go
+    into the session before any box is drawn (in a button's callback), and its page is asked for (the
+    frame's next run stays on the page when it is the step's).
+
+    A link's step opens in the session's ``first_run``, when no box is bound to the URL yet: its page opens
+    at once, with a URL that also carries the link's sidebar settings and the step's prompt (a later switch
+    cannot name them, see ``navigation.keep_sidebar_in_url``), so the address bar holds the whole view.
+    """
     from app.experiments import opening_query, prepare_experiment
-    from app.navigation import ask_to_open
+    from app.navigation import ask_to_open, open_page
     from app.state import chosen_model
     from app.teacher import NOTE_KEY
 
     st.session_state[LESSON_KEY] = step
-    experiment = steps()[step - 1].for_model(chosen_model("model"))
-    prepare_experiment(experiment)
+    experiment = steps()[step - 1].for_model(chosen_model(keys.MODEL))
+    settings = prepare_experiment(experiment)
     note = st.session_state.get(NOTE_KEY)
-    query = {**opening_query(experiment), LESSON_KEY: str(step), **({NOTE_KEY: note} if note else {})}
-    ask_to_open(experiment.page, query)
+    query = {**opening_query(settings), LESSON_KEY: str(step), **({NOTE_KEY: note} if note else {})}
+    if not first_run:
+        ask_to_open(experiment.page, query)
+        return
+    sidebar = {key: st.query_params[key] for key in keys.SIDEBAR if key in st.query_params}
+    open_page(experiment.page, {**query, **sidebar, keys.PROMPT: experiment.prompt})
 
 
 def step_button(label: str, step: int, key: str, **kwargs) -> None:
     """A button that opens step ``step``."""
-    st.button(label, key=key, on_click=prepare, args=(step,), **kwargs)
+    st.button(label, key=key, on_click=open_step, args=(step,), **kwargs)
 
 
 def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
@@ -83,6 +92,19 @@ def head_finding(name: str, prompt: str, metric: str) -> tuple[str, bool]:
         others = ", ".join(f"layer {row.layer}, head {row.head} ({row.score:.2f})" for row in close.itertuples())
         text += f" Almost as high: {others}. This model has several heads doing this job."
     return text, score < WEAK_SCORE
+
+
+def head_caption(name: str, prompt: str, metric: str) -> None:
+    """The step's head finding, warning when it is weak. A model that cannot load gives none: the page
+    below says what is wrong, and the banner keeps its buttons."""
+    try:
+        text, weak = head_finding(name, prompt, metric)
+    except opt_lens.OptLensError:
+        return
+    st.caption(text)
+    if weak:
+        st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
+                   f"only the least weak, not a real {metric} head. Try another model.", icon=":material/warning:")
 
 
 def step_page_title(step: int) -> str:
@@ -112,12 +134,7 @@ def banner(page_title: str | None = None) -> None:
         st.markdown(f"**Question:** {experiment.question}")
         st.markdown(f"**What to notice:** {experiment.notice}")
         if experiment.head_metric:
-            text, weak = head_finding(name, chosen_prompt(), experiment.head_metric)
-            st.caption(text)
-            if weak:
-                st.warning(f"No head of {escape(name)} scores above {WEAK_SCORE} on this: the head opened below is "
-                           f"only the least weak, not a real {experiment.head_metric} head. Try another model.",
-                           icon=":material/warning:")
+            head_caption(name, chosen_prompt(), experiment.head_metric)
         if page_title is not None and page_title != step_page_title(step):
             step_button(f"Back to this step's page: {step_page_title(step)}", step, "lesson-here",
                         icon=":material/undo:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 import opt_lens
-from app import glossary, teacher
+from app import glossary, keys, teacher
 from app.caches import cached_hub_models, hub_online
 from app.text import escape_markdown
 
@@ -22,7 +22,7 @@ DEFAULT_PROMPT = "Alice went to the park. Bob gave the ball to Alice. Then Alice
 # bound only keeps a pasted book out of the URL and the tokenizer: OPT's 2,048 tokens, the longest context
 # the app offers, are about 11,000 characters of English prose (GPT-2's tokenizer: about 5.4 per token).
 MAX_PROMPT_CHARS = 12_000
-MODEL_KEYS = ("model", "model_b")  # the sidebar's model and the second model of Tokens and Compare
+MODEL_KEYS = (keys.MODEL, "model_b")  # the sidebar's model and the second model of Tokens and Compare
 
 
 def can_load(name: str) -> bool:
@@ -97,7 +97,7 @@ def chosen_model(key: str) -> str:
 
 
 def chosen_prompt() -> str:
-    prompt = st.session_state.get("prompt")
+    prompt = st.session_state.get(keys.PROMPT)
     return prompt if isinstance(prompt, str) and prompt.strip() else DEFAULT_PROMPT
 
 
@@ -132,8 +132,8 @@ def model_box(label: str, key: str, help_text: str) -> str:
 
 
 def _keep_a_prompt() -> None:
-    if not st.session_state.prompt.strip():
-        st.session_state.prompt = DEFAULT_PROMPT
+    if not st.session_state[keys.PROMPT].strip():
+        st.session_state[keys.PROMPT] = DEFAULT_PROMPT
 
 
 def typed_model_id(text: str) -> str | None:
@@ -155,7 +155,7 @@ def sidebar():
             st.info(banner, icon=":material/cloud_off:")
         model_box("Model", "model", "The demo models, GPT-2 and OPT models, and the models in this computer's "
                   "Hugging Face cache (marked 'cached here'); type any other Hugging Face model ID and press Enter.")
-        st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", bind="query-params", max_chars=MAX_PROMPT_CHARS,
+        st.text_area("Prompt", DEFAULT_PROMPT, key=keys.PROMPT, bind="query-params", max_chars=MAX_PROMPT_CHARS,
                      height=140, on_change=_keep_a_prompt,
                      help="Every page shows what the model computes on this text. Press Ctrl+Enter to apply.")
         teacher.presentation_toggle()

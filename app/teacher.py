@@ -12,7 +12,9 @@ import unicodedata
 
 import streamlit as st
 
-PRESENT_KEY = "present"
+from app import keys
+
+PRESENT_KEY = keys.PRESENT
 NOTE_KEY = "note"
 NOTE_LIMIT = 280
 

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from app import causal_views, charts, frame, navigation, selection, state, tables
+from app import causal_views, charts, frame, keys, navigation, selection, state, tables
 
 frame.page_intro(
     "Attention",
@@ -17,7 +17,7 @@ n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 def open_clicked_head():
     clicked = state.clicked_head(st.session_state.get("head_map"), n_layers, n_heads)
     if clicked:
-        st.session_state.layer, st.session_state.head = clicked
+        st.session_state[keys.LAYER], st.session_state[keys.HEAD] = clicked
 
 
 def pattern_map(layer: int, head: int, labels: list[str], title: str) -> tables.AttentionWindow:
@@ -109,7 +109,7 @@ def every_head(layer: int, head: int) -> None:
         st.info("Head scores need a prompt of at least two tokens.")
         return
     scores = tables.head_score_table(name, prompt)
-    metric = st.radio("Score", list(SCORE_CAPTIONS), horizontal=True, key="head_metric", bind="query-params",
+    metric = st.radio("Score", list(SCORE_CAPTIONS), horizontal=True, key=keys.HEAD_METRIC, bind="query-params",
                       help="Induction is measured on random tokens repeated once; the others on your prompt.")
     st.caption(SCORE_CAPTIONS[metric] + " Click a cell to open that head above.")
     shown = scores[scores.metric == metric]
@@ -121,7 +121,9 @@ def every_head(layer: int, head: int) -> None:
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
         chosen = causal_views.head_label(layer, head)
-        navigation.open_page("pages/cause_and_effect.py", {"knock_out": chosen, "look_at": chosen})
+        settings = {keys.KNOCK_OUT: [chosen], keys.LOOK_AT: chosen}
+        st.session_state.update(settings)  # the boxes of Cause and effect, not drawn here
+        navigation.open_page("pages/cause_and_effect.py", settings)
     tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
 
@@ -130,12 +132,13 @@ def head_views():
     """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
     left, right = st.columns(2)
     # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
-    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
-    head = right.selectbox("Head", range(n_heads), key="head", bind="query-params")
+    layer = left.selectbox("Layer", range(n_layers), key=keys.LAYER, bind="query-params")
+    head = right.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
     labels = tables.token_labels(cap)
     window = pattern_map(layer, head, labels, f"{name} · layer {layer} · head {head}")
     focus_row(layer, head, labels, window)
     layer_multiples(layer, labels, window)
     every_head(layer, head)
+
 
 head_views()

@@ -3,7 +3,7 @@ import streamlit as st
 import opt_lens
 from app import causal_runs as runs
 from app import causal_views as views
-from app import charts, frame, selection, state, tables
+from app import charts, frame, keys, selection, state, tables
 from app.caches import hub_online, shared_model
 from app.text import escape_markdown
 
@@ -18,11 +18,11 @@ name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 options = views.head_options(n_layers, n_heads)
 # Heads picked on another model (or typed in a URL) that this model lacks are dropped, not an error.
-st.session_state.knock_out = [h for h in st.session_state.get("knock_out", []) if h in options]
+st.session_state[keys.KNOCK_OUT] = [h for h in st.session_state.get(keys.KNOCK_OUT, []) if h in options]
 mlp_options = views.mlp_options(n_layers)
 st.session_state.knock_out_mlps = [m for m in st.session_state.get("knock_out_mlps", []) if m in mlp_options]
-if st.session_state.get("look_at") not in options:
-    st.session_state.pop("look_at", None)
+if st.session_state.get(keys.LOOK_AT) not in options:
+    st.session_state.pop(keys.LOOK_AT, None)
 if cap.seq_len < 2:
     st.info("These experiments need a prompt of at least two tokens.")
     st.stop()
@@ -36,11 +36,11 @@ left, middle, right = st.columns([3, 1.5, 1])
 
 def look_at_newest_head():
     """The attention view below follows the head just added to the knock-out (the multiselect keeps their order)."""
-    if st.session_state.knock_out:
-        st.session_state.look_at = st.session_state.knock_out[-1]
+    if st.session_state[keys.KNOCK_OUT]:
+        st.session_state[keys.LOOK_AT] = st.session_state[keys.KNOCK_OUT][-1]
 
 
-picked = left.multiselect("Heads to knock out", options, key="knock_out", bind="query-params",
+picked = left.multiselect("Heads to knock out", options, key=keys.KNOCK_OUT, bind="query-params",
                           on_change=look_at_newest_head,
                           help="L1.H1 is head 1 of layer 1 (both count from 0). Click a head in the maps below, or "
                                "use “Knock this head out” on the Attention page.")
@@ -52,8 +52,8 @@ mode = right.radio("Replace its output by", ["zero", "mean"], key="ablate_with",
                         "usual offset and removes only what differs between tokens.")
 heads = tuple(views.parse_heads(picked, n_layers, n_heads))
 mlps = tuple(views.parse_mlps(picked_mlps, n_layers))
-if picked and "look_at" not in st.session_state:  # a link naming only the heads: show the last one removed
-    st.session_state.look_at = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
+if picked and keys.LOOK_AT not in st.session_state:  # a link naming only the heads: show the last one removed
+    st.session_state[keys.LOOK_AT] = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
 after = runs.ablated_capture(name, prompt, heads, mode, mlps)
 loss_before = runs.token_losses(name, prompt)
 loss_after = runs.token_losses(name, prompt, heads, mode, mlps) if heads or mlps else None
@@ -88,7 +88,7 @@ st.caption("The loss is −log of the probability the model gave to the token th
 tables.csv_button(losses, "Download the losses as CSV", "knockout_losses.csv")
 
 st.subheader("A head's attention, before and after")
-shown = st.selectbox("Head to look at", options, key="look_at", bind="query-params",
+shown = st.selectbox("Head to look at", options, key=keys.LOOK_AT, bind="query-params",
                      help="A knocked-out head still attends; its output is just thrown away. Look at a head of a "
                           "later layer to see whether it still attends the same way without the heads you removed.")
 layer, head = views.parse_heads([shown], n_layers, n_heads)[0]
@@ -108,8 +108,8 @@ if start:
 def open_clicked_head():
     clicked = state.clicked_head(st.session_state.get("effects_map"), n_layers, n_heads)
     if clicked:
-        st.session_state.knock_out = [views.head_label(*clicked)]
-        st.session_state.look_at = views.head_label(*clicked)
+        st.session_state[keys.KNOCK_OUT] = [views.head_label(*clicked)]
+        st.session_state[keys.LOOK_AT] = views.head_label(*clicked)
 
 
 def which_heads_matter(token_id: int, token: str) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app import caches, charts, frame, selection, state, tables, teacher, text
+from app import caches, charts, frame, keys, selection, state, tables, teacher, text
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
 frame.page_intro(
@@ -93,7 +93,7 @@ def distribution_table(step: Step) -> pd.DataFrame:
 
 
 def use_as_prompt(new_prompt: str) -> None:
-    st.session_state.prompt = new_prompt  # the sidebar's prompt box, and through it the URL
+    st.session_state[keys.PROMPT] = new_prompt  # the sidebar's prompt box, and through it the URL
 
 
 name, prompt = state.chosen_model("model"), state.chosen_prompt()

@@ -50,7 +50,8 @@ Every link carries the view it shows. Three more settings help in class:
   (the *Presentation mode* switch in the sidebar does the same).
 - `note=...` puts your own text, up to {teacher.NOTE_LIMIT} characters, at the top of every page, shown
   exactly as typed: say what to look at.
-- `lesson=2` opens the lesson at step 2.
+- `lesson=2` opens the lesson at step 2, on that step's page with its prompt and head, whichever page
+  the link names.
 """
     )
 st.caption(f"Memory this server allows: {format_bytes(memory_limit()[0])}")

@@ -198,8 +198,8 @@ def experiment_query(title: str) -> dict:
         from app import experiments
 
         experiment = next(e for e in experiments.EXPERIMENTS if e.title == title)
-        experiments.prepare_experiment(experiment)
-        st.code(json.dumps({"prompt": st.session_state.prompt, **experiments.opening_query(experiment)}))
+        settings = experiments.prepare_experiment(experiment)
+        st.code(json.dumps({"prompt": st.session_state.prompt, **experiments.opening_query(settings)}))
 
     at = AppTest.from_function(prepare, args=(title,), default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import caches, experiments, navigation, teacher
 from test_app import ROOT, app, assert_clean, charts, open_page
+from test_lesson_walk import entry
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
          "pages/predictions.py", "pages/compare.py"]
@@ -102,10 +103,10 @@ def test_a_lesson_walked_from_step_1_to_the_end():
 
 
 def test_a_lesson_link_opens_its_step_and_a_bad_step_is_ignored():
-    at = open_page(app(lesson="3"), "pages/predictions.py")
+    at = entry("pages/predictions.py", lesson="3")
     assert_clean(at)
     assert at.session_state.lesson == 3 and at.button(key="lesson-back") and at.button(key="lesson-next")
-    at = open_page(app(lesson="99"), "pages/home.py")
+    at = entry("pages/home.py", lesson="99")
     assert_clean(at)
     assert at.session_state.lesson is None and "lesson" not in at.query_params
 
@@ -125,7 +126,7 @@ def test_the_tokens_step_says_what_the_demo_vocabulary_really_does(name):
 
 
 def test_a_head_step_shows_the_heads_score(monkeypatch):
-    at = open_page(app(lesson="1"), "pages/attention.py")
+    at = entry("pages/attention.py", lesson="1")
     assert_clean(at)
     # The demo's previous-token head on this step's prompt, computed independently of the app.
     import opt_lens
@@ -149,7 +150,7 @@ def test_a_weak_best_head_is_called_weak_not_presented_as_the_mechanism(monkeypa
     weak = pd.DataFrame([{"metric": m, "layer": layer, "head": head, "score": 0.05 * (1 + head)}
                          for m in ("previous token", "induction") for layer in range(2) for head in range(4)])
     monkeypatch.setattr(tables, "head_score_table", lambda name, prompt: weak)
-    at = open_page(app(lesson="2"), "pages/home.py")
+    at = entry("pages/home.py", lesson="2")  # opens the step's page, Attention
     assert_clean(at)
     assert any("head 3: 0.20" in c.value for c in at.caption)
     (warning,) = [w.value for w in at.warning if "scores above" in w.value]
@@ -454,7 +455,7 @@ def test_the_copying_step_names_every_head_that_scores_almost_as_high():
     import opt_lens
     from opt_lens import heads
 
-    at = open_page(app(lesson="2"), "pages/attention.py")
+    at = entry("pages/attention.py", lesson="2")
     assert_clean(at)
     # By hand: the induction score on the probe the app measures (random tokens repeated once, seed 0).
     lm = opt_lens.load("demo/tiny-gpt2")
@@ -476,7 +477,7 @@ def test_the_copying_step_names_every_head_that_scores_almost_as_high():
 def test_the_lesson_opens_the_heads_the_demo_cards_name(name, step):
     from test_demo_shipped import card_figures
 
-    at = open_page(app(model=name, lesson=str(step)), "pages/attention.py")
+    at = entry("pages/attention.py", model=name, lesson=str(step))
     assert_clean(at)
     card = card_figures(name)
     expected = card["previous head"] if step == 1 else card["induction head"]
@@ -496,11 +497,12 @@ def test_the_first_page_does_not_import_torch_when_nothing_is_cached():
 
 
 def test_a_lesson_step_seen_from_another_page_leads_back_to_its_page():
-    at = open_page(app(lesson="3"), "pages/compare.py")
+    # A student's link copied on another page than the step's (it carries the prompt: the page stays).
+    at = entry("pages/compare.py", lesson="3", prompt=experiments.EXPERIMENTS[2].prompt)
     assert_clean(at)
     back = at.button(key="lesson-here")
     assert "Predictions & logit lens" in back.label
-    at = open_page(app(lesson="3"), "pages/predictions.py")
+    at = entry("pages/predictions.py", lesson="3")
     assert_clean(at)
     assert [b.key for b in at.button if b.key == "lesson-here"] == []
     for page in {experiment.page for experiment in experiments.EXPERIMENTS}:
