@@ -33,9 +33,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from demo_corpus import corpus  # noqa: E402
 from measure_demo_models import best_head, measure, write_card  # noqa: E402
+from train_tuned_lenses import STEPS as LENS_STEPS, train_lens_beside  # noqa: E402
 
 import opt_lens  # noqa: E402
 from opt_lens import heads  # noqa: E402
+from opt_lens.tuned import DEMO_LENS_FOLDER  # noqa: E402
 
 OUT = ROOT / "opt_lens" / "demo_models"
 SEED = 1234
@@ -236,7 +238,7 @@ def build_opt(recipe: Recipe, vocab_size: int) -> OPTForCausalLM:
     return model
 
 
-def train_one(label: str, recipe: Recipe, out: Path) -> str:
+def train_one(label: str, recipe: Recipe, out: Path, lens_steps: int) -> str:
     """Build the corpus, tokenizer and rows (the same for every model, by the seeds), train one model,
     save it with its tokenizer and model card; returns the measured figures."""
     torch.manual_seed(SEED)
@@ -279,7 +281,9 @@ def train_one(label: str, recipe: Recipe, out: Path) -> str:
     lm = opt_lens.load(str(folder))
     figures = measure(lm)
     write_card(folder, lm, figures)
-    return f"{label}: saved to {folder} after {seconds:.0f} s; {figures.summary()}"
+    lens = train_lens_beside(lm, folder / DEMO_LENS_FOLDER, lens_steps)  # the old lens read the old model
+    return (f"{label}: saved to {folder} after {seconds:.0f} s; {figures.summary()}; its tuned lens trained in "
+            f"{lens['seconds']:.0f} s")
 
 
 def main() -> None:
@@ -295,6 +299,7 @@ def main() -> None:
     parser.add_argument("--random-background", type=float, default=0.0)
     parser.add_argument("--no-sinusoid-init", dest="sinusoid_init", action="store_false")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--lens-steps", type=int, default=LENS_STEPS, help="steps of each tuned lens")
     parser.add_argument("--models", nargs="+", default=["tiny-gpt2", "tiny-opt"], choices=["tiny-gpt2", "tiny-opt"])
     args = parser.parse_args()
     recipe = Recipe(
@@ -305,7 +310,8 @@ def main() -> None:
     started = time.time()
     # Each model trains in its own process on one core: both finish in about the time of one.
     with ProcessPoolExecutor(len(args.models), mp_context=multiprocessing.get_context("spawn")) as pool:
-        for summary in pool.map(train_one, args.models, [recipe] * len(args.models), [args.out] * len(args.models)):
+        for summary in pool.map(train_one, args.models, [recipe] * len(args.models), [args.out] * len(args.models),
+                                [args.lens_steps] * len(args.models)):
             print(summary, flush=True)
     print(f"done in {time.time() - started:.0f} s", flush=True)
 

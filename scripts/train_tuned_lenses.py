@@ -41,16 +41,21 @@ def held_out_kl(lm, lens, texts: list[str]) -> tuple[list[float], list[float]]:
 
 
 def train_one(name: str, steps: int, out: Path | None) -> dict:
-    lm = opt_lens.load(name)
+    folder = (out / name.removeprefix("demo/") if out else opt_lens.DEMO_MODELS[name]) / DEMO_LENS_FOLDER
+    return {"model": name, **train_lens_beside(opt_lens.load(name), folder, steps)}
+
+
+def train_lens_beside(lm, folder: Path, steps: int) -> dict:
+    """Train ``lm``'s lens, save it to ``folder`` with its recipe, and measure both lenses on held-out stories
+    (also run by scripts/train_demo_models.py, since a retrained model makes its old lens wrong)."""
     started = time.perf_counter()
     lens = opt_lens.train_tuned_lens(lm, corpus(STORIES, seed=LENS_SEED), steps=steps, seed=LENS_SEED)
     seconds = time.perf_counter() - started
-    folder = (out / name.removeprefix("demo/") if out else opt_lens.DEMO_MODELS[name]) / DEMO_LENS_FOLDER
     opt_lens.save_tuned_lens(lens, folder)
     recipe = {"steps": steps, "batch": 256, "learning_rate": 1e-3, "stories": STORIES, "seed": LENS_SEED, "threads": 1}
     (folder / "training.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
     logit, tuned = held_out_kl(lm, lens, corpus(HELD_OUT_STORIES, seed=HELD_OUT_SEED))
-    return {"model": name, "seconds": round(seconds, 1), "folder": str(folder), "params_bytes": (folder / "params.pt").stat().st_size,
+    return {"seconds": round(seconds, 1), "folder": str(folder), "params_bytes": (folder / "params.pt").stat().st_size,
             "kl_logit_lens": [round(x, 4) for x in logit], "kl_tuned_lens": [round(x, 4) for x in tuned]}
 
 

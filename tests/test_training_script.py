@@ -18,7 +18,7 @@ def two_short_runs(tmp_path_factory) -> list[Path]:
     outs = []
     for attempt in range(2):
         out = tmp_path_factory.mktemp(f"run{attempt}")
-        subprocess.run([sys.executable, "scripts/train_demo_models.py", "--steps", "3", "--out", str(out)],
+        subprocess.run([sys.executable, "scripts/train_demo_models.py", "--steps", "3", "--lens-steps", "3", "--out", str(out)],
                        cwd=ROOT, check=True, capture_output=True, timeout=300)
         outs.append(out)
     return outs
@@ -29,6 +29,10 @@ def test_two_runs_give_identical_models(two_short_runs, name):
     first, second = (out / name for out in two_short_runs)
     for file in ("model.safetensors", *SAME_AS_SHIPPED):
         assert (first / file).read_bytes() == (second / file).read_bytes(), f"{name}/{file} differs between runs"
+    # A retrained model gets a lens trained on it, not the shipped one, which reads the shipped model.
+    lens = "tuned_lens/params.pt"
+    assert (first / lens).read_bytes() == (second / lens).read_bytes()
+    assert (first / lens).read_bytes() != (opt_lens.DEMO_MODELS[f"demo/{name}"] / lens).read_bytes()
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-opt"])
