@@ -19,6 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 import opt_lens
 import tiny_models
+from test_causal import one_thread  # noqa: F401 (autouse fixture: one thread for tiny models)
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 KINDS = ["gpt2", "opt", "opt-post-ln", "llama"]
@@ -43,14 +44,6 @@ def keeping_attention(module, query, key, value, attention_mask, scaling=None, *
 
 AttentionInterface.register(KEEPING, keeping_attention)
 AttentionMaskInterface.register(KEEPING, eager_mask)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
