@@ -61,11 +61,16 @@ class Contributions:
     """The parts one node's state is the sum of, and each part's normalised contribution."""
 
     node: FlowNode
-    sources: list[FlowNode | None]  # None: the output projection's bias, which comes from no token
     kinds: list[str]  # "residual", "attention", "mlp" or "bias"
-    heads: list[int | None]
+    positions: torch.Tensor  # [part]: the token each part comes from (-1: the bias, which comes from none)
+    heads: torch.Tensor  # [part]: an attention part's head (-1 for the others)
     vectors: torch.Tensor  # [part, d_model]: they sum to the node's state
     weights: torch.Tensor  # [part]: proximity to the state, normalised to sum to 1
+
+    def source(self, part: int) -> FlowNode | None:
+        """The node part ``part`` comes from (the state one step shallower), or None for the bias."""
+        position = int(self.positions[part])
+        return FlowNode(self.node.depth - 1, position) if position >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -94,21 +99,21 @@ def _attention_parts(lm, cap: Capture, inside: LayerInside, row: int, moved: tor
     n_heads, keys = moved.shape[0], query + 1
     per_key = inside.probs[:, row, :keys, None] * moved[:, :keys]  # [head, key, d_model]
     x = cap.resid[layer, query]  # [d_model]
-    vectors = torch.cat([x[None], per_key.reshape(-1, x.shape[0]), inside.attn_bias[None]])
-    sources = [FlowNode(2 * layer, query)] + [FlowNode(2 * layer, k) for _ in range(n_heads) for k in range(keys)]
-    heads = [None] + [h for h in range(n_heads) for _ in range(keys)] + [None]
+    vectors = torch.cat([x[None], per_key.reshape(-1, x.shape[0]), inside.attn_bias[None]])  # [part, d_model]
+    none = torch.tensor([-1])
+    positions = torch.cat([torch.tensor([query]), torch.arange(keys).repeat(n_heads), none])  # [part]
+    heads = torch.cat([none, torch.arange(n_heads).repeat_interleave(keys), none])  # [part]
     kinds = ["residual"] + ["attention"] * (n_heads * keys) + ["bias"]
     node = FlowNode(2 * layer + 1, query)
-    return Contributions(node, sources + [None], kinds, heads, vectors, proximity(vectors, inside.mid[row]))
+    return Contributions(node, kinds, positions, heads, vectors, proximity(vectors, inside.mid[row]))
 
 
 def _mlp_parts(lm, cap: Capture, inside: LayerInside, row: int) -> Contributions:
     """The parts of the state after the block at ``inside.positions[row]``: the state after attention, the MLP."""
     layer, position = inside.layer, int(inside.positions[row])
     vectors = torch.stack([inside.mid[row], inside.mlp[row]])  # [2, d_model]
-    source = FlowNode(2 * layer + 1, position)
-    return Contributions(FlowNode(2 * layer + 2, position), [source, source], ["residual", "mlp"], [None, None],
-                         vectors, proximity(vectors, vectors.sum(0)))
+    return Contributions(FlowNode(2 * layer + 2, position), ["residual", "mlp"], torch.tensor([position, position]),
+                         torch.tensor([-1, -1]), vectors, proximity(vectors, vectors.sum(0)))
 
 
 def node_contributions(lm, cap: Capture, node: FlowNode) -> Contributions:
@@ -136,31 +141,48 @@ def flow_graph(lm, cap: Capture, position: int = -1, threshold: float = 0.04) ->
     if not 0.0 <= threshold < 1.0:
         raise OptLensError(f"The threshold is a share of a node's update, between 0 and 1, not {threshold}.")
     position = checked_position(position, cap.seq_len)
-    frontier: dict[int, set[int]] = {2 * lm.arch.n_layers: {position}}
-    edges, kept, pruned = [], {}, {}
-    for depth in range(2 * lm.arch.n_layers, 0, -1):
-        positions = sorted(frontier.get(depth, ()))
+    walk = _Walk(threshold, {2 * lm.arch.n_layers: {position}})
+    for layer in reversed(range(lm.arch.n_layers)):
+        # A state after attention is only reached from the state after its own block, at the same position: one
+        # rebuild of the block at the positions reached after it serves both.
+        positions = sorted(walk.frontier.get(2 * layer + 2, ()))
         if not positions:
-            continue
-        layer = (depth - 1) // 2
+            break
         inside = layer_inside(lm, cap, layer, positions)
-        moved = _moved(lm, inside, max(positions) + 1) if depth % 2 else None
         for row in range(len(positions)):
-            parts = _mlp_parts(lm, cap, inside, row) if moved is None else _attention_parts(lm, cap, inside, row, moved)
-            node_edges = _kept_edges(parts, threshold)
-            edges += node_edges
-            kept[parts.node] = sum(edge.weight for edge in node_edges)
-            pruned[parts.node] = float(parts.weights.sum()) - kept[parts.node]
-            frontier.setdefault(depth - 1, set()).update(edge.source.position for edge in node_edges)
-    nodes = sorted({FlowNode(2 * lm.arch.n_layers, position)} | {e.source for e in edges} | {e.target for e in edges})
+            walk.expand(_mlp_parts(lm, cap, inside, row))
+        reached = walk.frontier.get(2 * layer + 1, set())
+        moved = _moved(lm, inside, max(reached) + 1) if reached else None
+        for row in (row for row, p in enumerate(positions) if p in reached):
+            walk.expand(_attention_parts(lm, cap, inside, row, moved))
+    nodes = sorted({FlowNode(2 * lm.arch.n_layers, position)} | {e.source for e in walk.edges} | {e.target for e in walk.edges})
     token_id = int(cap.next_logits.argmax()) if position == cap.seq_len - 1 else int(cap.logits[position].argmax())
-    return FlowGraph(position, token_id, threshold, nodes, edges, kept, pruned)
+    return FlowGraph(position, token_id, threshold, nodes, walk.edges, walk.kept, walk.pruned)
+
+
+@dataclass
+class _Walk:
+    """The graph as the walk back from the prediction builds it: the positions reached at each depth."""
+
+    threshold: float
+    frontier: dict[int, set[int]]
+    edges: list[FlowEdge] = field(default_factory=list)
+    kept: dict[FlowNode, float] = field(default_factory=dict)
+    pruned: dict[FlowNode, float] = field(default_factory=dict)
+
+    def expand(self, parts: Contributions) -> None:
+        node_edges = _kept_edges(parts, self.threshold)
+        self.edges += node_edges
+        self.kept[parts.node] = sum(edge.weight for edge in node_edges)
+        self.pruned[parts.node] = float(parts.weights.sum()) - self.kept[parts.node]
+        self.frontier.setdefault(parts.node.depth - 1, set()).update(edge.source.position for edge in node_edges)
 
 
 def _kept_edges(parts: Contributions, threshold: float) -> list[FlowEdge]:
     keep = (parts.weights > threshold).nonzero()[:, 0].tolist()
     return [
-        FlowEdge(parts.sources[i], parts.node, parts.kinds[i], parts.heads[i], float(parts.weights[i]))
+        FlowEdge(parts.source(i), parts.node, parts.kinds[i], int(parts.heads[i]) if parts.heads[i] >= 0 else None,
+                 float(parts.weights[i]))
         for i in keep
         if parts.kinds[i] != "bias"
     ]

@@ -78,8 +78,11 @@ def _values(lm, inside: BlockInside, layer: int, x: torch.Tensor) -> torch.Tenso
     arch = lm.arch
     attn_in = _part(lm, layer, inside.attn_norm)(x) if arch.norm == "pre" else x
     index, chunks = inside.value_chunk
-    projected = _part(lm, layer, inside.value)(attn_in)  # [seq, chunks * kv_head * d_head]
-    value = projected.chunk(chunks, dim=-1)[index]  # [seq, kv_head * d_head]
+    module = _part(lm, layer, inside.value)
+    # Only the value chunk's columns of a fused projection: GPT-2's c_attn would compute queries and keys too.
+    matrix = linear_map(module, x.shape[-1]).chunk(chunks, dim=-1)[index]  # [d_model, kv_head * d_head]
+    bias = module(torch.zeros(1, x.shape[-1]))[0].chunk(chunks, dim=-1)[index]  # [kv_head * d_head]
+    value = torch.addmm(bias, attn_in, matrix)  # [seq, kv_head * d_head]
     return value.reshape(x.shape[0], arch.n_kv_heads, arch.d_head).transpose(0, 1)
 
 

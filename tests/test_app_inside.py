@@ -47,16 +47,19 @@ def test_hostile_url_values_fall_back_to_the_defaults():
                        threshold="7"), "pages/inside.py")
     assert_clean(at)
     assert at.session_state.layer == 0 and at.session_state.head == 0
+    assert at.session_state.query == at.select_slider[0].options[-1]  # the last token, the default
+    assert 0 <= at.session_state.neuron < 512  # demo/tiny-gpt2's MLPs have 512 neurons
     at = open_page(app(model="demo/tiny-gpt2", threshold="7"), "pages/flow.py")
     assert_clean(at)
     assert 0.01 <= at.session_state.threshold <= 0.5
 
 
-def test_flow_settings_round_trip_and_a_post_ln_model_is_explained(classroom_cache):
+def test_flow_settings_round_trip_and_two_models_draw_side_by_side():
     at = open_page(app(model="demo/tiny-gpt2", threshold="0.1", flow_two="true", model_b="demo/tiny-opt"),
                    "pages/flow.py")
     assert_clean(at)
     assert at.query_params["threshold"] == "0.1" and at.query_params["flow_two"] == "true"
+    assert at.session_state.threshold == 0.1 and at.session_state.flow_two is True
     assert len([c for c in charts(at) if "routes to the prediction" in str(chart_title(c))]) == 2
 
 
@@ -73,3 +76,19 @@ def test_views_rerun_no_forward_pass(monkeypatch):
     at = open_page(at, "pages/inside.py")
     assert_clean(at)
     assert calls == []
+
+
+def test_a_post_ln_model_gets_the_library_s_reason_instead_of_tokens(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise opt_lens.OptLensError("Direct logit attribution needs a pre-LN model: this one is post-LN.")
+
+    for function in ("head_logits", "neuron_logits", "flow_graph"):
+        monkeypatch.setattr(opt_lens, function, refuse)
+    for cached in (inside_views.head_writes, inside_views.top_neurons, inside_views.flow_frames):
+        cached.clear()
+    for page in PAGES:
+        at = open_page(app(model="demo/tiny-opt"), page)
+        assert_clean(at)
+        assert any("pre\\-LN model" in info.value or "post-LN" in info.value for info in at.info), [i.value for i in at.info]
+    for cached in (inside_views.head_writes, inside_views.top_neurons, inside_views.flow_frames):
+        cached.clear()

@@ -61,7 +61,8 @@ def test_parts_add_up_to_each_state_and_contributions_match_the_reference(biased
         torch.testing.assert_close(attention.weights, proximity_reference(parts, states["mid", layer][query]),
                                    rtol=1e-3, atol=1e-5)
         assert attention.kinds[0] == "residual" and attention.kinds[-1] == "bias"
-        assert attention.sources[1 + 2 * (query + 1) + 4] == FlowNode(2 * layer, 4) and attention.heads[1 + 2 * (query + 1)] == 2
+        assert attention.source(1 + 2 * (query + 1) + 4) == FlowNode(2 * layer, 4) and attention.heads[1 + 2 * (query + 1)] == 2
+        assert attention.source(0) == FlowNode(2 * layer, query) and attention.source(len(attention.kinds) - 1) is None
         block = node_contributions(lm, cap, FlowNode(2 * layer + 2, query))
         torch.testing.assert_close(block.vectors.sum(0), states["out", layer][query], rtol=1e-4, atol=1e-4)
         mlp = states["out", layer][query] - states["mid", layer][query]
