@@ -104,20 +104,28 @@ def flow_frames(name: str, prompt: str, threshold: float) -> tuple[pd.DataFrame,
 
 
 def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, title: str, order: list[str]) -> alt.LayerChart:
-    """Left to right by depth (embeddings, then each block after attention and after the MLP), tokens down."""
+    """Left to right by depth (embeddings, then each block after attention and after the MLP), tokens down;
+    an MLP's contribution is a red square between the two states it joins (its edge would hide the residual's)."""
     x = alt.X("x:Q", title="depth: 0 embeddings, 2l+1 block l after attention, 2l+2 after block l",
               axis=alt.Axis(tickMinStep=1))
-    y = alt.Y("from:N", sort=order, title=None)
+    y = alt.Y("from:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False))
+    tooltip = ["what", "from", "to", alt.Tooltip("weight:Q", format=".3f")]
     picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
     lines = (
-        alt.Chart(edges).mark_rule(opacity=0.7)
+        alt.Chart(edges).transform_filter(alt.datum.kind != "mlp").mark_rule(opacity=0.7)
         .encode(x=x, x2="x2:Q", y=y, y2="to:N", color=alt.Color("kind:N", scale=FLOW_COLORS),
-                strokeWidth=alt.StrokeWidth("weight:Q", scale=alt.Scale(domain=[0, 1], range=[1, 10])),
-                tooltip=["what", "from", "to", alt.Tooltip("weight:Q", format=".3f")])
+                strokeWidth=alt.StrokeWidth("weight:Q", scale=alt.Scale(domain=[0, 1], range=[1, 10]), legend=None),
+                tooltip=tooltip)
         .add_params(picked)
     )
+    mlps = (
+        alt.Chart(edges).transform_filter(alt.datum.kind == "mlp").transform_calculate(middle="(datum.x + datum.x2) / 2")
+        .mark_square(color="#e45756", opacity=0.8)
+        .encode(x="middle:Q", y=y, size=alt.Size("weight:Q", scale=alt.Scale(domain=[0, 1], range=[10, 300]),
+                                                  legend=None), tooltip=tooltip)
+    )
     dots = (
-        alt.Chart(nodes).mark_circle(size=60, color="#333")
+        alt.Chart(nodes).mark_circle(size=50, color="#333")
         .encode(x=alt.X("depth:Q"), y=alt.Y("token:N", sort=order), tooltip=["token", "state"])
     )
-    return (lines + dots).properties(title=title, height=max(200, 22 * nodes.token.nunique()))
+    return (lines + mlps + dots).properties(title=title, height=max(220, 30 * nodes.token.nunique()))
