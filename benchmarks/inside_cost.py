@@ -14,6 +14,22 @@ each further node kept at the last position costs (the parts of one state after 
 proximities), to scale the figure by.
 
     python benchmarks/inside_cost.py [--lengths 256 1024] [--repeats 3] [--threads 1]
+
+Measured on 2026-12-04 with ``--threads 1`` on the 2-core machine shared with five other sessions' tests (load
+6-8), median of 3 interleaved rounds, wall / CPU milliseconds:
+
+    view                              256 tokens     1,024 tokens
+    flow: one more attention node       45 / 23        110 / 72
+    attention_steps                     24 / 13         92 / 56
+    head_logits                         53 / 24         63 / 36
+    neurons + 8 neuron_logits          148 / 74        141 / 95
+    one neuron across the prompt       116 / 58        366 / 234
+    flow_graph (0.04, 25 nodes)       1142 / 591      3562 / 1863
+    flow_graph (0.01, 25 nodes)       1065 / 573      3786 / 1891
+
+At 1,024 tokens the capture's 16 MB cache of query and key states holds two of GPT-2's twelve layers, so a flow
+graph rebuilds every layer's states (at 256 tokens, ten of twelve fit: a walk from the top layer down still
+misses each one).
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ def views(lm, cap) -> dict:
         top = opt_lens.neurons(lm, cap, 5, last).topk(8).indices.tolist()
         return opt_lens.neuron_logits(lm, cap, 5, top, last)
 
-    def flow(threshold):
+    def graph(threshold):
         return lambda: len(opt_lens.flow_graph(lm, cap, threshold=threshold).nodes)
 
     layer5 = inside.layer_inside(lm, cap, 5, [last])
@@ -54,8 +70,8 @@ def views(lm, cap) -> dict:
         "head_logits": lambda: opt_lens.head_logits(lm, cap, 5, 1, last),
         "neurons + 8 neuron_logits": top_neurons,
         "one neuron across the prompt": lambda: inside.neuron_activations(lm, cap, 5, 0),
-        "flow_graph (0.04)": flow(0.04),
-        "flow_graph (0.01)": flow(0.01),
+        "flow_graph (0.04)": graph(0.04),
+        "flow_graph (0.01)": graph(0.01),
     }
 
 
