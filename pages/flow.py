@@ -30,7 +30,8 @@ def head_opener(key: str, model: str, n_layers: int, n_heads: int):
         clicked = state.clicked_head(st.session_state.get(key), n_layers, n_heads)
         if clicked:
             layer, head = clicked
-            navigation.ask_to_open("pages/inside.py", {"model": model, "prompt": prompt, "layer": layer, "head": head})
+            st.session_state.model = model  # the sidebar's box (its query parameter is the widget's to set)
+            navigation.ask_to_open("pages/inside.py", {"layer": layer, "head": head})
 
     return open_clicked_head
 
