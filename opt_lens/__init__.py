@@ -54,8 +54,8 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "ablation", "anatomy", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "flow", "generation", "heads", "hub", "inside",
-    "lens", "loading", "memory", "surgery", "tokens",
+    "ablation", "anatomy", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "flow",
+    "generation", "heads", "hub", "inside", "lens", "loading", "memory", "surgery", "tokens",
 }
 
 

@@ -25,7 +25,7 @@ def test_pages_draw_on_random_weight_gpt2_and_opt_stand_ins(page, classroom_cach
     for model in ("gpt2", "facebook/opt-125m"):
         at = open_page(app(model=model, model_b="gpt2", flow_two="true"), page)
         assert_clean(at)
-        assert caches.model_cache().keys()[-1] == model or model in caches.model_cache().keys()
+        assert model in caches.model_cache().keys()  # the page ran on the stand-in
 
 
 def test_inside_settings_round_trip_through_the_url():
