@@ -92,3 +92,22 @@ def test_a_post_ln_model_gets_the_library_s_reason_instead_of_tokens(monkeypatch
         assert any("pre\\-LN model" in info.value or "post-LN" in info.value for info in at.info), [i.value for i in at.info]
     for cached in (inside_views.head_writes, inside_views.top_neurons, inside_views.flow_frames):
         cached.clear()
+
+
+def test_the_lesson_step_opens_the_copying_head_and_its_claim_holds():
+    from app import experiments
+
+    step = len(experiments.EXPERIMENTS)
+    experiment = experiments.EXPERIMENTS[-1].for_model("demo/tiny-gpt2")
+    assert experiment.page == "pages/inside.py"
+    at = open_page(app(lesson=str(step - 1)), experiments.EXPERIMENTS[-2].page)
+    at.button(key="lesson-next").click().run()
+    at = open_page(at, experiment.page)
+    assert_clean(at)
+    assert (at.session_state.layer, at.session_state.head) == (1, 2)  # the head the claim is about
+    at.session_state.query = "24 ␣river"
+    at.run()
+    written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
+    top = max(chart_rows(written), key=lambda row: row["effect on the logit"])
+    assert top["token"] == "␣lamp" and round(top["effect on the logit"], 2) == 2.28
+    assert "+2.28" in experiment.notice and any("+2.28" in c.value for c in at.caption)
