@@ -126,6 +126,16 @@ EXPERIMENTS = [
             )
         ),
     ),
+    Experiment(
+        "What a copying head writes",
+        "A copying head looks at the token after the earlier copy: does it then push that token as the next one?",
+        "Pick a query in the second copy of the words (click its row on the map) and read what the head writes: "
+        "the token that followed the earlier copy is among the tokens it promotes most.",
+        "pages/inside.py", REPEATED_TEXT, "induction",
+        demo_notice="Pick the second “␣river” as the query (click its row on the map): demo/tiny-gpt2's L1.H2 "
+                    "promotes “␣lamp” most (+2.28 on its logit), the token that followed the first “␣river”. "
+                    "Across the second copy that token is among its 10 most promoted at 7 of 10 positions.",
+    ),
 ]
 
 

@@ -12,6 +12,8 @@ PAGES = (
     ("pages/architecture.py", "Architecture", ":material/account_tree:", "architecture"),
     ("pages/tokens.py", "Tokens", ":material/text_fields:", "tokens"),
     ("pages/attention.py", "Attention", ":material/visibility:", "attention"),
+    ("pages/inside.py", "Inside a head and an MLP", ":material/neurology:", "inside"),
+    ("pages/flow.py", "Information flow", ":material/route:", "flow"),
     ("pages/predictions.py", "Predictions & logit lens", ":material/target:", "predictions"),
     ("pages/generate.py", "Watch the model write", ":material/edit_note:", "generate"),
     ("pages/compare.py", "Compare two models", ":material/compare_arrows:", "compare"),

@@ -171,3 +171,25 @@ def clicked_head(event, n_layers: int, n_heads: int) -> tuple[int, int] | None:
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return (layer, head) if 0 <= layer < n_layers and 0 <= head < n_heads else None
+
+
+def whole_number_box(container, label: str, low: int, high: int, default: int, key: str, **kwargs) -> int:
+    """A number box for a whole number from ``low`` to ``high``, kept in the URL by hand rather than bound.
+
+    Streamlit reads a bound number box's value from the URL itself, before any check of the app's can run, and
+    fails on inf and 1e309 (going back in the browser reads it again). So the link's value is checked here
+    before the box is first drawn: one that is no whole number in range is ignored with a note beside the box,
+    and ``default`` stays out of the link.
+    """
+    note = None
+    if key not in st.session_state:  # drawn before: the box holds the value
+        asked = st.query_params.get(key)
+        number = teacher.url_whole_number(asked, low, high)
+        st.session_state[key] = default if number is None else number
+        if asked is not None and number is None:
+            note = f"The link's {label.lower()} was ignored: it is a whole number from {low:,} to {high:,}."
+    value = int(container.number_input(label, low, high, step=1, key=key, **kwargs))
+    teacher.keep_in_url(key, None if value == default else str(value))
+    if note:
+        container.caption(note)
+    return value

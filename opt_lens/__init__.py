@@ -31,6 +31,13 @@ _LAZY = {
     "patch_heads": "causal",
     "patch_resid": "causal",
     "token_losses": "causal",
+    "AttentionSteps": "inside",
+    "attention_steps": "inside",
+    "head_logits": "inside",
+    "neurons": "inside",
+    "neuron_logits": "inside",
+    "FlowGraph": "flow",
+    "flow_graph": "flow",
     "Generation": "generation",
     "generate": "generation",
     "LensMap": "lens",
@@ -53,8 +60,8 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "ablation", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "generation", "heads", "hub",
-    "lens", "loading", "memory", "surgery", "tokens", "tuned",
+    "ablation", "anatomy", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "flow",
+    "generation", "heads", "hub", "inside", "lens", "loading", "memory", "surgery", "tokens", "tuned",
 }
 
 

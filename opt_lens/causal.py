@@ -278,6 +278,15 @@ class Attribution:
         return self.embed + float(self.heads.sum()) + float(self.mlps.sum()) + self.rest
 
 
+def require_pre_ln(arch) -> None:
+    """Refuse a post-LN model: no component's direct effect on a logit can be read from it linearly."""
+    if arch.norm == "post":
+        raise OptLensError(
+            "Direct logit attribution needs a pre-LN model: this one normalises the residual stream after every "
+            "block, so a component's output is rescaled by all later norms and the parts no longer add up to the logit."
+        )
+
+
 def attribute(lm, capture: Capture, token_id: int, position: int = -1) -> Attribution:
     """Direct logit attribution: how much each component writes toward ``token_id``'s logit at ``position``.
 
@@ -288,11 +297,7 @@ def attribute(lm, capture: Capture, token_id: int, position: int = -1) -> Attrib
     own run, ablations included. Post-LN models are refused: no such decomposition exists.
     """
     arch = lm.arch
-    if arch.norm == "post":
-        raise OptLensError(
-            "Direct logit attribution needs a pre-LN model: this one normalises the residual stream after every "
-            "block, so a component's output is rescaled by all later norms and the parts no longer add up to the logit."
-        )
+    require_pre_ln(arch)
     position = checked_position(position, capture.seq_len)
     token_id = _check_token(lm, token_id)
     logit = float(capture.logits[position, token_id])

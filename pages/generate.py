@@ -99,7 +99,7 @@ def use_as_prompt(new_prompt: str) -> None:
 name, prompt = state.chosen_model("model"), state.chosen_prompt()
 left, middle, right = st.columns(3)
 # Bound to the URL, so that a teacher's link reproduces the run; Streamlit drops a value the widget cannot take
-# (the seed, whose box Streamlit cannot guard, is kept in the URL by hand below).
+# (the seed, whose box Streamlit cannot guard, is kept in the URL by hand: state.whole_number_box).
 temperature = left.slider(
     "Temperature", 0.0, MAX_TEMPERATURE, 0.0, step=0.05, key="temperature", bind="query-params",
     help="0 always takes the most likely token. Above 0 the next token is drawn at random from the "
@@ -119,29 +119,9 @@ max_new_tokens = right.slider("New tokens", 1, MAX_NEW_TOKENS, 20, key="max_new_
                               help="At most this many; the model may stop earlier with its end-of-text token.")
 
 
-def seed_from_the_link() -> str | None:
-    """Put the link's seed into the seed box before its first drawing; a note when the link's is no whole
-    number from 0 to MAX_SEED (None when there is nothing to say).
-
-    Kept in the URL by hand, not bound: Streamlit reads a bound box's value from the URL itself and failed
-    on inf and 1e309, where no check of the app's could come first (going back in the browser reads it again).
-    """
-    if "seed" in st.session_state:  # drawn before: the box holds it
-        return None
-    asked = st.query_params.get("seed")
-    seed = teacher.url_whole_number(asked, 0, MAX_SEED)
-    st.session_state.seed = seed or 0
-    if asked is not None and seed is None:
-        return f"The link's seed was ignored: a seed is a whole number from 0 to {MAX_SEED:,}."
-    return None
-
-
-seed_note = seed_from_the_link()
-seed = right.number_input("Seed", 0, MAX_SEED, step=1, key="seed", disabled=not sampling,
-                          help="The same seed and settings always give the same text; another seed, another draw.")
-teacher.keep_in_url("seed", str(seed) if seed else None)  # 0, the default, stays out of the link
-if seed_note:
-    right.caption(seed_note)
+seed = state.whole_number_box(right, "Seed", 0, MAX_SEED, 0, "seed", disabled=not sampling,
+                              help="The same seed and settings always give the same text; another seed, another "
+                                   "draw.")
 
 context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
 # Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.

@@ -16,6 +16,8 @@ you type there.
 | **Architecture** | how big the model is and how it is built, read from its configuration |
 | **Tokens** | how the prompt is cut into tokens, and how GPT-2 and OPT differ |
 | **Attention** | where each head looks, and which heads do recognisable jobs |
+| **Inside a head and an MLP** | how one head computes its output step by step, and what a head or a neuron writes |
+| **Information flow** | the routes from the input tokens through the heads and MLPs to the prediction |
 | **Predictions & logit lens** | the next-token guess, and how it forms layer by layer |
 | **Watch the model write** | the model continuing your prompt, token by token, and how sure it was of each |
 | **Compare two models** | GPT-2 and OPT on the same prompt, side by side |

@@ -33,3 +33,14 @@ def test_small_costs_prints_both_demo_loads_and_the_head_matching(monkeypatch, c
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "load demo/tiny-gpt2", "load demo/tiny-opt", "match_heads, 144 x 144 heads over 256 tokens"]
+
+
+def test_inside_cost_times_every_view_at_both_lengths(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import inside_cost
+
+    asked = []
+    monkeypatch.setattr(inside_cost, "bench", lambda lengths, repeats: asked.append((lengths, repeats)))
+    monkeypatch.setattr(sys, "argv", ["inside_cost.py"])
+    inside_cost.main()
+    assert asked == [([256, 1024], 3)]

@@ -258,11 +258,15 @@ def test_other_students_load_while_one_waits_for_a_hanging_hub(hub_hanging):
 
 SOURCE_FILES = sorted([*ROOT.glob("app/*.py"), *ROOT.glob("pages/*.py")])
 ALL_PAGES = [script for script, *_ in navigation.PAGES]
-EVERY_PAGE = ("model", "prompt", "present", "note", "lesson")  # the frame's and the sidebar's
+# The frame's and the sidebar's, and those read by a shared view in app/ (the lens switch of Predictions and
+# Compare): every page is opened with them.
+EVERY_PAGE = ("model", "prompt", "present", "note", "lesson", "lens")
 PAGE_PARAMETERS = {
     "pages/architecture.py": ("model_b",),  # both sidebar models are listed first
     "pages/tokens.py": ("model_b",),
     "pages/attention.py": ("layer", "head", "window", "pinned", "focus", "head_metric"),
+    "pages/inside.py": ("layer", "head", "query", "mlp_layer", "position", "neuron"),
+    "pages/flow.py": ("threshold", "flow_two", "model_b"),
     "pages/predictions.py": ("k", "position"),
     "pages/generate.py": ("temperature", "top_k", "max_new_tokens", "seed", "step"),
     "pages/compare.py": ("model_b",),
@@ -309,6 +313,9 @@ def _resolve(expression, function, modules, constants) -> set[tuple[str, str | N
     name = expression.attr if isinstance(expression, ast.Attribute) else expression.id  # teacher.NOTE_KEY
     if name in constants:
         return {(constants[name], None)}
+    for loop in ast.walk(function):  # for key in keys.SIDEBAR: a tuple of constants
+        if isinstance(loop, ast.comprehension | ast.For) and getattr(loop.target, "id", None) == name:
+            return {(constants[element], None) for element in tuple_names(loop.iter, modules)}
     position = [arg.arg for arg in function.args.args].index(name)
     found = set()
     for path, tree in modules.items():
@@ -321,12 +328,28 @@ def _resolve(expression, function, modules, constants) -> set[tuple[str, str | N
     return found
 
 
+def tuple_names(expression, modules) -> list[str]:
+    """The names in the module-level tuple ``expression`` names (``keys.SIDEBAR``: MODEL, PROMPT, PRESENT)."""
+    wanted = ast.unparse(expression).split(".")[-1]
+    return next([ast.unparse(element).split(".")[-1] for element in node.value.elts]
+                for tree in modules.values() for node in tree.body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == wanted
+                and isinstance(node.value, ast.Tuple))
+
+
 def url_parameters_in_code() -> set[tuple[str, str | None]]:
     """Every (parameter, page) the app reads from the URL; page None: every page (the frame and sidebar)."""
     modules = {str(path.relative_to(ROOT)): ast.parse(path.read_text(encoding="utf-8")) for path in SOURCE_FILES}
     constants = {node.targets[0].id: node.value.value for tree in modules.values() for node in tree.body
                  if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                  and isinstance(node.targets[0], ast.Name) and isinstance(node.value.value, str)}
+    # Aliases of those constants (LESSON_KEY = keys.LESSON), followed once more for an alias of an alias.
+    for _ in range(2):
+        constants |= {node.targets[0].id: constants[ast.unparse(node.value).split(".")[-1]]
+                      for tree in modules.values() for node in tree.body
+                      if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                      and isinstance(node.value, ast.Name | ast.Attribute)
+                      and ast.unparse(node.value).split(".")[-1] in constants}
     found = set()
     for path, tree in modules.items():
         page = path if path.startswith("pages/") else None

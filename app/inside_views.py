@@ -1,0 +1,131 @@
+"""What the pages inside a head, inside an MLP and of information flow show: tables from the library, cached.
+
+Each reads the shared cached capture (no new forward pass: the library rebuilds a block's insides from it)
+and is cached per setting, so changing a view back and forth reruns nothing.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import opt_lens
+from app.caches import cached_capture, shared_model
+from app.causal_views import token_text
+from app.tables import token_labels
+
+TOP_TOKENS = 10  # promoted and suppressed tokens listed for a head or a neuron
+TOP_NEURONS = 8
+FLOW_COLORS = alt.Scale(domain=["attention", "mlp", "residual"], range=["#4c78a8", "#e45756", "#bab0ac"])
+
+
+def _run(name: str, prompt: str):
+    return shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def steps_table(name: str, prompt: str, layer: int, head: int, query: int) -> tuple[pd.DataFrame, float, float]:
+    """One row per key of ``attention_steps``: score, scaled, mask, attention, and the sizes of the value and
+    the weighted value; with the scaling and the size of what the head adds to the residual stream."""
+    lm, cap = _run(name, prompt)
+    steps = opt_lens.attention_steps(lm, cap, layer, head, query)
+    table = pd.DataFrame({
+        "position": steps.keys.tolist(),
+        "token": [cap.tokens[k] for k in steps.keys.tolist()],
+        "score q·k": steps.scores.tolist(),
+        "scaled": steps.scaled.tolist(),
+        "mask": steps.mask.tolist(),
+        "attention": steps.probs.tolist(),
+        "value size": steps.values.norm(dim=-1).tolist(),
+        "weighted value size": steps.weighted.norm(dim=-1).tolist(),
+    })
+    return table, steps.scaling, float(steps.output.norm())
+
+
+def _top_tokens(tokenizer, logits, k: int = TOP_TOKENS) -> tuple[list[str], list[float], list[str], list[float]]:
+    up, down = logits.topk(k), (-logits).topk(k)
+    return ([token_text(tokenizer, i) for i in up.indices.tolist()], up.values.tolist(),
+            [token_text(tokenizer, i) for i in down.indices.tolist()], (-down.values).tolist())
+
+
+def _written_frame(tokenizer, logits) -> pd.DataFrame:
+    promoted, up, suppressed, down = _top_tokens(tokenizer, logits)
+    return pd.DataFrame({"token": promoted + suppressed, "effect on the logit": up + down,
+                         "direction": ["promoted"] * len(up) + ["suppressed"] * len(down)})
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def head_writes(name: str, prompt: str, layer: int, head: int, position: int) -> pd.DataFrame:
+    """The tokens head L.H pushes up and down most at ``position`` (``head_logits``)."""
+    lm, cap = _run(name, prompt)
+    return _written_frame(lm.tokenizer, opt_lens.head_logits(lm, cap, layer, head, position))
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def top_neurons(name: str, prompt: str, layer: int, position: int) -> pd.DataFrame:
+    """The most active neurons of an MLP layer at ``position``, each with the tokens it pushes up and down (None
+    where the model has no linear read-out of a neuron: a post-LN model)."""
+    lm, cap = _run(name, prompt)
+    acts = opt_lens.neurons(lm, cap, layer, position)
+    top = acts.topk(min(TOP_NEURONS, acts.numel()))
+    rows = {"neuron": top.indices.tolist(), "activation": top.values.tolist()}
+    try:
+        logits = opt_lens.neuron_logits(lm, cap, layer, top.indices.tolist(), position)  # [neuron, vocab]
+    except opt_lens.OptLensError:
+        return pd.DataFrame(rows)
+    tops = [_top_tokens(lm.tokenizer, row, 5) for row in logits]
+    rows["promotes"] = [" ".join(t[0]) for t in tops]
+    rows["suppresses"] = [" ".join(t[2]) for t in tops]
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def neuron_trace(name: str, prompt: str, layer: int, neuron: int) -> pd.DataFrame:
+    lm, cap = _run(name, prompt)
+    acts = opt_lens.inside.neuron_activations(lm, cap, layer, neuron)
+    return pd.DataFrame({"position": range(cap.seq_len), "token": token_labels(cap), "activation": acts.tolist()})
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner="Following the information back from the prediction…")
+def flow_frames(name: str, prompt: str, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The flow graph of the last position's prediction as (nodes, edges) for a chart, and the predicted token."""
+    lm, cap = _run(name, prompt)
+    graph = opt_lens.flow_graph(lm, cap, threshold=threshold)
+    labels = token_labels(cap)
+    nodes = pd.DataFrame([{"depth": n.depth, "position": n.position, "token": labels[n.position],
+                           "state": n.stage if n.stage != "block" else f"after block {n.layer}"} for n in graph.nodes])
+    edges = pd.DataFrame([{
+        "x": e.source.depth, "x2": e.target.depth, "from": labels[e.source.position], "to": labels[e.target.position],
+        "kind": e.kind, "layer": e.target.layer, "head": -1 if e.head is None else e.head, "weight": e.weight,
+        "what": f"L{e.target.layer}.H{e.head}" if e.kind == "attention" else e.kind,
+    } for e in graph.edges])
+    return nodes, edges, token_text(lm.tokenizer, graph.token_id)
+
+
+def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, title: str, order: list[str]) -> alt.LayerChart:
+    """Left to right by depth (embeddings, then each block after attention and after the MLP), tokens down;
+    an MLP's contribution is a red square between the two states it joins (its edge would hide the residual's)."""
+    x = alt.X("x:Q", title="depth: 0 embeddings, 2l+1 block l after attention, 2l+2 after block l",
+              axis=alt.Axis(tickMinStep=1))
+    y = alt.Y("from:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False))
+    tooltip = ["what", "from", "to", alt.Tooltip("weight:Q", format=".3f")]
+    picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
+    lines = (
+        alt.Chart(edges).transform_filter(alt.datum.kind != "mlp").mark_rule(opacity=0.7)
+        .encode(x=x, x2="x2:Q", y=y, y2="to:N", color=alt.Color("kind:N", scale=FLOW_COLORS),
+                strokeWidth=alt.StrokeWidth("weight:Q", scale=alt.Scale(domain=[0, 1], range=[1, 10]), legend=None),
+                tooltip=tooltip)
+        .add_params(picked)
+    )
+    mlps = (
+        alt.Chart(edges).transform_filter(alt.datum.kind == "mlp").transform_calculate(middle="(datum.x + datum.x2) / 2")
+        .mark_square(color="#e45756", opacity=0.8)
+        .encode(x="middle:Q", y=y, size=alt.Size("weight:Q", scale=alt.Scale(domain=[0, 1], range=[10, 300]),
+                                                  legend=None), tooltip=tooltip)
+    )
+    dots = (
+        alt.Chart(nodes).mark_circle(size=50, color="#333")
+        .encode(x=alt.X("depth:Q"), y=alt.Y("token:N", sort=order), tooltip=["token", "state"])
+    )
+    return (lines + mlps + dots).properties(title=title, height=max(220, 30 * nodes.token.nunique()))

@@ -1,0 +1,62 @@
+import streamlit as st
+
+from app import charts, frame, inside_views, navigation, selection, state, tables, text
+from app.caches import cached_capture, shared_model
+from opt_lens import OptLensError
+
+frame.page_intro(
+    "Information flow",
+    "The routes information takes to the model's prediction (after Ferrando & Voita, 2024): starting from the "
+    "last token's final state, each state is split into what adds up to it (the state before, each head reading "
+    "each earlier token, the MLP), and only the parts that contribute more than the threshold are kept, layer by "
+    "layer back to the tokens. **Notice** which earlier tokens feed the prediction, and through which heads: a "
+    "thick blue edge from far back is a head copying from there."
+)
+name, prompt = state.chosen_model("model"), state.chosen_prompt()
+threshold = st.slider("Threshold: keep edges that contribute more than this share of a state", 0.01, 0.5, 0.04,
+                      0.01, key="threshold", bind="query-params")
+two = st.toggle("Show a second model beside it", key="flow_two", bind="query-params")
+NOTICE = {
+    True: "On the start page's repeated text, look for blue edges into the last token's column from the token "
+          "after the earlier copy: the demo's induction heads (layer 1) reading the answer from there.",
+    False: "Residual edges (grey) carry most of each state: a state is mostly what it was. The blue edges are "
+           "the few heads that move information between tokens for this prediction.",
+}
+
+
+def head_opener(key: str, model: str, n_layers: int, n_heads: int):
+    """The callback of a click on a graph: an attention edge opens its head on the page inside a head."""
+    def open_clicked_head() -> None:
+        clicked = state.clicked_head(st.session_state.get(key), n_layers, n_heads)
+        if clicked:
+            layer, head = clicked
+            st.session_state.model = model  # the sidebar's box (its query parameter is the widget's to set)
+            navigation.ask_to_open("pages/inside.py", {"layer": layer, "head": head})
+
+    return open_clicked_head
+
+
+def draw_flow(where, model: str, key: str) -> None:
+    cap = cached_capture(model, prompt)
+    selection.warn_if_truncated(model, cap)
+    lm = shared_model(model)
+    try:
+        nodes, edges, predicted = inside_views.flow_frames(model, prompt, threshold)
+    except OptLensError as error:
+        where.info(f"{text.escape_markdown(model)}: {text.escape_markdown(error)}", icon=":material/info:")
+        return
+    title = f"{model}: routes to the prediction “{predicted}”"
+    chart = inside_views.flow_chart(nodes, edges, title, tables.token_labels(cap))
+    charts.draw(where, chart, width="stretch", key=key,
+                on_select=head_opener(key, model, lm.arch.n_layers, lm.arch.n_heads))
+    where.caption(f"{len(edges)} edges kept at {threshold:.2f}. Click a blue (attention) edge to open that head "
+                  "inside. " + NOTICE[model in state.DEMO_MODELS])
+
+
+if two:
+    other = state.model_box("Second model", "model_b", "Any model from the list, or a Hugging Face model ID.")
+    left, right = st.columns(2)
+    draw_flow(left, name, "flow_a")
+    draw_flow(right, other, "flow_b")
+else:
+    draw_flow(st, name, "flow_a")

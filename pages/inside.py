@@ -1,0 +1,132 @@
+import altair as alt
+import streamlit as st
+
+from app import charts, frame, inside_views, selection, state, tables, text
+from opt_lens import OptLensError
+
+frame.page_intro(
+    "Inside a head and an MLP",
+    "What one attention head computes for one token, step by step with this model's own numbers, and what it "
+    "writes; then the MLP neurons that fire most at a token, and what each one writes. **Notice** that a head's "
+    "output is just a weighted sum of value vectors, and that its effect on the next token can be read off."
+)
+name, prompt, lm, cap = selection.selected_model_and_capture()
+n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
+labels = tables.token_labels(cap)
+DEMO_NOTICE = (
+    "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
+    "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
+    "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
+    "(demo/tiny-opt's L1.H2: 7 of 10 too)."
+)
+NOTICE = ("An induction head (the Attention page's map finds them) promotes, at a token of a repeated passage, the "
+          "token that followed that token's earlier copy: pick a query in the second copy and look for it on top.")
+
+
+def clicked(key: str, param: str, field: str):
+    """The ``field`` of the point a click selected in chart ``key`` (from the browser: the caller checks it)."""
+    try:
+        return st.session_state[key]["selection"][param][0][field]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def pick_clicked_query():
+    """A click on the map picks its row as the query."""
+    row = clicked("query_map", "row", "query")
+    if row in labels:
+        st.session_state.query = row
+
+
+def head_map(layer: int, head: int, query: int) -> None:
+    first = max(0, min(query - 11, cap.seq_len - 24))
+    last = min(cap.seq_len, first + 24)
+    pattern = tables.attention_frame(cap, layer, [head], (first, last))
+    order = labels[first:last]
+    picked = alt.selection_point(name="row", fields=["query"], on="click")
+    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query")
+    charts.draw(st, chart.add_params(picked), width="stretch", on_select=pick_clicked_query, key="query_map")
+
+
+@st.fragment
+def head_section() -> None:
+    left, middle = st.columns(2)
+    layer = left.selectbox("Layer", range(n_layers), key="layer", bind="query-params")
+    head = middle.selectbox("Head", range(n_heads), key="head", bind="query-params")
+    focus = st.select_slider("Query token", options=labels, value=labels[-1], key="query", bind="query-params")
+    query = labels.index(focus)
+    head_map(layer, head, query)
+    table, scaling, size = inside_views.steps_table(name, prompt, layer, head, query)
+    st.markdown(f"**1.** Each key's score is its key vector · the query vector of “{text.escape_markdown(focus)}”. "
+                f"**2.** Scores are multiplied by {scaling:.4g}. **3.** The causal mask removes every later token "
+                "(they are not listed). **4.** Softmax turns the scaled scores into attention that sums to 1. "
+                "**5.** The head's output is the attention-weighted sum of the value vectors, mapped into the "
+                f"residual stream by its slice of the output projection: a vector of size {size:.3g}.")
+    long = table.melt(id_vars=["position", "token"], value_vars=["scaled", "attention"], var_name="step")
+    bars = (alt.Chart(long).mark_bar().encode(
+        x=alt.X("position:O", axis=alt.Axis(labelOverlap=True, labelAngle=0)), y=alt.Y("value:Q", title=None),
+        color=alt.Color("step:N", legend=None), tooltip=["position", "token", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(height=160).facet(row=alt.Row("step:N", title=None)).resolve_scale(y="independent"))
+    charts.draw(st, bars, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch")
+    tables.csv_button(table, "Download the steps as CSV", f"steps_L{layer}H{head}_q{query}.csv")
+    head_writes(layer, head, query)
+
+
+def head_writes(layer: int, head: int, query: int) -> None:
+    st.subheader(f"What L{layer}.H{head} writes at “{labels[query]}”")
+    try:
+        written = inside_views.head_writes(name, prompt, layer, head, query)
+    except OptLensError as error:
+        st.info(text.escape_markdown(error), icon=":material/info:")
+        return
+    st.caption("Its output read through the final norm (scale frozen) and the unembedding: the tokens whose "
+               "logit it raises and lowers most, as direct logit attribution reads it. "
+               + (DEMO_NOTICE if name in state.DEMO_MODELS else NOTICE))
+    charts.draw(st, written_bars(written), width="stretch")
+
+
+def written_bars(written):
+    return alt.Chart(written).mark_bar().encode(
+        y=alt.Y("token:N", sort="-x", title=None), x=alt.X("effect on the logit:Q"),
+        color=alt.Color("direction:N", scale=alt.Scale(domain=["promoted", "suppressed"], range=["#4c78a8", "#e45756"])),
+        tooltip=["token", alt.Tooltip("effect on the logit:Q", format=".3f")],
+    ).properties(height=22 * len(written))
+
+
+def pick_clicked_neuron():
+    """A click on a neuron's bar follows that neuron across the prompt."""
+    neuron = clicked("neuron_bars", "cell", "neuron")
+    if isinstance(neuron, (int, float)) and neuron == int(neuron) and 0 <= neuron < lm.arch.d_mlp:
+        st.session_state.neuron = int(neuron)
+
+
+@st.fragment
+def mlp_section() -> None:
+    st.header("Inside an MLP")
+    left, right = st.columns(2)
+    layer = left.selectbox("MLP layer", range(n_layers), key="mlp_layer", bind="query-params")
+    focus = right.select_slider("Token", options=labels, value=labels[-1], key="position", bind="query-params")
+    position = labels.index(focus)
+    top = inside_views.top_neurons(name, prompt, layer, position)
+    st.caption(f"The {len(top)} neurons (of {lm.arch.d_mlp}) of layer {layer}'s MLP that fire most at "
+               f"“{text.escape_markdown(focus)}”, each with the tokens its output pushes up and down there. "
+               "Click a bar to follow that neuron across the prompt.")
+    picked = alt.selection_point(name="cell", fields=["neuron"], on="click")
+    bars = alt.Chart(top).mark_bar(color="#4c78a8").encode(
+        y=alt.Y("neuron:N", sort="-x"), x="activation:Q", tooltip=list(top.columns)).add_params(picked)
+    charts.draw(st, bars, width="stretch", on_select=pick_clicked_neuron, key="neuron_bars")
+    st.dataframe(top, hide_index=True, width="stretch")
+    if "promotes" not in top.columns:
+        st.info("This model normalises after every block (post-LN), so what a neuron writes has no direct "
+                "read-out as tokens.", icon=":material/info:")
+    neuron = state.whole_number_box(st, "Neuron", 0, lm.arch.d_mlp - 1, int(top.neuron.iloc[0]), "neuron")
+    trace = inside_views.neuron_trace(name, prompt, layer, int(neuron))
+    line = alt.Chart(trace).mark_bar(color="#e45756").encode(
+        x=alt.X("token:N", sort=labels, axis=alt.Axis(labelAngle=-60, labelOverlap=True)), y="activation:Q",
+        tooltip=["token", alt.Tooltip("activation:Q", format=".3f")])
+    charts.draw(st, line.properties(title=f"Neuron {neuron} of layer {layer} across the prompt"), width="stretch")
+
+
+head_section()
+mlp_section()

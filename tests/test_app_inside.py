@@ -1,0 +1,113 @@
+"""The pages inside a head and an MLP and of information flow, driven by AppTest on the demo models and on
+random-weight stand-ins for gpt2 and facebook/opt-125m served from the local Hugging Face cache."""
+
+import pytest
+
+import opt_lens
+from app import caches, inside_views
+from test_app import app, assert_clean, chart_rows, chart_title, charts, open_page
+from test_app_classroom import classroom_cache  # noqa: F401 (fixture)
+
+PAGES = ["pages/inside.py", "pages/flow.py"]
+REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
+
+
+@pytest.mark.parametrize("model", list(opt_lens.DEMO_MODELS))
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_draw_on_the_demo_models(page, model):
+    at = open_page(app(model=model), page)
+    assert_clean(at)
+    assert charts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_draw_on_random_weight_gpt2_and_opt_stand_ins(page, classroom_cache):
+    for model in ("gpt2", "facebook/opt-125m"):
+        at = open_page(app(model=model, model_b="gpt2", flow_two="true"), page)
+        assert_clean(at)
+        assert model in caches.model_cache().keys()  # the page ran on the stand-in
+
+
+def test_inside_settings_round_trip_through_the_url():
+    query = {"model": "demo/tiny-gpt2", "prompt": REPEATED, "layer": "1", "head": "2", "query": "24 ␣river",
+             "mlp_layer": "1", "position": "3 na", "neuron": "17"}
+    at = open_page(app(**query), "pages/inside.py")
+    assert_clean(at)
+    kept = {key: value for key, value in query.items() if key != "model"}  # the default model stays out of links
+    assert {key: at.query_params.get(key) for key in kept} == kept
+    assert at.session_state.query == "24 ␣river" and at.session_state.neuron == 17
+    written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
+    top = max(chart_rows(written), key=lambda row: row["effect on the logit"])
+    assert top["token"] == "␣lamp"  # the measured claim of the page's notice
+    assert any("Neuron 17 of layer 1" in chart_title(c) for c in charts(at))
+
+
+def test_hostile_url_values_fall_back_to_the_defaults():
+    at = open_page(app(model="demo/tiny-gpt2", layer="9", head="-1", query="<b>x</b>", neuron="99999",
+                       threshold="7"), "pages/inside.py")
+    assert_clean(at)
+    assert at.session_state.layer == 0 and at.session_state.head == 0
+    assert at.session_state.query == at.select_slider[0].options[-1]  # the last token, the default
+    assert 0 <= at.session_state.neuron < 512  # demo/tiny-gpt2's MLPs have 512 neurons
+    at = open_page(app(model="demo/tiny-gpt2", threshold="7"), "pages/flow.py")
+    assert_clean(at)
+    assert 0.01 <= at.session_state.threshold <= 0.5
+
+
+def test_flow_settings_round_trip_and_two_models_draw_side_by_side():
+    at = open_page(app(model="demo/tiny-gpt2", threshold="0.1", flow_two="true", model_b="demo/tiny-opt"),
+                   "pages/flow.py")
+    assert_clean(at)
+    assert at.query_params["threshold"] == "0.1" and at.query_params["flow_two"] == "true"
+    assert at.session_state.threshold == 0.1 and at.session_state.flow_two is True
+    assert len([c for c in charts(at) if "routes to the prediction" in str(chart_title(c))]) == 2
+
+
+def test_views_rerun_no_forward_pass(monkeypatch):
+    at = open_page(app(model="demo/tiny-gpt2"), "pages/inside.py")
+    calls = []
+    for function in ("capture", "capture_ids"):
+        original = getattr(opt_lens, function)
+        monkeypatch.setattr(opt_lens, function, lambda *a, _f=original, **k: calls.append(a) or _f(*a, **k))
+    inside_views.steps_table.clear()
+    at = open_page(at, "pages/flow.py")
+    at.session_state.threshold = 0.2
+    at.run()
+    at = open_page(at, "pages/inside.py")
+    assert_clean(at)
+    assert calls == []
+
+
+def test_a_post_ln_model_gets_the_library_s_reason_instead_of_tokens(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise opt_lens.OptLensError("Direct logit attribution needs a pre-LN model: this one is post-LN.")
+
+    for function in ("head_logits", "neuron_logits", "flow_graph"):
+        monkeypatch.setattr(opt_lens, function, refuse)
+    for cached in (inside_views.head_writes, inside_views.top_neurons, inside_views.flow_frames):
+        cached.clear()
+    for page in PAGES:
+        at = open_page(app(model="demo/tiny-opt"), page)
+        assert_clean(at)
+        assert any("pre\\-LN model" in info.value or "post-LN" in info.value for info in at.info), [i.value for i in at.info]
+    for cached in (inside_views.head_writes, inside_views.top_neurons, inside_views.flow_frames):
+        cached.clear()
+
+
+def test_the_lesson_step_opens_the_copying_head_and_its_claim_holds():
+    from app import experiments
+
+    step = len(experiments.EXPERIMENTS)
+    experiment = experiments.EXPERIMENTS[-1].for_model("demo/tiny-gpt2")
+    assert experiment.page == "pages/inside.py"
+    at = open_page(app(lesson=str(step - 1)), experiments.EXPERIMENTS[-2].page)
+    at.button(key="lesson-next").click().run()
+    at = open_page(at, experiment.page)
+    assert_clean(at)
+    assert (at.session_state.layer, at.session_state.head) == (1, 2)  # the head the claim is about
+    at.session_state.query = "24 ␣river"
+    at.run()
+    written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
+    top = max(chart_rows(written), key=lambda row: row["effect on the logit"])
+    assert top["token"] == "␣lamp" and round(top["effect on the logit"], 2) == 2.28
+    assert "+2.28" in experiment.notice and any("+2.28" in c.value for c in at.caption)
