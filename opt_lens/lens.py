@@ -23,6 +23,7 @@ _POSITION_CHUNK = 256
 
 def logit_lens(lm, capture: Capture, position: int) -> torch.Tensor:
     """``[n_layers + 1, vocab]``: row 0 read from the embeddings, row i after block i, the last row the model's logits."""
+    lm = capture.loaded_model(lm)
     return readout(lm, capture.resid[:, checked_position(position, capture.seq_len)])  # [layer + 1, vocab]
 
 
@@ -44,6 +45,7 @@ class Prediction:
 
 def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Prediction]:
     """The k most likely next tokens after ``position`` (default: after the whole prompt)."""
+    lm = capture.loaded_model(lm)
     position = checked_position(position, capture.seq_len)
     if position == capture.seq_len - 1:
         logits = capture.next_logits  # the model's own output, no recomputation
@@ -83,6 +85,7 @@ class LensMap:
 
 
 def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None) -> LensMap:
+    lm = capture.loaded_model(lm)
     positions = list(range(capture.seq_len)) if positions is None else [checked_position(p, capture.seq_len) for p in positions]
     n_rows = capture.resid.shape[0]
     top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
