@@ -3,15 +3,16 @@ interface receives, rebuilt one layer at a time.
 
 Models whose attention goes through ``transformers.AttentionInterface`` load with ``IMPLEMENTATION``, which is
 transformers' own sdpa function (the model's output is computed by the same call a plain sdpa forward makes)
-plus, while a ``Recorder`` is active in the current thread, a copy of the query and key states it receives:
-after rotary embeddings, with the model's own scaling and mask. A pattern is ``softmax(query @ key.T *
+plus, while a listener is active in the current thread (``recording``: a trace's ``qkv`` point, or a
+``Recorder``), the query, key and value states it receives: after rotary embeddings, with the model's own
+scaling and mask. ``load`` registers it with transformers (``register``); importing this module does not. A pattern is ``softmax(query @ key.T *
 scaling + mask)``, which is what transformers' eager attention computes; it equals eager's pattern within
 1e-5 (float32 rounding of a matmul done in other blocks), not bit for bit.
 
 A capture keeps no query and key states: ``[seq, d_model]`` twice per layer would double what it holds
 (233 MB for OPT-125m at 2048 tokens). It keeps each block's input (the residual stream, which it holds
 anyway) and the rest of each block's call, and ``RecordedPatterns`` rebuilds a layer's states on demand by
-running that block again on the same input, up to its attention call: the same modules on the same
+running that block again on the same input, up to its attention call (a ``trace_blocks``): the same modules on the same
 values, so the states are those of the forward pass itself (the tests check they are equal bit for bit).
 The last few layers rebuilt stay in a small bounded cache.
 

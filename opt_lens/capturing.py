@@ -38,6 +38,12 @@ REBUILT_POINTS = ("z", "attn_out", "mlp_hidden", "mlp_out", "qkv")
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Capture:
+    """One forward pass of a prompt, as the views and the sweeps read it. Public: the fields below, ``pattern``
+    and ``attention_rows`` (attention), ``logits``, ``point`` (any traced point of one layer: each head's
+    output ``z``, the MLP's neurons, query/key/value states, ...), ``head_output`` (each head's output at a
+    position), ``block_calls`` (what a sweep reruns blocks with), ``loaded_model`` (the model it was taken on)
+    and ``ablation_edits`` (its ablation as trace edits)."""
+
     model_name: str
     text: str
     input_ids: torch.Tensor  # [seq]
