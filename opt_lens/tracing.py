@@ -134,7 +134,7 @@ class Trace:
 
     values: dict[Point, Any] = field(default_factory=dict)
     output: Any = None  # the model's output (``.logits``, ``.cache``) of a run that was not stopped
-    logits: torch.Tensor | None = None  # [batch, position, vocab]: ``read`` positions of a run of blocks
+    logits: torch.Tensor | None = None  # [batch, vocab] (``read`` an int) or [batch, position, vocab]: a run of blocks
     final: torch.Tensor | None = None  # [batch, seq, d_model]: a run of blocks' last hidden state
 
     def __getitem__(self, point: Point) -> Any:
@@ -161,8 +161,8 @@ def trace(
     ``stop`` ends the run right after that point (recorded and edited first). ``sink(point, value)`` receives
     each recorded value instead of ``Trace.values`` (to copy it into a buffer). ``use_cache`` runs one step of
     a generation on ``cache`` (the model's key/value cache of the steps before; the output's ``.cache`` is
-    the next one). The model computes
-    the last position's logits only unless ``last_logits_only`` is false or it cannot.
+    the next one). The model computes the last position's logits only unless ``last_logits_only`` is false
+    or it cannot.
     """
     result = Trace()
     hooks_for = _Hooks(lm, record, edits, stop, sink or result.values.__setitem__, (1, input_ids.shape[-1]))
