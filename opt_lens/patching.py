@@ -34,8 +34,8 @@ class _Pair:
         return logits[:, self.answer_id] - logits[:, self.wrong_id]
 
 
-def _pair(lm, clean: Capture | str, corrupted: Capture | str, answer_id: int, wrong_id: int) -> _Pair:
-    clean, corrupted = sweep_capture(lm, clean), sweep_capture(lm, corrupted)
+def _pair(lm, clean: Capture | str, corrupted: Capture | str, answer_id: int, wrong_id: int, points=()) -> _Pair:
+    clean, corrupted = sweep_capture(lm, clean, points=points), sweep_capture(lm, corrupted)
     if clean.seq_len != corrupted.seq_len:
         raise OptLensError(
             f"The two prompts must have the same number of tokens to patch one into the other: the clean prompt "
@@ -92,7 +92,7 @@ def patch_heads(
 ) -> torch.Tensor:
     """``[n_layers, n_heads]``: like ``patch_resid`` with each head's output (its slice of the output
     projection's input, at every position) patched from the clean run into the corrupted one."""
-    pair = _pair(lm, clean, corrupted, answer_id, wrong_id)
+    pair = _pair(lm, clean, corrupted, answer_id, wrong_id, points=("z",))  # a prompt's text: heads kept as captured
 
     def clean_heads(layer: int) -> torch.Tensor:
         return pair.clean.point("z", layer).transpose(0, 1)  # [head, seq, d_head]

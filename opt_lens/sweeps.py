@@ -27,9 +27,10 @@ Progress = Callable[[int, int], None]
 _ROWS_PER_BATCH = 2048
 
 
-def sweep_capture(lm, source: Capture | str, length: int | None = None) -> Capture:
+def sweep_capture(lm, source: Capture | str, length: int | None = None, points: tuple[str, ...] = ()) -> Capture:
     """The unablated capture a sweep starts from: ``source`` itself when it is one (taken on ``lm``, without
-    ablation, of ``length`` tokens if given), else a capture of ``source``'s first ``length`` tokens."""
+    ablation, of ``length`` tokens if given), else a capture of ``source``'s first ``length`` tokens keeping
+    ``points`` (what the sweep reads of every layer, so that it is not rebuilt)."""
     if isinstance(source, Capture):
         source.loaded_model(lm)  # refuses a capture of another model
         ids = source.input_ids
@@ -37,7 +38,7 @@ def sweep_capture(lm, source: Capture | str, length: int | None = None) -> Captu
             return source
     else:
         ids = tokenize(lm.tokenizer, source, lm.arch.max_positions).input_ids  # as capture() tokenizes it
-    return capture_ids(lm, ids if length is None else ids[:length])
+    return capture_ids(lm, ids if length is None else ids[:length], points=points)
 
 
 def prompt_length(lm, source: Capture | str) -> int:
