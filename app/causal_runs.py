@@ -75,12 +75,9 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
 @st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
                  mlps: tuple[int, ...] = ()) -> torch.Tensor:
-    """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
-
-    It reads a copy of the shared capture: ``Capture.logits`` keeps the [seq, vocab] logits it computes, which
-    would grow a cached capture beyond the size its cache counted.
-    """
-    return opt_lens.token_losses(dataclasses.replace(ablated_capture(name, prompt, heads, mode, mlps, ui=False)))
+    """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it (reading the
+    shared capture, which it never changes)."""
+    return opt_lens.token_losses(ablated_capture(name, prompt, heads, mode, mlps, ui=False))
 
 
 def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
@@ -94,7 +91,8 @@ def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
     return result_cache().get(
         key,
         lambda: _with_progress(f"Knocking out each of {n_variants} heads of {name} in turn",
-                               lambda progress: opt_lens.head_effects(lm, prompt, token_id=token_id, progress=progress)),
+                               lambda progress: opt_lens.head_effects(lm, cached_capture(name, prompt, ui=False),
+                                                                      token_id=token_id, progress=progress)),
         _tensor_bytes,
     )
 
@@ -117,11 +115,12 @@ def patching(name: str, clean: str, corrupted: str, answer_id: int, wrong_id: in
         return None
 
     def run():
+        runs = cached_capture(name, clean, ui=False), cached_capture(name, corrupted, ui=False)  # no prompt runs twice
         resid = _with_progress(f"Patching the residual stream of {name}, layer by layer and token by token",
-                               lambda progress: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer_id,
+                               lambda progress: opt_lens.patch_resid(lm, *runs, answer_id=answer_id,
                                                                      wrong_id=wrong_id, progress=progress))
         heads = _with_progress(f"Patching each head of {name}",
-                               lambda progress: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer_id,
+                               lambda progress: opt_lens.patch_heads(lm, *runs, answer_id=answer_id,
                                                                      wrong_id=wrong_id, progress=progress))
         return resid, heads
 

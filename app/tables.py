@@ -39,7 +39,7 @@ def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window:
 
     start, end = window
     labels = np.array(token_labels(cap)[start:end], dtype=object)
-    rows = cap.patterns.rows(layer, torch.arange(start, end))[heads][:, :, start:end]  # [head, query, key]
+    rows = cap.attention_rows(layer, torch.arange(start, end))[heads][:, :, start:end]  # [head, query, key]
     query, key = np.tril_indices(end - start)  # causal: the zeros above the diagonal are not drawn
     weights = rows[:, query, key].numpy()  # [head, cell]
     return pd.DataFrame({
@@ -100,7 +100,7 @@ def attention_window_frame(cap: opt_lens.Capture, layer: int, head: int, window:
 
     labels = token_labels(cap)
     queries = torch.tensor(window.queries)
-    weights = cap.patterns.rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
+    weights = cap.attention_rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
     shown = torch.zeros(weights.shape[1], dtype=torch.bool)  # [key]
     shown[window.keys] = True
     rest = weights[:, ~shown].sum(dim=1)  # [query]
@@ -117,7 +117,7 @@ def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> p
     """How much one query token attends to each key up to itself."""
     import torch  # loaded with the model: the first page stays free of it
 
-    weights = cap.patterns.rows(layer, torch.tensor([query]), heads=slice(head, head + 1))[0, 0]  # [key]
+    weights = cap.attention_rows(layer, torch.tensor([query]), heads=slice(head, head + 1))[0, 0]  # [key]
     return pd.DataFrame({"position": range(query + 1), "token": cap.tokens[: query + 1],
                          "weight": weights[: query + 1].numpy()})
 

@@ -97,6 +97,7 @@ def timed(run) -> tuple[float, int]:
 
 def loaded(label: str, config, make_tokenizer) -> LoadedModel:
     torch.manual_seed(0)
+    attention.register()  # as opt_lens.load does before building a model
     model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=attention.IMPLEMENTATION)
     model.eval().requires_grad_(False)
     return LoadedModel(name=label, model=model, tokenizer=make_tokenizer(), arch=opt_lens.describe(model), source="local")

@@ -6,8 +6,9 @@ attention). For each prompt length it times, interleaved in one process (medians
 
 - a plain forward pass (``model(input_ids)``, all positions' logits, as a loop of separate runs would do),
   and one asking for the last position's logits only (``logits_to_keep=1``);
-- ``head_effects`` (n_layers x n_heads variants), ``patch_heads`` (the same count) and ``patch_resid``
-  ((n_layers + 1) x seq variants),
+- ``head_effects`` (n_layers x n_heads variants) from the prompt's text and ("from capture") from a capture
+  of it, as the app holds one, ``patch_heads`` (the same count) and ``patch_resid`` ((n_layers + 1) x seq
+  variants),
 
 and prints each sweep's time as a multiple of running its variants as separate plain forwards
 ("x fwds"; the issue's target for ``head_effects`` on GPT-2 at 32 tokens is at most 0.4) and of the
@@ -89,6 +90,7 @@ def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int, 
         clean, corrupted = prompt_pair(lm, length)
         ids = tokenize(lm.tokenizer, clean, arch.max_positions).input_ids[None]
         answer, wrong = lm.tokenizer(" the", add_special_tokens=False)["input_ids"][0], 13
+        cached = opt_lens.capture(lm, clean)  # what the app holds: a sweep from it runs no recording pass
 
         def forward(**extra):
             with torch.inference_mode():
@@ -98,11 +100,13 @@ def bench(label: str, config, make_tokenizer, lengths: list[int], repeats: int, 
             "forward": forward,
             "forward last": lambda: forward(logits_to_keep=1),
             "head_effects": lambda: opt_lens.head_effects(lm, clean),
+            "from capture": lambda: opt_lens.head_effects(lm, cached),
             "patch_heads": lambda: opt_lens.patch_heads(lm, clean, corrupted, answer_id=answer, wrong_id=wrong),
             "patch_resid": lambda: opt_lens.patch_resid(lm, clean, corrupted, answer_id=answer, wrong_id=wrong),
         }
         variants = {
             "head_effects": arch.n_layers * arch.n_heads,
+            "from capture": arch.n_layers * arch.n_heads,
             "patch_heads": arch.n_layers * arch.n_heads,
             "patch_resid": (arch.n_layers + 1) * length,
         }

@@ -25,12 +25,17 @@ _LAZY = {
     "capture": "capturing",
     "capture_ids": "capturing",
     "Ablation": "ablation",
-    "Attribution": "causal",
-    "attribute": "causal",
-    "head_effects": "causal",
-    "patch_heads": "causal",
-    "patch_resid": "causal",
-    "token_losses": "causal",
+    "Attribution": "attribution",
+    "attribute": "attribution",
+    "head_effects": "sweeps",
+    "patch_heads": "patching",
+    "patch_resid": "patching",
+    "token_losses": "lens",
+    "Edit": "tracing",
+    "Point": "tracing",
+    "Trace": "tracing",
+    "trace": "tracing",
+    "trace_blocks": "tracing",
     "AttentionSteps": "inside",
     "attention_steps": "inside",
     "head_logits": "inside",
@@ -60,8 +65,9 @@ _LAZY = {
 }
 # No submodule shares a name with a function above: importing it would replace the function on the package.
 _SUBMODULES = {
-    "ablation", "anatomy", "architecture", "attention", "blocks", "capturing", "causal", "compare", "families", "flow",
-    "generation", "heads", "hub", "inside", "lens", "loading", "memory", "surgery", "tokens", "tuned",
+    "ablation", "anatomy", "architecture", "attention", "attribution", "blocks", "capturing", "compare", "families",
+    "flow", "generation", "heads", "hub", "inside", "lens", "loading", "memory", "patching", "surgery", "sweeps",
+    "tokens", "tracing", "tuned", "turns",
 }
 
 

@@ -7,8 +7,8 @@ module whose output is added to the residual stream). ``"zero"`` sets the remove
 replaces it by its mean over the prompt's positions in the unablated run (TransformerLens' mean ablation,
 with the prompt itself as the reference set).
 
-``install_ablation`` is called by ``capture_ids`` with the model's lock held, inside its ``hooks()`` block, so the
-hooks are removed whatever happens and no other student's pass ever sees them.
+``ablation_edits`` turns an ``Ablation`` into edits of a ``trace`` (tracing.py), which owns the hooks and the lock,
+so no other student's pass ever sees them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import OptLensError
-from .surgery import StopForward, get_module, hooks
+from .tracing import Edit, Point, set_heads, set_mlp, trace, zero_heads
 
 ABLATION_MODES = ("zero", "mean")
 
@@ -68,70 +68,32 @@ def head_slice(arch, head: int) -> slice:
     return slice(head * arch.d_head, (head + 1) * arch.d_head)
 
 
-def install_ablation(lm, hook_set, input_ids: torch.Tensor, ablation: Ablation | None) -> None:
-    """Register the ablation's hooks in ``hook_set``. Call with ``lm.lock`` held and before any recording
-    hooks, so that they see the ablated values. Mean ablation first runs the unablated pass for its means."""
+def ablation_edits(lm, input_ids: torch.Tensor, ablation: Ablation | None) -> list[Edit]:
+    """The ablation as trace edits; mean ablation first runs the unablated pass (up to the last ablated
+    layer) for its means."""
     if ablation is None:
-        return
-    arch, model = lm.arch, lm.model
+        return []
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in ablation.heads:
         by_layer[layer].append(head)
-    head_means, mlp_means = _means(lm, input_ids, ablation) if ablation.mode == "mean" else ({}, {})
-
-    def remove_heads(layer: int):
-        def hook(module, args, kwargs):
-            z = args[0].clone()  # [..., n_heads * d_head]: the heads' outputs side by side
-            for head in by_layer[layer]:
-                part = head_slice(arch, head)
-                z[..., part] = head_means[layer][part] if head_means else 0.0
-            return (z, *args[1:]), kwargs
-
-        return hook
-
-    def remove_mlp(layer: int):
-        def hook(module, args, output):
-            return mlp_means[layer].expand_as(output).clone() if mlp_means else torch.zeros_like(output)
-
-        return hook
-
-    for layer in by_layer:
-        hook_set.forward_pre(get_module(model, arch.paths.attn_out_proj_of(layer)), remove_heads(layer))
-    for layer in ablation.mlps:
-        hook_set.forward(get_module(model, arch.paths.mlp_out_of(layer)), remove_mlp(layer))
+    if ablation.mode == "zero":
+        return [zero_heads(layer, heads) for layer, heads in by_layer.items()] + [set_mlp(layer, 0.0) for layer in ablation.mlps]
+    means = _means(lm, input_ids, by_layer, ablation.mlps)
+    edits = [
+        set_heads(layer, heads, means[Point("z", layer)][heads]) for layer, heads in by_layer.items()
+    ]  # each head's [d_head] mean goes to every position
+    return edits + [set_mlp(layer, means[Point("mlp_out", layer)]) for layer in ablation.mlps]
 
 
-def _means(lm, input_ids: torch.Tensor, ablation: Ablation) -> tuple[dict, dict]:
-    """Per ablated layer, the mean over positions of the output-projection input and of the MLP output in
-    the unablated run (batch of one; OPT's ``fc2`` sees ``[seq, d]``, so every leading dim is averaged)."""
-    arch, model = lm.arch, lm.model
-    head_means: dict[int, torch.Tensor] = {}  # layer -> [n_heads * d_head]
-    mlp_means: dict[int, torch.Tensor] = {}  # layer -> [d_model]
-
-    def keep_head_mean(layer):
-        def hook(module, args, kwargs):
-            head_means[layer] = args[0].reshape(-1, args[0].shape[-1]).mean(0)
-
-        return hook
-
-    def keep_mlp_mean(layer):
-        def hook(module, args, output):
-            mlp_means[layer] = output.reshape(-1, output.shape[-1]).mean(0)
-
-        return hook
-
-    def stop(module, args, output):
-        raise StopForward
-
-    with torch.inference_mode(), hooks() as hook_set:
-        for layer in {layer for layer, _ in ablation.heads}:
-            hook_set.forward_pre(get_module(model, arch.paths.attn_out_proj_of(layer)), keep_head_mean(layer))
-        for layer in ablation.mlps:
-            hook_set.forward(get_module(model, arch.paths.mlp_out_of(layer)), keep_mlp_mean(layer))
-        last = max([layer for layer, _ in ablation.heads] + list(ablation.mlps))
-        hook_set.forward(get_module(model, arch.paths.block(last)), stop)  # later blocks are not needed
-        try:
-            model(input_ids=input_ids[None], use_cache=False)
-        except StopForward:
-            pass
-    return head_means, mlp_means
+def _means(lm, input_ids: torch.Tensor, head_layers, mlp_layers) -> dict[Point, torch.Tensor]:
+    """Per ablated layer, the mean over positions of the heads' outputs (``[head, d_head]``) and of the MLP
+    output (``[d_model]``) in the unablated run, which stops after the last layer needed."""
+    points = [Point("z", layer) for layer in head_layers] + [Point("mlp_out", layer) for layer in mlp_layers]
+    last = max(point.layer for point in points)
+    run = trace(lm, input_ids, record=points, stop=Point("resid_post", last))
+    means = {}
+    for point in points:
+        value = run[point]  # [1, seq, head, d_head] or [1, seq, d_model]
+        flat = value.reshape(-1, value.shape[2:].numel()).mean(0)  # averaged over every leading dim, as the module saw it
+        means[point] = flat.view(value.shape[2:])
+    return means

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 _GENERIC_ATTN = ("self_attn", "attn", "attention", "self_attention")
 _GENERIC_ATTN_OUT_PROJ = ("o_proj", "out_proj", "c_proj", "dense")
 _GENERIC_MLP = ("mlp", "feed_forward", "ffn")
+_GENERIC_MLP_DOWN = ("down_proj", "c_proj", "dense_4h_to_h", "fc_out", "fc2", "w2")
 _GENERIC_FINAL_NORM = ("norm", "ln_f", "final_layer_norm", "final_norm", "final_layernorm")
 _GENERIC_POSITIONS = ("wpe", "embed_positions", "position_embeddings")
 
@@ -194,9 +195,11 @@ def _generic_paths(model: nn.Module, config: PretrainedConfig) -> ModulePaths:
         (n for n, m in outside_blocks if n.rsplit(".", 1)[-1] in _GENERIC_POSITIONS and isinstance(m, nn.Embedding)),
         None,
     )
+    mlp_children = dict(get_module(model, f"{blocks}.0.{mlp}").named_children())
+    down = next((n for n in _GENERIC_MLP_DOWN if n in mlp_children), None)
     return ModulePaths(
         embed=embed, blocks=blocks, attn=attn, attn_out_proj=attn_out_proj, mlp=(mlp,), unembed=unembed,
-        positions=positions, final_norm=final_norm,
+        positions=positions, final_norm=final_norm, mlp_down=f"{mlp}.{down}" if down else None,
     )
 
 

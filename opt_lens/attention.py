@@ -3,15 +3,16 @@ interface receives, rebuilt one layer at a time.
 
 Models whose attention goes through ``transformers.AttentionInterface`` load with ``IMPLEMENTATION``, which is
 transformers' own sdpa function (the model's output is computed by the same call a plain sdpa forward makes)
-plus, while a ``Recorder`` is active in the current thread, a copy of the query and key states it receives:
-after rotary embeddings, with the model's own scaling and mask. A pattern is ``softmax(query @ key.T *
+plus, while a listener is active in the current thread (``recording``: a trace's ``qkv`` point, or a
+``Recorder``), the query, key and value states it receives: after rotary embeddings, with the model's own
+scaling and mask. ``load`` registers it with transformers (``register``); importing this module does not. A pattern is ``softmax(query @ key.T *
 scaling + mask)``, which is what transformers' eager attention computes; it equals eager's pattern within
 1e-5 (float32 rounding of a matmul done in other blocks), not bit for bit.
 
 A capture keeps no query and key states: ``[seq, d_model]`` twice per layer would double what it holds
 (233 MB for OPT-125m at 2048 tokens). It keeps each block's input (the residual stream, which it holds
 anyway) and the rest of each block's call, and ``RecordedPatterns`` rebuilds a layer's states on demand by
-running that block again on the same input, up to its attention call: the same modules on the same
+running that block again on the same input, up to its attention call (a ``trace_blocks``): the same modules on the same
 values, so the states are those of the forward pass itself (the tests check they are equal bit for bit).
 The last few layers rebuilt stay in a small bounded cache.
 
@@ -26,7 +27,7 @@ import contextvars
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from .blocks import BlockCall
 from .errors import OptLensError
-from .surgery import StopForward, get_module
+from .surgery import StopForward
 
 IMPLEMENTATION = "opt_lens_sdpa"
 RECORDED = "sdpa forward; query and key states recorded per layer when read"
@@ -65,12 +66,13 @@ def capture_path(model_or_config) -> str:
 
 @dataclass(frozen=True)
 class LayerStates:
-    """One layer's query and key states as its attention function received them."""
+    """One layer's query, key and value states as its attention function received them (after rotary)."""
 
     query: torch.Tensor  # [head, seq, d_head]
     key: torch.Tensor  # [kv_head, seq, d_head]
     scaling: float
     mask: torch.Tensor | None  # [1 or head, seq, seq] bool or additive float; None = plain causal
+    value: torch.Tensor | None = None  # [kv_head, seq, d_head]
 
     def rows(self, queries: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
         """``[head, query, key]`` float32: the attention rows of the query positions ``queries`` over every key."""
@@ -88,32 +90,39 @@ class LayerStates:
             scores.add_(self.mask[:, queries])
         return torch.softmax(scores, dim=-1)  # [head, query, key]
 
+    def kept(self, n_tokens: int, *, values: bool = False) -> LayerStates:
+        """The states of the first ``n_tokens`` tokens, owning their storage (see ``_own``); values if asked."""
+        mask = None if self.mask is None else self.mask[:, :n_tokens, :n_tokens]
+        value = _own(self.value[:, :n_tokens]) if values and self.value is not None else None
+        return LayerStates(_own(self.query[:, :n_tokens]), _own(self.key[:, :n_tokens]), self.scaling, mask, value)
+
+
+def _layer_states(query, key, value, attention_mask, scaling, kwargs) -> LayerStates:
+    """The states an attention call received (views into the model's tensors), checked to be rebuildable."""
+    assert query.shape[0] == 1, f"expected a batch of one, got {tuple(query.shape)}"
+    unsupported = [name for name in _UNSUPPORTED_KWARGS if kwargs.get(name) is not None]
+    if unsupported:
+        raise OptLensError(f"This model's attention adds {', '.join(unsupported)}, which pattern capture cannot rebuild.")
+    if scaling is None:  # sdpa's default, as the eager functions use
+        scaling = query.shape[-1] ** -0.5
+    mask = None if attention_mask is None else attention_mask[0]
+    return LayerStates(query[0], key[0], float(scaling), mask, value[0])
+
 
 class Recorder:
-    """Query and key states of one forward pass, by layer; filled by ``recording_attention``.
-
-    With ``stop=True`` the forward pass ends (``StopForward``) once a layer's states are recorded: rebuilding
-    one layer needs nothing after its attention call.
-    """
+    """Query and key states of one forward pass, by layer, for the first ``kept`` tokens (a callback for
+    ``recording``). With ``stop=True`` the forward pass ends (``StopForward``) once a layer is recorded."""
 
     def __init__(self, layer_of: dict[nn.Module, int], kept: int, *, stop: bool = False) -> None:
         self._layer_of = layer_of  # attention module -> layer index
-        self._kept = kept  # leading tokens whose states are kept
+        self._kept = kept
         self._stop = stop
         self.layers: dict[int, LayerStates] = {}
 
-    def record(self, module: nn.Module, query, key, attention_mask, scaling, kwargs) -> None:
-        assert query.shape[0] == 1, f"expected a batch of one, got {tuple(query.shape)}"
+    def __call__(self, module: nn.Module, states: LayerStates) -> None:
         layer = self._layer_of.get(module)
         assert layer is not None, f"attention called from a module the architecture does not name: {type(module).__name__}"
-        unsupported = [name for name in _UNSUPPORTED_KWARGS if kwargs.get(name) is not None]
-        if unsupported:
-            raise OptLensError(f"This model's attention adds {', '.join(unsupported)}, which pattern capture cannot rebuild.")
-        if scaling is None:  # sdpa's default, as the eager functions use
-            scaling = query.shape[-1] ** -0.5
-        kept = self._kept
-        mask = None if attention_mask is None else attention_mask[0, :, :kept, :kept]
-        self.layers[layer] = LayerStates(_own(query[0, :, :kept]), _own(key[0, :, :kept]), float(scaling), mask)
+        self.layers[layer] = states.kept(self._kept)
         if self._stop:
             raise StopForward
 
@@ -125,30 +134,34 @@ def _own(states: torch.Tensor) -> torch.Tensor:
     return states if whole else states.clone()
 
 
-_active: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("opt_lens_recorder", default=None)
+Listener = Callable[[nn.Module, LayerStates], None]
+_active: contextvars.ContextVar[Listener | None] = contextvars.ContextVar("opt_lens_recorder", default=None)
 
 
 @contextlib.contextmanager
-def recording(recorder: Recorder) -> Iterator[Recorder]:
-    """Record the attention calls of forward passes run by this thread (and only this one) in this block."""
-    token = _active.set(recorder)
+def recording(listener: Listener) -> Iterator[Listener]:
+    """Pass the attention calls of forward passes run by this thread (and only this one) in this block to
+    ``listener(module, states)``."""
+    token = _active.set(listener)
     try:
-        yield recorder
+        yield listener
     finally:
         _active.reset(token)
 
 
 def recording_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    recorder = _active.get()
-    if recorder is not None:
-        recorder.record(module, query, key, attention_mask, scaling, kwargs)
+    listener = _active.get()
+    if listener is not None:
+        listener(module, _layer_states(query, key, value, attention_mask, scaling, kwargs))
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 
 
-AttentionInterface.register(IMPLEMENTATION, recording_attention)
-# Masks are built as for sdpa: none at all for one unpadded sequence, so sdpa runs its causal kernel.
-if IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS:
-    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+def register() -> None:
+    """Make ``IMPLEMENTATION`` known to transformers (``load`` calls this before building a model; idempotent)."""
+    AttentionInterface.register(IMPLEMENTATION, recording_attention)
+    # Masks are built as for sdpa: none at all for one unpadded sequence, so sdpa runs its causal kernel.
+    if IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
 # Rebuilt layers kept per capture: at least one (a head switch in the same layer rebuilds nothing), more
@@ -158,7 +171,7 @@ STATES_CACHE_BYTES = 16 * 2**20
 
 class RecordedPatterns:
     """Patterns from query and key states, rebuilt per layer by rerunning the layer's block up to its attention
-    call on the block input the capture recorded, with the model's lock held.
+    call on the block input the capture recorded (a ``trace_blocks`` run).
 
     Needs the model that was captured while it is loaded. A pickled copy carries every layer's states
     instead (rebuilt when it is pickled), so it no longer needs the model.
@@ -198,18 +211,14 @@ class RecordedPatterns:
         return self.layer(layer).rows(queries, heads)  # [head, query, key]
 
     def _rebuild(self, layer: int) -> LayerStates:
+        from .tracing import Point, trace_blocks  # tracing runs models; it imports this module
+
         lm = self._model()
         if lm is None:
             raise OptLensError("This capture's model is no longer loaded; run capture() again to see its attention.")
-        model = lm.model
-        recorder = Recorder({get_module(model, self._paths.attn_of(layer)): layer}, self.n_tokens, stop=True)
-        with lm.lock, torch.inference_mode(), recording(recorder):
-            try:
-                self._calls[layer].run(get_module(model, self._paths.block(layer)), self._inputs[layer][None])
-            except StopForward:
-                pass
-        assert layer in recorder.layers, f"block {layer} did not call its attention through the interface"
-        return recorder.layers[layer]
+        point = Point("qkv", layer)
+        run = trace_blocks(lm, self._inputs[layer][None], self._calls, layer, record=[point], stop=point)
+        return run[point].kept(self.n_tokens)
 
     def nbytes(self) -> int:
         """What the patterns add to a capture at most: the cached layers' states and the recorded calls'

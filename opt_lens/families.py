@@ -21,6 +21,8 @@ class ModulePaths:
 
     ``attn_out_proj`` is the linear map that mixes the concatenated head outputs back into the residual
     stream (GPT-2's ``c_proj``, OPT's ``out_proj``): its input holds each head's output in its own slice.
+    ``mlp_down`` is the MLP's last linear map (GPT-2's ``mlp.c_proj``, OPT's ``fc2``): its input is the MLP's
+    hidden activations after the nonlinearity, one per neuron.
     """
 
     embed: str
@@ -33,6 +35,7 @@ class ModulePaths:
     final_norm: str | None = None
     project_in: str | None = None
     project_out: str | None = None
+    mlp_down: str | None = None
 
     def block(self, layer: int) -> str:
         return f"{self.blocks}.{layer}"
@@ -45,6 +48,9 @@ class ModulePaths:
 
     def mlp_out_of(self, layer: int) -> str:
         return f"{self.block(layer)}.{self.mlp[-1]}"
+
+    def mlp_down_of(self, layer: int) -> str | None:
+        return f"{self.block(layer)}.{self.mlp_down}" if self.mlp_down else None
 
     def readout(self) -> tuple[str, ...]:
         """Modules that turn the last residual stream into logits, in the order the model applies them."""
@@ -73,6 +79,7 @@ GPT2 = Family(
         mlp=("mlp",),
         final_norm="transformer.ln_f",
         unembed="lm_head",
+        mlp_down="mlp.c_proj",
     ),
     norm=lambda config: "pre",
     activation=lambda config: config.activation_function,
@@ -93,6 +100,7 @@ OPT = Family(
         project_in="model.decoder.project_in",
         project_out="model.decoder.project_out",
         unembed="lm_head",
+        mlp_down="fc2",
     ),
     # OPT-350m sets do_layer_norm_before=False: its blocks normalise after the residual add.
     norm=lambda config: "pre" if config.do_layer_norm_before else "post",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .capturing import Capture
-from .causal import require_pre_ln
+from .attribution import require_pre_ln
 from .errors import OptLensError
 from .inside import LayerInside, checked, head_values, layer_inside
 from .lens import checked_position

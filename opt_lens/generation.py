@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from .capturing import _last_logits_only
+from .tracing import trace
 from .errors import OptLensError
 from .lens import Prediction
 from .tokens import Tokenized, display_tokens, tokenize
@@ -81,8 +81,6 @@ def generate(
     room = lm.arch.max_positions - prompt.seq_len
     end_ids = _end_of_text_ids(lm)
     generator = torch.Generator().manual_seed(seed)
-    model = lm.model
-    last_logits_only = _last_logits_only(model)
     new_ids: list[int] = []
     steps: list[Step] = []
     stop_reason: StopReason = "max_new_tokens"
@@ -92,11 +90,10 @@ def generate(
             if len(new_ids) == room:
                 stop_reason = "context_full"
                 break
-            # The lock is taken per step, not for the whole run: a long generation then only delays another
+            # Each step is its own trace, so the lock is taken per step: a long generation only delays another
             # student's capture by one token's forward. Nothing is shared between steps but the weights; the
             # key/value cache belongs to this call.
-            with lm.lock:
-                output = model(input_ids=next_input, cache=cache, use_cache=True, **last_logits_only)
+            output = trace(lm, next_input, use_cache=True, cache=cache).output
             cache = output.cache
             logits = output.logits[0, -1].float()  # [vocab]
             step = _choose(lm, logits, temperature, top_k, generator)

@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from .anatomy import BlockInside, inside_of
+from .attribution import norm_terms, require_pre_ln
 from .attention import LayerStates
 from .capturing import Capture
-from .causal import _norm_terms, require_pre_ln
 from .errors import OptLensError
 from .lens import checked_position
 from .surgery import get_module
+from .tracing import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def layer_inside(lm, cap: Capture, layer: int, positions: Sequence[int]) -> Laye
     positions = torch.as_tensor([checked_position(p, cap.seq_len) for p in positions], dtype=torch.long)
     x = _block_input(cap, layer)  # [seq, d_model]
     probs = _layer_states(cap, layer).rows(positions)  # [head, pos, seq]; a rebuild takes the lock itself
-    with lm.lock, torch.inference_mode():
+    with exclusive(lm):
         values = _values(lm, inside, layer, x)
         out_proj = get_module(lm.model, arch.paths.attn_out_proj_of(layer))
         w_o = linear_map(out_proj, arch.n_heads * arch.d_head).reshape(arch.n_heads, arch.d_head, -1)
@@ -213,7 +214,7 @@ def frozen_readout(lm, cap: Capture, position: int) -> Callable[[torch.Tensor], 
     norm = get_module(model, arch.paths.final_norm) if arch.paths.final_norm else None
     project_out = get_module(model, arch.paths.project_out) if arch.paths.project_out else None
     unembed = get_module(model, arch.paths.unembed)
-    scale, centred, weight, _ = _norm_terms(norm, cap.resid[-1, position])
+    scale, centred, weight, _ = norm_terms(norm, cap.resid[-1, position])
 
     def read(parts: torch.Tensor) -> torch.Tensor:
         if centred:
@@ -235,7 +236,7 @@ def head_logits(lm, cap: Capture, layer: int, head: int, position: int = -1) -> 
         raise OptLensError(f"There is no head {head}: this model has heads 0-{lm.arch.n_heads - 1}.")
     position = checked_position(position, cap.seq_len)
     inside = layer_inside(lm, cap, layer, [position])
-    with lm.lock, torch.inference_mode():
+    with exclusive(lm):
         return frozen_readout(lm, cap, position)(inside.heads_out[head])[0]  # [vocab]
 
 
@@ -256,7 +257,7 @@ def neuron_logits(lm, cap: Capture, layer: int, neuron: int | Sequence[int], pos
     chosen = torch.as_tensor(neuron, dtype=torch.long).reshape(-1)  # [neuron]
     if chosen.numel() == 0 or chosen.min() < 0 or chosen.max() >= inside.hidden.shape[-1]:
         raise OptLensError(f"Neurons are numbered 0-{inside.hidden.shape[-1] - 1} in this model's MLPs.")
-    with lm.lock, torch.inference_mode():
+    with exclusive(lm):
         written = inside.hidden[0, chosen, None] * inside.w_mlp[chosen]  # [neuron, d_model]
         logits = frozen_readout(lm, cap, position)(written)  # [neuron, vocab]
     return logits if isinstance(neuron, Sequence) else logits[0]

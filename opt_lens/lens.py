@@ -12,31 +12,18 @@ import torch
 
 from .capturing import Capture
 from .errors import OptLensError
-from .surgery import get_module
 from .tokens import display_tokens
+from .tracing import readout
+
+__all__ = ["readout"]  # the model's own output head on any residual stream (a trace, tracing.py)
 
 # Positions per readout call: bounds the [positions, vocab] block to ~50 MB for a 50k vocabulary.
 _POSITION_CHUNK = 256
 
 
-def readout(lm, resid: torch.Tensor) -> torch.Tensor:
-    """Logits the model would produce if ``resid`` (``[..., d_model]``) were its last residual stream."""
-    # Take the model's lock like capture() does: a capture in another thread has hooks on these modules.
-    with lm.lock, torch.inference_mode():
-        return readout_holding_lock(lm, resid)
-
-
-def readout_holding_lock(lm, resid: torch.Tensor) -> torch.Tensor:
-    """``readout`` for a caller that already holds ``lm.lock`` (it is not reentrant): the model's own modules
-    after its last block (final norm, OPT-350m's project_out, unembedding), in order."""
-    x = resid
-    for path in lm.arch.paths.readout():
-        x = get_module(lm.model, path)(x)
-    return x  # [..., vocab]
-
-
 def logit_lens(lm, capture: Capture, position: int) -> torch.Tensor:
     """``[n_layers + 1, vocab]``: row 0 read from the embeddings, row i after block i, the last row the model's logits."""
+    lm = capture.loaded_model(lm)
     return readout(lm, capture.resid[:, checked_position(position, capture.seq_len)])  # [layer + 1, vocab]
 
 
@@ -58,6 +45,7 @@ class Prediction:
 
 def top_k_next(lm, capture: Capture, k: int = 10, position: int = -1) -> list[Prediction]:
     """The k most likely next tokens after ``position`` (default: after the whole prompt)."""
+    lm = capture.loaded_model(lm)
     position = checked_position(position, capture.seq_len)
     if position == capture.seq_len - 1:
         logits = capture.next_logits  # the model's own output, no recomputation
@@ -98,6 +86,7 @@ class LensMap:
 
 def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None, *, lens=None) -> LensMap:
     """Each layer's top guess at ``positions``; with a ``TunedLens`` (tuned.py), read through its translators."""
+    lm = capture.loaded_model(lm)
     positions = list(range(capture.seq_len)) if positions is None else [checked_position(p, capture.seq_len) for p in positions]
     n_rows = capture.resid.shape[0]
     top_ids = torch.empty(n_rows, len(positions), dtype=torch.long)
@@ -123,3 +112,18 @@ def logit_lens_map(lm, capture: Capture, positions: list[int] | None = None, *, 
         top_tokens=[display_tokens(lm.tokenizer, row) for row in top_ids.tolist()],
         final_token_probs=final_token_probs,
     )
+
+
+def token_losses(capture: Capture) -> torch.Tensor:
+    """``[seq - 1]`` nats: the loss of predicting token t + 1 from tokens 0..t, for each t.
+
+    Read in blocks of positions: never the whole ``[seq, vocab]`` logits and a log-softmax copy of them.
+    """
+    lm = capture.loaded_model()
+    n = capture.seq_len - 1
+    losses = torch.empty(n)  # [seq - 1]
+    for start in range(0, n, _POSITION_CHUNK):
+        stop = min(start + _POSITION_CHUNK, n)
+        log_probs = torch.log_softmax(readout(lm, capture.resid[-1, start:stop]).float(), dim=-1)  # [block, vocab]
+        losses[start:stop] = -log_probs.gather(-1, capture.input_ids[start + 1 : stop + 1, None])[:, 0]
+    return losses

@@ -3,14 +3,14 @@
 Order of checks for a hub model: the name is a plain model ID; the Hub knows it and lists its files; its
 config is a known decoder-only architecture (no custom code); its weights fit the memory this process
 may use; only then are the weights downloaded (safetensors preferred, ``.bin`` only through torch's
-weights-only loader) and loaded in float32 with eager attention, so attention patterns are available.
+weights-only loader) and loaded in float32 with opt_lens' recording sdpa attention (eager attention for a model
+that bypasses transformers' attention interface), so attention patterns are available.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from .architecture import Architecture, describe
 from .errors import OptLensError
 from .memory import format_bytes, memory_budget
 from .names import DEMO_MODELS, is_local_folder, printable, validate_name
+from .turns import FairLock
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,20 @@ _CAUSAL_LM_CLASSES = {
 @dataclass(eq=False)
 class LoadedModel:
     name: str
-    model: PreTrainedModel  # eval mode, CPU, float32, eager attention
+    model: PreTrainedModel  # eval mode, CPU, float32, recording sdpa attention (eager where the interface is bypassed)
     tokenizer: object
     arch: Architecture
     source: str  # "demo", "local" or "hub"
-    # One model object serves every student; captures on it take turns (see capturing.py).
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # One model object serves every student; every run on it takes turns through ``exclusive`` (tracing.py).
+    lock: FairLock = field(default_factory=FairLock, repr=False)
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.name!r}, {self.arch.family}, {self.arch.n_params:,} parameters, {self.source})"
+
+    def exclusive(self) -> FairLock:
+        """The context in which a run has the model to itself (hooks on its modules, a reused block call).
+        Waiting threads get it in the order they asked for it. Not reentrant; only ``opt_lens.tracing`` takes it."""
+        return self.lock
 
     @property
     def weights_bytes(self) -> int:
@@ -257,6 +263,7 @@ def _first(sizes: dict[str, int], *keys: str) -> int | None:
 def _load_folder(name: str, folder: Path, config: PretrainedConfig, source: str) -> LoadedModel:
     has_safetensors = any(folder.glob("*.safetensors"))
     tokenizer = _tokenizer(name, folder)
+    attention.register()  # loading is what needs opt_lens' attention function; importing registers nothing
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder,

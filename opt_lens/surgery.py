@@ -1,9 +1,6 @@
-"""Plain functions over dotted module paths, and one place that owns every hook handle."""
+"""Plain functions over dotted module paths, and the exception a hook raises to end a forward pass early."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 from torch import nn
 
@@ -38,29 +35,3 @@ def path_of(model: nn.Module, target: nn.Module) -> str | None:
 
 class StopForward(Exception):
     """Raised by a hook to end a forward pass once it has given what was needed (the caller catches it)."""
-
-
-class HookSet:
-    """Every handle registered goes into one list and is removed when the ``with`` block exits, whatever fails."""
-
-    def __init__(self) -> None:
-        self._handles: list = []
-
-    def forward(self, module: nn.Module, hook) -> None:
-        self._handles.append(module.register_forward_hook(hook))
-
-    def forward_pre(self, module: nn.Module, hook) -> None:
-        self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-
-    def remove_all(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
-
-
-@contextlib.contextmanager
-def hooks() -> Iterator[HookSet]:
-    hook_set = HookSet()
-    try:
-        yield hook_set
-    finally:
-        hook_set.remove_all()

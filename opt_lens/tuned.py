@@ -26,10 +26,11 @@ from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError, Rep
 from . import hub
 from .capturing import Capture, capture
 from .errors import OptLensError
-from .lens import checked_position, readout, readout_holding_lock
+from .lens import checked_position, readout
 from .loading import read_json_config
 from .memory import format_bytes, memory_budget
 from .names import DEMO_MODELS, printable
+from .tracing import readout_with_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -291,10 +292,9 @@ def train_tuned_lens(lm, texts: list[str], *, steps: int, batch: int = 256, lear
         rows = resid[:, torch.randint(resid.shape[1], (batch,), generator=generator)]  # [layer + 1, batch, d_model]
         h = rows[:-1]  # [layer, batch, d_model]
         moved = h + torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))  # [layer, batch, d_model]
-        with lm.lock:  # the model's modules, with gradients to the translators only (the model's are frozen)
-            with torch.no_grad():
-                target = torch.log_softmax(readout_holding_lock(lm, rows[-1]), dim=-1)  # [batch, vocab]
-            log_q = torch.log_softmax(readout_holding_lock(lm, moved), dim=-1)  # [layer, batch, vocab]
+        with torch.no_grad():
+            target = torch.log_softmax(readout_with_gradients(lm, rows[-1]), dim=-1)  # [batch, vocab]
+        log_q = torch.log_softmax(readout_with_gradients(lm, moved), dim=-1)  # [layer, batch, vocab]
         loss = (target.exp() * (target - log_q)).sum(dim=-1).mean(dim=-1).sum()
         optimizer.zero_grad()
         loss.backward()

@@ -381,10 +381,10 @@ def test_a_sweep_reports_its_progress_and_the_bar_is_gone_when_it_is_done(monkey
     reported = []
     real = opt_lens.head_effects
 
-    def sweep(lm, text, *, token_id=None, position=-1, progress=None):
-        result = real(lm, text, token_id=token_id, position=position, progress=progress)
+    def sweep(lm, source, *, token_id=None, position=-1, progress=None):
+        result = real(lm, source, token_id=token_id, position=position, progress=progress)
         progress(8, 8)  # the library's own calls went to the same bar
-        reported.append(text)
+        reported.append(source.text)  # the page's cached capture of the prompt, not the prompt run again
         return result
 
     monkeypatch.setattr(opt_lens, "head_effects", sweep)

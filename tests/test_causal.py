@@ -210,7 +210,7 @@ def test_head_effects_cells_equal_single_ablations(tiny_lm, kind, position, head
     lm = tiny_lm(kind)
     ids = ids_of(lm, PROMPT)
     if heads_per_batch:  # as a long prompt runs: a few heads' variants per batch
-        monkeypatch.setattr(opt_lens.causal, "_ROWS_PER_BATCH", heads_per_batch * len(ids[: position % len(ids) + 1]))
+        monkeypatch.setattr(opt_lens.sweeps, "_ROWS_PER_BATCH", heads_per_batch * len(ids[: position % len(ids) + 1]))
     clean = torch.log_softmax(model_logits(lm, ids)[position], -1)  # [vocab]
     target = int(clean.argmax())
     calls = []
@@ -466,7 +466,7 @@ def test_patch_heads_cells_equal_hand_patched_runs(tiny_lm, kind, heads_per_batc
     lm = tiny_lm(kind)
     clean_ids, corrupted_ids, answer, wrong, clean_diff, corrupted_diff = patching_pair(lm)
     if heads_per_batch:
-        monkeypatch.setattr(opt_lens.causal, "_ROWS_PER_BATCH", heads_per_batch * len(corrupted_ids))
+        monkeypatch.setattr(opt_lens.sweeps, "_ROWS_PER_BATCH", heads_per_batch * len(corrupted_ids))
     clean_z = out_proj_inputs(lm, clean_ids)
     result = opt_lens.patch_heads(lm, PROMPT, CORRUPTED, answer_id=answer, wrong_id=wrong)
     d = lm.arch.d_head
