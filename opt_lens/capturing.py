@@ -168,11 +168,13 @@ def capture(
     ablate=(),
     ablate_with: str = "zero",
     ablate_mlps=(),
+    ablate_neurons=(),
 ) -> Capture:
     """Tokenize ``text`` (truncating to the model's context) and capture one forward pass.
 
-    ``ablate=[(layer, head), ...]`` and ``ablate_mlps=[layer, ...]`` knock those parts out of the run
-    (``ablate_with="zero"`` or ``"mean"``, see ablation.py); every field then describes the ablated run.
+    ``ablate=[(layer, head), ...]``, ``ablate_mlps=[layer, ...]`` and ``ablate_neurons=[(layer, neuron), ...]``
+    knock those parts out of the run (``ablate_with="zero"`` or ``"mean"``, see ablation.py); every field then
+    describes the ablated run.
 
     ``attention_prefix=n`` keeps the attention among the first ``n`` tokens only: as attention is causal,
     exactly the patterns a run on those ``n`` tokens gives, for a fraction of the memory of a long prompt's.
@@ -190,6 +192,7 @@ def capture(
         ablate=ablate,
         ablate_with=ablate_with,
         ablate_mlps=ablate_mlps,
+        ablate_neurons=ablate_neurons,
     )
 
 
@@ -206,11 +209,12 @@ def capture_ids(
     ablate=(),
     ablate_with: str = "zero",
     ablate_mlps=(),
+    ablate_neurons=(),
 ) -> Capture:
     """Capture a forward pass on token ids (for synthetic inputs such as repeated random tokens)."""
     arch = lm.arch
     input_ids = _checked_ids(arch, input_ids, points, attention_prefix)
-    knocked_out = ablation_spec(arch, ablate, ablate_mlps, ablate_with)
+    knocked_out = ablation_spec(arch, ablate, ablate_mlps, ablate_with, ablate_neurons)
     seq = input_ids.shape[0]
     kept = seq if attention_prefix is None else min(seq, attention_prefix)  # tokens whose attention is kept
     edits = tuple(ablation_edits(lm, input_ids, knocked_out))  # mean ablation runs the unablated pass here

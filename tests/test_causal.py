@@ -157,6 +157,47 @@ def test_mean_ablation_and_mlp_ablation_match_hand_ablated_run(tiny_lm, kind):
     torch.testing.assert_close(opt_lens.capture(lm, PROMPT, ablate_mlps=[0]).logits, zeroed, rtol=1e-4, atol=1e-4)
 
 
+def down_proj_inputs(lm, ids, layer):
+    """The MLP's hidden activations ``[seq, d_mlp]`` at ``layer`` (its output projection's input), unablated."""
+    seen = []
+    model_logits(lm, ids, (sub(lm, lm.arch.paths.mlp_down_of(layer)), "pre", lambda m, args: seen.append(args[0].clone())))
+    return seen[0].reshape(-1, lm.arch.d_mlp)  # OPT's fc2 sees [seq, d_mlp], GPT-2's c_proj [1, seq, d_mlp]
+
+
+def set_neurons(lm, layer, neurons, values):
+    """A pre-hook on the MLP's output projection putting ``values[i]`` into neuron ``neurons[i]`` everywhere."""
+
+    def hook(module, args):
+        hidden = args[0].clone()
+        for neuron, value in zip(neurons, values):
+            hidden[..., neuron] = value
+        return (hidden,)
+
+    return sub(lm, lm.arch.paths.mlp_down_of(layer)), "pre", hook
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "opt-post-ln"])
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_neuron_ablation_matches_hand_ablated_run(tiny_lm, kind, mode):
+    lm = tiny_lm(kind)
+    ids = ids_of(lm, PROMPT)
+    knocked = {0: [5, 37, 100], 2: [1]}
+    values = {layer: down_proj_inputs(lm, ids, layer).mean(0)[neurons] if mode == "mean" else [0.0] * len(neurons)
+              for layer, neurons in knocked.items()}  # mean: each neuron's mean over the prompt, unablated
+    expected = model_logits(lm, ids, *(set_neurons(lm, layer, neurons, values[layer]) for layer, neurons in knocked.items()))
+    pairs = [(layer, neuron) for layer, neurons in knocked.items() for neuron in neurons]
+    cap = opt_lens.capture(lm, PROMPT, ablate_neurons=pairs, ablate_with=mode, points=("mlp_hidden",))
+    torch.testing.assert_close(cap.logits, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(cap.next_logits, expected[-1], rtol=1e-4, atol=1e-4)
+    assert (cap.logits - opt_lens.capture(lm, PROMPT).logits).abs().max() > 1e-3  # the neurons mattered
+    assert cap.ablation.neurons == tuple(sorted(pairs)) and cap.ablation.mode == mode
+    for layer, neurons in knocked.items():  # the recorded and the rebuilt neurons are the ablated run's
+        expected_hidden = torch.as_tensor(values[layer], dtype=cap.mlp_hidden.dtype).expand(len(ids), -1)
+        torch.testing.assert_close(cap.mlp_hidden[layer][:, neurons], expected_hidden, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(opt_lens.capture(lm, PROMPT, ablate_neurons=pairs, ablate_with=mode).point("mlp_hidden", layer),
+                                   cap.mlp_hidden[layer], rtol=1e-5, atol=1e-5)
+
+
 def test_ablated_attention_and_resid_describe_the_ablated_run(tiny_lm):
     """Against transformers' eager attention on the same weights, with the head zeroed by a plain pre-hook."""
     lm = tiny_lm("gpt2")
@@ -184,7 +225,9 @@ def test_ablated_attention_and_resid_describe_the_ablated_run(tiny_lm):
 def test_invalid_ablations_are_refused(tiny_lm):
     lm = tiny_lm("gpt2")
     for kwargs in ({"ablate": [(3, 0)]}, {"ablate": [(0, 4)]}, {"ablate": [(0, -1)]}, {"ablate": ["L0H1"]},
-                   {"ablate": [(0, 1)], "ablate_with": "resample"}, {"ablate_mlps": [7]}, {"ablate_mlps": ["1"]}):
+                   {"ablate": [(0, 1)], "ablate_with": "resample"}, {"ablate_mlps": [7]}, {"ablate_mlps": ["1"]},
+                   {"ablate_neurons": [(0, 512)]}, {"ablate_neurons": [(3, 0)]}, {"ablate_neurons": [(0, -1)]},
+                   {"ablate_neurons": [7]}, {"ablate_neurons": ["L0N1"]}):
         with pytest.raises(opt_lens.OptLensError):
             opt_lens.capture(lm, PROMPT, **kwargs)
     assert no_hooks_anywhere(lm.model)
@@ -194,6 +237,8 @@ def test_shared_model_is_left_exactly_as_it_was(tiny_lm):
     lm = tiny_lm("opt")
     before = opt_lens.capture(lm, PROMPT)
     opt_lens.capture(lm, PROMPT, ablate=[(0, 0), (2, 3)], ablate_mlps=[1], ablate_with="mean")
+    opt_lens.capture(lm, PROMPT, ablate_neurons=[(0, 3), (2, 7)], ablate_with="mean")
+    opt_lens.capture(lm, PROMPT, ablate_neurons=[(1, 3)], points=("mlp_hidden",))
     after = opt_lens.capture(lm, PROMPT)
     assert no_hooks_anywhere(lm.model)
     for field in ("attention", "resid", "logits", "next_logits"):
