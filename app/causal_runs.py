@@ -58,26 +58,27 @@ def _with_progress(label: str, run):
 
 
 def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str,
-                    mlps: tuple[int, ...] = (), *, ui: bool = True) -> opt_lens.Capture:
-    """The capture of ``prompt`` with ``heads`` and MLP layers ``mlps`` knocked out (``mode`` "zero" or "mean");
-    the plain capture if none."""
-    if not heads and not mlps:
+                    mlps: tuple[int, ...] = (), neurons: tuple[tuple[int, int], ...] = (), *,
+                    ui: bool = True) -> opt_lens.Capture:
+    """The capture of ``prompt`` with ``heads``, MLP layers ``mlps`` and MLP ``neurons`` (layer, neuron) knocked
+    out (``mode`` "zero" or "mean"); the plain capture if none."""
+    if not heads and not mlps and not neurons:
         return cached_capture(name, prompt, ui=ui)
     lm = shared_model(name, ui=ui)
-    spinner = (st.spinner(f"Running {name} with {len(heads)} head(s) and {len(mlps)} MLP layer(s) knocked out…")
-               if ui else contextlib.nullcontext())
+    spinner = (st.spinner(f"Running {name} with {len(heads)} head(s), {len(mlps)} MLP layer(s) and "
+                          f"{len(neurons)} neuron(s) knocked out…") if ui else contextlib.nullcontext())
     with spinner:
-        return shared_capture((name, prompt, "ablate", heads, mlps, mode), lm,
+        return shared_capture((name, prompt, "ablate", heads, mlps, mode, neurons), lm,
                               lambda: opt_lens.capture(lm, prompt, ablate=list(heads), ablate_mlps=list(mlps),
-                                                       ablate_with=mode))
+                                                       ablate_neurons=list(neurons), ablate_with=mode))
 
 
 @st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
-                 mlps: tuple[int, ...] = ()) -> torch.Tensor:
+                 mlps: tuple[int, ...] = (), neurons: tuple[tuple[int, int], ...] = ()) -> torch.Tensor:
     """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it (reading the
     shared capture, which it never changes)."""
-    return opt_lens.token_losses(ablated_capture(name, prompt, heads, mode, mlps, ui=False))
+    return opt_lens.token_losses(ablated_capture(name, prompt, heads, mode, mlps, neurons, ui=False))
 
 
 def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:

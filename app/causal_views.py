@@ -16,10 +16,12 @@ import torch
 from opt_lens.tokens import display_tokens
 
 from app.charts import layer_head_axes
-from app.text import head_label, mlp_label
+from app.text import escape_markdown, head_label, mlp_label
 
 _HEAD_LABEL = re.compile(r"L(\d{1,3})\.H(\d{1,3})")
 _MLP_LABEL = re.compile(r"MLP ([1-9]\d{0,2}|0)")
+_NEURON_LABEL = re.compile(r"L([1-9]\d{0,2}|0)\.N([1-9]\d{0,5}|0)")
+MAX_NEURONS = 32  # a box of neuron labels knocks out at most this many (a link may name any number)
 # Diverging maps: red where an intervention lowers the measure, blue where it raises it, white at 0.
 DIVERGING = "redblue"
 
@@ -49,6 +51,25 @@ def parse_mlps(labels, n_layers: int) -> list[int]:
     """The MLP layers of labels such as ``["MLP 1"]``; anything else (it may come from a URL) is dropped."""
     return sorted({int(match[1]) for label in labels or () if (match := _MLP_LABEL.fullmatch(str(label)))
                    and int(match[1]) < n_layers})
+
+
+def parse_neurons(text: str, n_layers: int, d_mlp: int) -> tuple[tuple[tuple[int, int], ...], str | None]:
+    """The (layer, neuron) pairs of a box of labels such as ``"L1.N37, L0.N5"``, and a note naming what was
+    ignored (it may come from a URL): anything not a label of this model, and labels beyond ``MAX_NEURONS``."""
+    words = [word for word in re.split(r"[\s,;]+", str(text or "")) if word]
+    neurons, ignored = [], []
+    for word in words:
+        match = _NEURON_LABEL.fullmatch(word)
+        if match and int(match[1]) < n_layers and int(match[2]) < d_mlp and len(set(neurons)) < MAX_NEURONS:
+            neurons.append((int(match[1]), int(match[2])))
+        else:
+            ignored.append(word)
+    if not ignored:
+        return tuple(sorted(set(neurons))), None
+    shown = ", ".join(f"“{escape_markdown(word[:20])}”" for word in ignored[:3]) + (" …" if len(ignored) > 3 else "")
+    return tuple(sorted(set(neurons))), (
+        f"Ignored {shown}: a neuron is named like L1.N37 (neuron 37 of layer 1's MLP); this model has layers "
+        f"0-{n_layers - 1} and neurons 0-{d_mlp - 1}, and at most {MAX_NEURONS} are knocked out at once.")
 
 
 def grid_frame(values: torch.Tensor, value: str) -> pd.DataFrame:

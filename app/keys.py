@@ -13,6 +13,7 @@ LAYER = "layer"  # Attention: the head shown
 HEAD = "head"
 HEAD_METRIC = "head_metric"  # Attention: the score the head map shows
 KNOCK_OUT = "knock_out"  # Cause and effect: the heads knocked out
+KNOCK_OUT_NEURONS = "knock_out_neurons"  # Cause and effect: the MLP neurons knocked out ("L1.N37, L0.N5")
 LOOK_AT = "look_at"  # Cause and effect: the head whose attention is shown before and after
 
 LESSON = "lesson"  # the lesson's step (no widget holds it: kept in the URL by hand)

@@ -24,6 +24,11 @@ def mlp_label(layer: int) -> str:
     return f"MLP {layer}"
 
 
+def neuron_label(layer: int, neuron: int) -> str:
+    """How an MLP neuron is named on the pages and in the URL: ``L1.N37`` is neuron 37 of layer 1's MLP."""
+    return f"L{layer}.N{neuron}"
+
+
 def escape_markdown(text) -> str:
     """Text (a model ID, an error quoting one, a token) made safe for st.error/st.markdown: shown as typed."""
     return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))

@@ -30,8 +30,9 @@ if cap.seq_len < 2:
 # ------------------------------------------------------------------------------------------- knock out
 st.header("1. Knock out heads")
 st.caption("A knocked-out head's output is removed before the layer mixes its heads (set to zero, or to its "
-           "average over the prompt); everything else runs as usual. A whole MLP layer can go too.")
-left, middle, right = st.columns([3, 1.5, 1])
+           "average over the prompt); everything else runs as usual. A whole MLP layer can go too, or single MLP "
+           "neurons (their activation after the nonlinearity).")
+left, middle, neuron_column, right = st.columns([3, 1.5, 1.5, 1])
 
 
 def look_at_newest_head():
@@ -46,6 +47,14 @@ picked = left.multiselect("Heads to knock out", options, key=keys.KNOCK_OUT, bin
                                "use “Knock this head out” on the Attention page.")
 picked_mlps = middle.multiselect("MLP layers to knock out", mlp_options, key="knock_out_mlps",
                                 bind="query-params", help="MLP 0 is the MLP of layer 0: its whole output is removed.")
+st.session_state.setdefault(keys.KNOCK_OUT_NEURONS, "")
+typed_neurons = neuron_column.text_input(
+    "MLP neurons to knock out", key=keys.KNOCK_OUT_NEURONS, bind="query-params", max_chars=300,
+    placeholder="e.g. L1.N37, L0.N5", help="L1.N37 is neuron 37 of layer 1's MLP (both count from 0). Use “Knock "
+    "this neuron out” on the page inside a head and an MLP, or type labels separated by commas.")
+neurons, ignored_neurons = views.parse_neurons(typed_neurons, n_layers, lm.arch.d_mlp)
+if ignored_neurons:
+    neuron_column.caption(ignored_neurons)
 st.session_state.setdefault("ablate_with", "zero")
 mode = right.radio("Replace its output by", ["zero", "mean"], key="ablate_with", bind="query-params",
                    help="mean: the head's average output over this prompt, a gentler knock-out that keeps the "
@@ -54,10 +63,10 @@ heads = tuple(views.parse_heads(picked, n_layers, n_heads))
 mlps = tuple(views.parse_mlps(picked_mlps, n_layers))
 if picked and keys.LOOK_AT not in st.session_state:  # a link naming only the heads: show the last one removed
     st.session_state[keys.LOOK_AT] = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
-after = runs.ablated_capture(name, prompt, heads, mode, mlps)
+after = runs.ablated_capture(name, prompt, heads, mode, mlps, neurons)
 loss_before = runs.token_losses(name, prompt)
-loss_after = runs.token_losses(name, prompt, heads, mode, mlps) if heads or mlps else None
-if not heads and not mlps:
+loss_after = runs.token_losses(name, prompt, heads, mode, mlps, neurons) if heads or mlps or neurons else None
+if not heads and not mlps and not neurons:
     st.info("Pick one or more heads above to see what changes without them.", icon=":material/touch_app:")
 
 st.subheader("Next-token guesses, before and after")

@@ -1,7 +1,7 @@
 import altair as alt
 import streamlit as st
 
-from app import charts, frame, inside_views, selection, state, tables, text
+from app import charts, frame, inside_views, keys, navigation, selection, state, tables, text
 from opt_lens import OptLensError
 
 frame.page_intro(
@@ -126,6 +126,12 @@ def mlp_section() -> None:
         x=alt.X("token:N", sort=labels, axis=alt.Axis(labelAngle=-60, labelOverlap=True)), y="activation:Q",
         tooltip=["token", alt.Tooltip("activation:Q", format=".3f")])
     charts.draw(st, line.properties(title=f"Neuron {neuron} of layer {layer} across the prompt"), width="stretch")
+    if st.button(f"Knock this neuron out (L{layer}.N{neuron})", icon=":material/science:",
+                 help="Open Cause and effect with this neuron knocked out of the run, to see what the model "
+                      "needs it for."):
+        settings = {keys.KNOCK_OUT_NEURONS: text.neuron_label(layer, int(neuron))}
+        st.session_state.update(settings)  # the box of Cause and effect, not drawn here
+        navigation.open_page("pages/cause_and_effect.py", settings)
 
 
 head_section()

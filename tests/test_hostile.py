@@ -270,8 +270,9 @@ PAGE_PARAMETERS = {
     "pages/predictions.py": ("k", "position"),
     "pages/generate.py": ("temperature", "top_k", "max_new_tokens", "seed", "step"),
     "pages/compare.py": ("model_b",),
-    "pages/cause_and_effect.py": ("knock_out", "knock_out_mlps", "ablate_with", "look_at", "target", "clean",
-                                  "corrupted", "answer", "wrong", "two_models", "model_b", "knock_out_b"),
+    "pages/cause_and_effect.py": ("knock_out", "knock_out_mlps", "knock_out_neurons", "ablate_with", "look_at",
+                                  "target", "clean", "corrupted", "answer", "wrong", "two_models", "model_b",
+                                  "knock_out_b"),
 }
 HOSTILE_VALUES = {
     "inf": "inf", "-inf": "-inf", "1e309": "1e309", "nan": "nan", "-1": "-1", "huge int": "9" * 40, "empty": "",
