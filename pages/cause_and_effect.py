@@ -67,7 +67,7 @@ after = runs.ablated_capture(name, prompt, heads, mode, mlps, neurons)
 loss_before = runs.token_losses(name, prompt)
 loss_after = runs.token_losses(name, prompt, heads, mode, mlps, neurons) if heads or mlps or neurons else None
 if not heads and not mlps and not neurons:
-    st.info("Pick one or more heads above to see what changes without them.", icon=":material/touch_app:")
+    st.info("Pick heads, MLP layers or neurons above to see what changes without them.", icon=":material/touch_app:")
 
 st.subheader("Next-token guesses, before and after")
 guesses = views.predictions_frame(lm.tokenizer, cap.next_logits, after.next_logits, 10)
