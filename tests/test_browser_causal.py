@@ -41,3 +41,15 @@ def test_a_click_on_the_head_effect_map_knocks_that_head_out(page, server):
     wait_for_app(page)
     assert "L0.H3" in knocked_out(page)
     assert_clean(page, server)
+
+
+def test_knock_this_neuron_out_opens_cause_and_effect_with_that_neuron(page, server):
+    open_app(page, server, {"mlp_layer": "1", "neuron": "17"}, path="inside")
+    button = page.get_by_role("button", name="Knock this neuron out (L1.N17)")
+    button.scroll_into_view_if_needed()
+    button.click()
+    page.wait_for_url("**/cause_and_effect?*")
+    wait_for_app(page)
+    assert title(page) == "Cause and effect" and "knock_out_neurons=L1.N17" in page.url
+    assert page.get_by_role("textbox", name="MLP neurons to knock out").input_value() == "L1.N17"
+    assert_clean(page, server)
