@@ -7,6 +7,7 @@ Each reference registers its own hooks with ``register_forward_hook`` / ``regist
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 
 import pytest
@@ -231,6 +232,14 @@ def test_invalid_ablations_are_refused(tiny_lm):
         with pytest.raises(opt_lens.OptLensError):
             opt_lens.capture(lm, PROMPT, **kwargs)
     assert no_hooks_anywhere(lm.model)
+
+
+def test_neurons_of_a_model_whose_mlp_output_projection_is_unknown_are_refused(tiny_lm):
+    arch = tiny_lm("gpt2").arch
+    unknown = dataclasses.replace(arch, paths=dataclasses.replace(arch.paths, mlp_down=None))
+    with pytest.raises(opt_lens.OptLensError, match="cannot knock a neuron out"):
+        opt_lens.ablation.ablation_spec(unknown, neurons=[(0, 1)])
+    assert opt_lens.ablation.ablation_spec(unknown, mlps=[0]).mlps == (0,)  # a whole MLP needs no neuron
 
 
 def test_shared_model_is_left_exactly_as_it_was(tiny_lm):
