@@ -68,8 +68,8 @@ def parse_neurons(text: str, n_layers: int, d_mlp: int) -> tuple[tuple[tuple[int
         return tuple(sorted(set(neurons))), None
     shown = ", ".join(f"“{escape_markdown(word[:20])}”" for word in ignored[:3]) + (" …" if len(ignored) > 3 else "")
     return tuple(sorted(set(neurons))), (
-        f"Ignored {shown}: a neuron is named like L1.N37 (neuron 37 of layer 1's MLP); this model has layers "
-        f"0-{n_layers - 1} and neurons 0-{d_mlp - 1}, and at most {MAX_NEURONS} are knocked out at once.")
+        f"Ignored {shown}: this model has layers 0-{n_layers - 1} and neurons 0-{d_mlp - 1} (L1.N37: neuron 37 "
+        f"of layer 1), at most {MAX_NEURONS} at once.")
 
 
 def grid_frame(values: torch.Tensor, value: str) -> pd.DataFrame:
