@@ -1,14 +1,19 @@
-"""The caches every student shares: loaded models and captures, each within a share of the memory limit.
+"""The caches every student shares: loaded models, captures and results, each within a share of the memory limit.
 
 One cached model object serves every session; captures are cached by (model, prompt) and never modified
-after creation.
+after creation. Every cache here lives in this module, outside Streamlit's ``st.cache_data`` and
+``st.cache_resource``: any client may send Streamlit's "Clear cache" message (accepted even in viewer
+toolbar mode, and no setting refuses it), which clears those for the whole server, and would reload both
+models and drop every finished sweep of the class.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -32,19 +37,22 @@ HEAD_MATCH_TOKENS = 128
 
 
 class BudgetCache:
-    """A least-recently-used cache bounded by bytes, shared by all sessions; one build per key at a time."""
+    """A least-recently-used cache bounded by bytes (or entries, each of size 1), shared by all sessions; one
+    build per key at a time; entries older than ``ttl`` seconds, when given, are built again."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, ttl: float | None = None):
         self.budget_bytes = budget_bytes
+        self.ttl = ttl
         self._items: OrderedDict = OrderedDict()
         self._sizes: dict = {}
+        self._born: dict = {}
         self._lock = threading.Lock()
         self._building: dict = {}
 
     def get(self, key, build, size_of, still_valid=lambda value: True):
         """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again."""
         with self._lock:
-            if key in self._items and not still_valid(self._items[key]):
+            if key in self._items and (not still_valid(self._items[key]) or self._expired(key)):
                 del self._items[key], self._sizes[key]
             if key in self._items:
                 self._items.move_to_end(key)
@@ -63,7 +71,7 @@ class BudgetCache:
             size = size_of(value)
             with self._lock:
                 self._make_room(size)
-                self._items[key], self._sizes[key] = value, size
+                self._items[key], self._sizes[key], self._born[key] = value, size, time.monotonic()
                 self._building.pop(key, None)
             return value
 
@@ -75,29 +83,83 @@ class BudgetCache:
         while self._items and sum(self._sizes.values()) + size > self.budget_bytes:
             evicted, _ = self._items.popitem(last=False)
             logger.info("Evicting %s to stay within %s", evicted, format_bytes(self.budget_bytes))
-            self._sizes.pop(evicted)
+            self._sizes.pop(evicted), self._born.pop(evicted, None)
+
+    def _expired(self, key) -> bool:
+        return self.ttl is not None and time.monotonic() - self._born.get(key, 0.0) > self.ttl
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items and not self._expired(key)
 
     def keys(self) -> list:
         with self._lock:
             return list(self._items)
 
 
-@st.cache_resource
+def server_wide(make):
+    """``make()``'s value, made once per server process and kept in this module, not in Streamlit's caches;
+    ``.clear()`` (tests: a fresh server) makes it again on next use."""
+    lock, made = threading.Lock(), []
+
+    @functools.wraps(make)
+    def get():
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    def clear() -> None:
+        with lock:
+            made.clear()
+
+    get.clear = clear
+    return get
+
+
+def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner: str | None = None):
+    """Like ``st.cache_data(ttl, max_entries, show_spinner=spinner)``, but server-wide, out of a client's reach.
+
+    The value is built once per arguments (which must be hashable) and the same object is handed to every
+    session, unlike ``st.cache_data``'s copy per hit: pages must not modify it (tables are changed with
+    ``assign``, which copies). A hit draws nothing.
+    """
+    def decorate(function):
+        cache = server_wide(lambda: BudgetCache(max_entries, ttl))
+
+        @functools.wraps(function)
+        def cached(*args, **kwargs):
+            key = (args, tuple(sorted(kwargs.items())))
+
+            def build():
+                with st.spinner(spinner) if spinner else contextlib.nullcontext():
+                    return function(*args, **kwargs)
+
+            return cache().get(key, build, lambda value: 1)
+
+        cached.clear = cache.clear
+        cached.cached_keys = lambda: [args for args, _ in cache().keys()]
+        return cached
+
+    return decorate
+
+
+@server_wide
 def model_cache() -> BudgetCache:
     return BudgetCache(int(memory_limit()[0] * MODEL_SHARE))
 
 
-@st.cache_resource
+@server_wide
 def capture_cache() -> BudgetCache:
     return BudgetCache(int(memory_limit()[0] * CAPTURE_SHARE))
 
 
-@st.cache_resource(ttl=600, show_spinner=False)
+@shared_result(ttl=600, max_entries=1)
 def hub_online() -> bool:
     return hub_reachable()
 
 
-@st.cache_data(ttl=60, show_spinner=False)
+@shared_result(ttl=60, max_entries=1)
 def cached_hub_models() -> list[str]:
     """IDs of the Hub models in this computer's Hugging Face cache that load without the Hub, sorted.
 
@@ -115,7 +177,7 @@ def cached_hub_models() -> list[str]:
     return [model.repo_id for model in opt_lens.hub.cached_models()]
 
 
-@st.cache_data(ttl=3600, show_spinner=False)
+@shared_result(ttl=3600, max_entries=256)
 def cached_description(name: str) -> dict:
     """Architecture facts from the config alone (no weights), for any model name."""
     return opt_lens.describe_pretrained(name, allow_local=False).to_dict()
@@ -196,7 +258,7 @@ def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
     return opt_lens.tokens.tokenize(tokenizer, prompt, context)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
+@shared_result(ttl=None, max_entries=16)
 def shared_tokenizer(name: str) -> opt_lens.LoadedTokenizer:
     """A model's tokenizer alone (a few MB), shared by every session."""
     return opt_lens.load_tokenizer(name, allow_local=False)

@@ -16,7 +16,7 @@ import torch
 
 import opt_lens
 from app import causal_views as views
-from app.caches import BudgetCache, cached_capture, shared_capture, shared_model
+from app.caches import BudgetCache, cached_capture, server_wide, shared_capture, shared_model, shared_result
 
 RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tokens] floats: thousands fit
 # A sweep or patching map costs about (variants x prompt tokens) token-passes through a block stack. Up to GPT-2's
@@ -25,7 +25,7 @@ RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tok
 AUTO_RUN_TOKENS = 144 * 128
 
 
-@st.cache_resource
+@server_wide
 def result_cache() -> BudgetCache:
     return BudgetCache(RESULT_BUDGET_BYTES)
 
@@ -72,7 +72,7 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
                                                        ablate_with=mode))
 
 
-@st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
+@shared_result(max_entries=256)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
                  mlps: tuple[int, ...] = ()) -> torch.Tensor:
     """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
@@ -99,7 +99,7 @@ def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
     )
 
 
-@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+@shared_result(max_entries=128)
 def attribution(name: str, prompt: str, token_id: int):
     """Direct logit attribution of ``token_id`` at the last position (cheap: one capture, then linear algebra)."""
     lm = shared_model(name, ui=False)

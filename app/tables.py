@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app.caches import cached_capture, shared_model
+from app.caches import cached_capture, shared_model, shared_result
 
 if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
     from opt_lens.tokens import Tokenized
@@ -128,7 +128,7 @@ def top_keys(row: pd.DataFrame, k: int = TOP_KEYS) -> pd.DataFrame:
     return top.assign(key=[f"{position} {token}" for position, token in zip(top.position, top.token)])
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Scoring every head…")
+@shared_result(max_entries=64, spinner="Scoring every head…")
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     scores = opt_lens.heads.head_scores(lm, cap)
@@ -140,7 +140,7 @@ def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64)
 def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     rows = opt_lens.top_k_next(lm, cap, k=k, position=position)
@@ -148,7 +148,7 @@ def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.
                           "logit": p.logit} for p in rows])
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Reading every layer through the output head…")
+@shared_result(max_entries=64, spinner="Reading every layer through the output head…")
 def logit_lens_table(name: str, prompt: str, start: int, end: int) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     lens = opt_lens.logit_lens_map(lm, cap, positions=list(range(start, end)))

@@ -570,3 +570,27 @@ def test_an_attention_map_keeps_its_width_when_two_stand_side_by_side():
     assert spec["encoding"]["color"]["legend"]["orient"] == "top"
     assert spec["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
     assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False  # rows have room for every label
+
+
+def test_a_clients_clear_cache_message_reloads_no_model_and_loses_no_result():
+    """Streamlit's "Clear cache" (one websocket message any student can send) leaves the class's models,
+    captures and results where they are: the page runs again without loading the model again."""
+    from browser_support import StreamlitServer
+    from streamlit_client import StreamlitClient
+
+    server = StreamlitServer()
+    try:
+        server.wait_healthy()
+        student, other = StreamlitClient(server.url), StreamlitClient(server.url)
+        student.open("attention", "model=demo/tiny-gpt2&prompt=one+two+three+one+two+three")
+        loads = server.log().count("Loaded demo/tiny-gpt2")
+        assert loads == 1
+        other.clear_cache()
+        warm = student.open("attention", "model=demo/tiny-gpt2&prompt=one+two+three+one+two+three")
+        assert not any("went wrong" in text for text in student.texts)
+        assert server.log().count("Loaded demo/tiny-gpt2") == loads  # the model was not loaded again
+        assert "Scoring every head…" not in student.texts  # nor were the head scores computed again
+        student.close(), other.close()
+    finally:
+        server.stop()
+    assert warm < 30
