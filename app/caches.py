@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 import opt_lens
+from app import jobs
 from opt_lens.hub import hub_reachable
 from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
 
@@ -49,8 +51,12 @@ class BudgetCache:
         self._lock = threading.Lock()
         self._building: dict = {}
 
-    def get(self, key, build, size_of, still_valid=lambda value: True):
-        """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again."""
+    def get(self, key, build, size_of, still_valid=lambda value: True, waiting=None):
+        """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again.
+
+        While another session builds the same key, ``waiting()`` is called every quarter second: a page's
+        update there lets Streamlit stop a student who leaves, rather than keep them blocked until the end.
+        """
         with self._lock:
             if key in self._items and (not still_valid(self._items[key]) or self._expired(key)):
                 del self._items[key], self._sizes[key]
@@ -58,22 +64,30 @@ class BudgetCache:
                 self._items.move_to_end(key)
                 return self._items[key]
             key_lock = self._building.setdefault(key, threading.Lock())
-        with key_lock:  # a second student asking for the same thing waits for the first build
+        while not key_lock.acquire(timeout=0.25):  # a second student asking for the same thing waits
+            if waiting is not None:
+                waiting()
+        try:
+            return self._build_once(key, build, size_of)
+        finally:
+            key_lock.release()
+
+    def _build_once(self, key, build, size_of):
+        with self._lock:
+            if key in self._items:
+                return self._items[key]
+        try:
+            value = build()
+        except BaseException:  # a stopped or failed build leaves nothing behind
             with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            try:
-                value = build()
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
-            size = size_of(value)
-            with self._lock:
-                self._make_room(size)
-                self._items[key], self._sizes[key], self._born[key] = value, size, time.monotonic()
                 self._building.pop(key, None)
-            return value
+            raise
+        size = size_of(value)
+        with self._lock:
+            self._make_room(size)
+            self._items[key], self._sizes[key], self._born[key] = value, size, time.monotonic()
+            self._building.pop(key, None)
+        return value
 
     def make_room(self, size: int) -> None:
         with self._lock:
@@ -229,20 +243,44 @@ def cached_capture(name: str, prompt: str, *, ui: bool = True,
     ``attention_prefix`` keeps the attention of the first tokens only (see ``opt_lens.capture``).
     """
     lm = shared_model(name, ui=ui)
-    spinner = st.spinner(f"Running {name} on the prompt…") if ui else contextlib.nullcontext()
+    key = (name, prompt, attention_prefix)
+    if ui and key not in capture_cache():
+        spinner = st.spinner(f"Running {name} on the prompt{_others_running(name)}…")
+    else:
+        spinner = contextlib.nullcontext()
     with spinner:
-        return shared_capture((name, prompt, attention_prefix), lm,
-                              lambda: opt_lens.capture(lm, prompt, attention_prefix=attention_prefix))
+        return shared_capture(key, lm, lambda: opt_lens.capture(lm, prompt, attention_prefix=attention_prefix))
+
+
+_RUNNING_LOCK = threading.Lock()
+_RUNNING: dict[str, int] = {}  # model name: captures being taken on it now (they take turns on its lock)
+
+
+def _others_running(name: str) -> str:
+    with _RUNNING_LOCK:
+        ahead = _RUNNING.get(name, 0)
+    return f", {ahead} {'student' if ahead == 1 else 'students'} ahead of you" if ahead else ""
 
 
 def shared_capture(key, lm: opt_lens.LoadedModel, run) -> opt_lens.Capture:
     """``run()``'s capture, built once for everyone who asks for ``key`` on ``lm`` and kept within budget.
 
-    A capture reads its model for logits, so one taken on a model object since evicted is taken again.
+    A capture reads its model for logits, so one taken on a model object since evicted is taken again. Each
+    build's time is the server's measure of a forward pass, from which heavy jobs are estimated.
     """
-    return capture_cache().get(
-        key, lambda: hand_back_freed_memory(run()), lambda cap: cap.nbytes(), still_valid=lambda cap: cap.taken_on(lm)
-    )
+    def build() -> opt_lens.Capture:
+        with _RUNNING_LOCK:
+            _RUNNING[lm.name] = _RUNNING.get(lm.name, 0) + 1
+        try:
+            start = time.monotonic()
+            cap = run()
+            jobs.forward_cost().record_forward(lm.name, cap.seq_len * lm.arch.n_layers, time.monotonic() - start)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING[lm.name] -= 1
+        return hand_back_freed_memory(cap)
+
+    return capture_cache().get(key, build, lambda cap: cap.nbytes(), still_valid=lambda cap: cap.taken_on(lm))
 
 
 def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
@@ -267,3 +305,32 @@ def shared_tokenizer(name: str) -> opt_lens.LoadedTokenizer:
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:
     """What the Compare page runs: both models on the prompt, attention kept for head matching only."""
     return tuple(cached_capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))
+
+
+def shared_generation(name: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
+                      seed: int) -> opt_lens.Generation:
+    """The generation for (model, prompt, settings), shared read-only by everyone who asks for it, run through
+    the server's job queue.
+
+    Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
+    """
+    lm = shared_model(name, ui=False)
+    # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
+    if temperature == 0:
+        top_k, seed = None, 0
+    key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
+    # One step per new token, each through every layer; single-token steps cost more per token than a batch.
+    plan = jobs.Plan(f"{name} writing {max_new_tokens} tokens", name, "generation",
+                     tokenized_prompt(name, prompt, ui=False).seq_len,
+                     lambda tokens: (tokens + max_new_tokens) * lm.arch.n_layers,
+                     "Ask for fewer new tokens, or shorten the prompt", prior=2.0)
+
+    def build() -> opt_lens.Generation:
+        refused = jobs.refusal(plan)
+        if refused:
+            raise opt_lens.OptLensError(refused)
+        return jobs.run(plan, lambda progress: opt_lens.generate(
+            lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed))
+
+    with jobs.shared_wait(plan.label) as waiting:
+        return capture_cache().get(key, build, lambda gen: len(pickle.dumps(gen)), waiting=waiting)
