@@ -131,9 +131,11 @@ def server_wide(make):
     return get
 
 
-def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner: str | None = None):
+def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=None):
     """Like ``st.cache_data(ttl, max_entries, show_spinner=spinner)``, but server-wide, out of a client's reach.
 
+    ``spinner`` is the text shown while the value is built, or a function of the arguments giving it (a wait
+    names what it is doing: which model, how many tokens).
     The value is built once per arguments (which must be hashable) and the same object is handed to every
     session, unlike ``st.cache_data``'s copy per hit: pages must not modify it (tables are changed with
     ``assign``, which copies). A hit draws nothing.
@@ -146,7 +148,8 @@ def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner: s
             key = (args, tuple(sorted(kwargs.items())))
 
             def build():
-                with st.spinner(spinner) if spinner else contextlib.nullcontext():
+                text = spinner(*args, **kwargs) if callable(spinner) else spinner
+                with st.spinner(text) if text else contextlib.nullcontext():
                     return function(*args, **kwargs)
 
             return cache().get(key, build, lambda value: 1)

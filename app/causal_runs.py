@@ -69,7 +69,12 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
                                                        ablate_with=mode))
 
 
-@shared_result(max_entries=256)
+def _knocked_out(name: str, prompt: str, heads=(), mode: str = "zero", mlps=()) -> str:
+    what = f"{len(heads)} head(s) and {len(mlps)} MLP layer(s) knocked out" if heads or mlps else "nothing knocked out"
+    return f"Running {name} on the prompt with {what}, for the loss of every token…"
+
+
+@shared_result(max_entries=256, spinner=_knocked_out)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
                  mlps: tuple[int, ...] = ()) -> torch.Tensor:
     """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it.
@@ -102,7 +107,8 @@ def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
         )
 
 
-@shared_result(max_entries=128)
+@shared_result(max_entries=128, spinner=lambda name, prompt, token_id: f"Splitting {name}'s score for the token "
+               "into what each head and MLP layer wrote…")
 def attribution(name: str, prompt: str, token_id: int):
     """Direct logit attribution of ``token_id`` at the last position (cheap: one capture, then linear algebra)."""
     lm = shared_model(name, ui=False)

@@ -128,7 +128,13 @@ def top_keys(row: pd.DataFrame, k: int = TOP_KEYS) -> pd.DataFrame:
     return top.assign(key=[f"{position} {token}" for position, token in zip(top.position, top.token)])
 
 
-@shared_result(max_entries=64, spinner="Scoring every head…")
+def _scoring(name: str, prompt: str) -> str:
+    lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
+    return (f"Scoring every head of {name} ({lm.arch.n_layers * lm.arch.n_heads} heads) on {cap.seq_len:,} tokens, "
+            "and on repeated random tokens for induction…")
+
+
+@shared_result(max_entries=64, spinner=_scoring)
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     scores = opt_lens.heads.head_scores(lm, cap)
@@ -148,7 +154,8 @@ def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.
                           "logit": p.logit} for p in rows])
 
 
-@shared_result(max_entries=64, spinner="Reading every layer through the output head…")
+@shared_result(max_entries=64, spinner=lambda name, prompt, start, end: f"Reading every layer of {name} through the "
+               f"output head at {end - start} positions…")
 def logit_lens_table(name: str, prompt: str, start: int, end: int) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     lens = opt_lens.logit_lens_map(lm, cap, positions=list(range(start, end)))
