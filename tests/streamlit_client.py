@@ -23,6 +23,7 @@ class StreamlitClient:
         self._ws = connect(url, subprotocols=["streamlit"], open_timeout=timeout, max_size=None)  # noqa: SIM115
         self.page_name = ""
         self.texts: list[str] = []  # markdown, captions, alerts and spinners the last run drew, in order
+        self.longest_silence = 0.0  # the last run's longest wait for any message (what a student sees unchanged)
 
     def open(self, page_name: str, query_string: str = "") -> float:
         """Run page ``page_name`` (its URL path, "" for the start page) with ``query_string``; seconds it took."""
@@ -39,15 +40,17 @@ class StreamlitClient:
         self._ws.send(message.SerializeToString())
 
     def _send_and_wait(self, message: BackMsg) -> float:
-        start = time.monotonic()
+        start = last = time.monotonic()
         self._ws.send(message.SerializeToString())
-        self.texts = []
+        self.texts, self.longest_silence = [], 0.0
         while True:
             remaining = self.timeout - (time.monotonic() - start)
             if remaining <= 0:
                 raise TimeoutError(f"the run of {self.page_name!r} did not finish within {self.timeout:.0f} s")
             forward = ForwardMsg()
             forward.ParseFromString(self._ws.recv(timeout=remaining))
+            now = time.monotonic()
+            self.longest_silence, last = max(self.longest_silence, now - last), now
             kind = forward.WhichOneof("type")
             if kind == "delta":
                 self.texts.append(_text_of(forward))
