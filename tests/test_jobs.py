@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -195,3 +196,29 @@ def test_two_jobs_and_a_cheap_page_at_once(monkeypatch, tiny_lm):
         torch.testing.assert_close(results[index], expected[index])
     assert page_seconds < 2.5 + 4 * alone  # not held up until both jobs were done
     caches.model_cache.clear()
+
+
+def test_a_capture_waiting_on_the_model_says_how_many_students_are_ahead(monkeypatch):
+    """Captures take turns on the model's lock: a student whose capture waits behind another's is told so."""
+    lm = caches.shared_model("demo/tiny-gpt2", ui=False)
+    release, started, spinners = threading.Event(), threading.Event(), []
+    original = opt_lens.capture
+
+    def slow_capture(model, prompt, **options):
+        if prompt == "first student":
+            started.set()
+            release.wait(10)
+        return original(model, prompt, **options)
+
+    monkeypatch.setattr(opt_lens, "capture", slow_capture)
+    monkeypatch.setattr(caches.st, "spinner", lambda text: (spinners.append(text), contextlib.nullcontext())[1])
+    first = threading.Thread(target=caches.cached_capture, args=(lm.name, "first student"), kwargs={"ui": False})
+    first.start()
+    started.wait(10)
+    try:
+        caches.cached_capture(lm.name, "second student " + str(time.time()))
+    finally:
+        release.set()
+        first.join(10)
+    assert spinners == ["Running demo/tiny-gpt2 on the prompt, 1 student ahead of you…"]
+    assert (lm.name, "first student", None) in caches.capture_cache()  # the first student's capture was kept
