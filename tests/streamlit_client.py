@@ -23,7 +23,9 @@ class StreamlitClient:
         self._ws = connect(url, subprotocols=["streamlit"], open_timeout=timeout, max_size=None)  # noqa: SIM115
         self.page_name = ""
         self.texts: list[str] = []  # markdown, captions, alerts and spinners the last run drew, in order
-        self.longest_silence = 0.0  # the last run's longest wait for any message (what a student sees unchanged)
+        # The last run's longest wait with nothing arriving and no spinner or progress bar saying what it waits for.
+        self.longest_silence = 0.0
+        self.silence_before = ""  # the last text drawn before that wait
 
     def open(self, page_name: str, query_string: str = "") -> float:
         """Run page ``page_name`` (its URL path, "" for the start page) with ``query_string``; seconds it took."""
@@ -42,7 +44,7 @@ class StreamlitClient:
     def _send_and_wait(self, message: BackMsg) -> float:
         start = last = time.monotonic()
         self._ws.send(message.SerializeToString())
-        self.texts, self.longest_silence = [], 0.0
+        self.texts, self.longest_silence, waiting_shown = [], 0.0, False
         while True:
             remaining = self.timeout - (time.monotonic() - start)
             if remaining <= 0:
@@ -50,10 +52,13 @@ class StreamlitClient:
             forward = ForwardMsg()
             forward.ParseFromString(self._ws.recv(timeout=remaining))
             now = time.monotonic()
-            self.longest_silence, last = max(self.longest_silence, now - last), now
+            if not waiting_shown and now - last > self.longest_silence:
+                self.longest_silence, self.silence_before = now - last, self.texts[-1] if self.texts else "(start)"
+            last = now
             kind = forward.WhichOneof("type")
             if kind == "delta":
                 self.texts.append(_text_of(forward))
+                waiting_shown = _shows_waiting(forward, waiting_shown)
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 return time.monotonic() - start  # a page handed over to the entry point runs again first
 
@@ -63,8 +68,20 @@ class StreamlitClient:
 
 def _text_of(forward: ForwardMsg) -> str:
     element = forward.delta.new_element
-    for field in ("markdown", "alert", "spinner", "text", "exception"):
+    for field in ("markdown", "alert", "progress", "text", "exception"):
         if element.HasField(field):
             part = getattr(element, field)
             return getattr(part, "body", "") or getattr(part, "text", "") or getattr(part, "message", "")
     return ""
+
+
+def _shows_waiting(forward: ForwardMsg, shown: bool) -> bool:
+    """Whether a spinner (a transient element) or a progress bar is on the page after this delta."""
+    delta = forward.delta
+    if delta.HasField("new_transient"):
+        return len(delta.new_transient.elements) > 0
+    if delta.HasField("new_element") and delta.new_element.HasField("progress"):
+        return True
+    if delta.HasField("new_element") and delta.new_element.HasField("empty"):  # a bar taken away
+        return False
+    return shown
