@@ -31,6 +31,7 @@ POLL_SECONDS = 0.25  # how often a waiting page updates its place, which is also
 # A sweep runs its variants in batches: about 0.16-0.30x the cost of as many separate forward passes
 # (benchmarks/causal_cost.py); the estimate takes the slow end until this server has timed a job of the kind.
 BATCHED_COST = 0.30
+MIN_TOKEN_LAYERS = 256  # a forward timed on fewer tokens x layers (22 tokens of gpt2) is mostly fixed costs
 
 
 def cpu_count() -> int:
@@ -133,11 +134,17 @@ class ForwardCost:
         self._largest: dict[str, int] = {}
 
     def record_forward(self, model: str, token_layers: int, seconds: float) -> None:
-        """The longest forward timed so far sets the rate: on a few tokens, fixed costs would dominate it."""
+        """The fastest rate timed on enough tokens is the server's own speed: other students' runs at the same
+        time only slow a forward down (how much a job really takes is learnt by ``record_job``), and on a few
+        tokens fixed costs would dominate. Until a forward of ``MIN_TOKEN_LAYERS`` is timed, the largest so far."""
+        rate = seconds / max(token_layers, 1)
         with self._lock:
-            if token_layers >= self._largest.get(model, 0):
-                self._largest[model] = token_layers
-                self._per_token_layer[model] = seconds / max(token_layers, 1)
+            largest = self._largest.get(model, 0)
+            if largest < MIN_TOKEN_LAYERS and token_layers >= largest:
+                self._per_token_layer[model] = rate
+            elif token_layers >= MIN_TOKEN_LAYERS:
+                self._per_token_layer[model] = min(rate, self._per_token_layer[model])
+            self._largest[model] = max(largest, token_layers)
 
     def per_token_layer(self, model: str) -> float | None:
         with self._lock:

@@ -222,3 +222,14 @@ def test_a_capture_waiting_on_the_model_says_how_many_students_are_ahead(monkeyp
         first.join(10)
     assert spinners == ["Running demo/tiny-gpt2 on the prompt, 1 student ahead of you…"]
     assert (lm.name, "first student", None) in caches.capture_cache()  # the first student's capture was kept
+
+
+def test_the_forward_cost_is_the_servers_own_speed_not_a_busy_moment():
+    cost = jobs.ForwardCost()
+    cost.record_forward("gpt2", token_layers=12, seconds=0.012)  # a 1-token prompt: mostly fixed costs
+    assert cost.per_token_layer("gpt2") == pytest.approx(1e-3)
+    cost.record_forward("gpt2", token_layers=1200, seconds=0.12)
+    assert cost.per_token_layer("gpt2") == pytest.approx(1e-4)
+    cost.record_forward("gpt2", token_layers=1200, seconds=0.6)  # five students at once slowed this one
+    cost.record_forward("gpt2", token_layers=12, seconds=0.1)
+    assert cost.per_token_layer("gpt2") == pytest.approx(1e-4)
