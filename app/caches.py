@@ -155,7 +155,6 @@ def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=No
             return cache().get(key, build, lambda value: 1)
 
         cached.clear = cache.clear
-        cached.cached_keys = lambda: [args for args, _ in cache().keys()]
         return cached
 
     return decorate
