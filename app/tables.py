@@ -129,16 +129,20 @@ def top_keys(row: pd.DataFrame, k: int = TOP_KEYS) -> pd.DataFrame:
     return top.assign(key=[f"{position} {token}" for position, token in zip(top.position, top.token)])
 
 
-def _scoring(name: str, prompt: str) -> str:
-    lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
-    return (f"Scoring every head of {name} ({lm.arch.n_layers * lm.arch.n_heads} heads) on {cap.seq_len:,} tokens, "
-            "and on repeated random tokens for induction…")
-
-
-@shared_result(max_entries=64, spinner=_scoring)
+@shared_result(max_entries=64)
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
-    scores = opt_lens.heads.head_scores(lm, cap)
+    what = (f"Scoring every head of {name} ({lm.arch.n_layers * lm.arch.n_heads} heads) on {cap.seq_len:,} tokens, "
+            "and on repeated random tokens for induction")
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def progress(done: int, total: int) -> None:  # a long prompt takes tens of seconds: say how far it is
+        bar.progress(done / total, text=f"{what}: layer {done} of {total} scored")
+
+    try:
+        scores = opt_lens.heads.head_scores(lm, cap, progress=progress)
+    finally:
+        bar.empty()
     rows = []
     for metric, values in scores.as_dict().items():
         for layer in range(values.shape[0]):
