@@ -214,13 +214,10 @@ def shared_model(name: str, *, ui: bool = True) -> opt_lens.LoadedModel:
     cache = model_cache()
 
     def build() -> opt_lens.LoadedModel:
-        needed = cached_description(name)["n_params"] * opt_lens.loading.BYTES_PER_PARAM
-        if needed > cache.budget_bytes:
-            raise opt_lens.OptLensError(
-                f"{name} needs about {format_bytes(needed)} for its weights, more than this server keeps for "
-                f"models ({format_bytes(cache.budget_bytes)}). Try a smaller model."
-            )
-        cache.make_room(needed)  # evict before loading, not after
+        n_params = cached_description(name)["n_params"]
+        opt_lens.loading.refuse_unless_fits(name, n_params, cache.budget_bytes, "more than this server keeps for "
+                                            f"models ({format_bytes(cache.budget_bytes)})")
+        cache.make_room(opt_lens.loading.weights_bytes(n_params))  # evict before loading, not after
         if not ui:
             return hand_back_freed_memory(opt_lens.load(name, allow_local=False))
         bar = st.progress(0.0, text=f"Preparing {name}…")
