@@ -1,20 +1,27 @@
-"""The caches every student shares: loaded models and captures, each within a share of the memory limit.
+"""The caches every student shares: loaded models, captures and results, each within a share of the memory limit.
 
 One cached model object serves every session; captures are cached by (model, prompt) and never modified
-after creation.
+after creation. Every cache here lives in this module, outside Streamlit's ``st.cache_data`` and
+``st.cache_resource``: any client may send Streamlit's "Clear cache" message (accepted even in viewer
+toolbar mode, and no setting refuses it), which clears those for the whole server, and would reload both
+models and drop every finished sweep of the class.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import pickle
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 import opt_lens
+from app import jobs
 from opt_lens.hub import hub_reachable
 from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
 
@@ -32,40 +39,55 @@ HEAD_MATCH_TOKENS = 128
 
 
 class BudgetCache:
-    """A least-recently-used cache bounded by bytes, shared by all sessions; one build per key at a time."""
+    """A least-recently-used cache bounded by bytes (or entries, each of size 1), shared by all sessions; one
+    build per key at a time; entries older than ``ttl`` seconds, when given, are built again."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, ttl: float | None = None):
         self.budget_bytes = budget_bytes
+        self.ttl = ttl
         self._items: OrderedDict = OrderedDict()
         self._sizes: dict = {}
+        self._born: dict = {}
         self._lock = threading.Lock()
         self._building: dict = {}
 
-    def get(self, key, build, size_of, still_valid=lambda value: True):
-        """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again."""
+    def get(self, key, build, size_of, still_valid=lambda value: True, waiting=None):
+        """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again.
+
+        While another session builds the same key, ``waiting()`` is called every quarter second: a page's
+        update there lets Streamlit stop a student who leaves, rather than keep them blocked until the end.
+        """
         with self._lock:
-            if key in self._items and not still_valid(self._items[key]):
+            if key in self._items and (not still_valid(self._items[key]) or self._expired(key)):
                 del self._items[key], self._sizes[key]
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
             key_lock = self._building.setdefault(key, threading.Lock())
-        with key_lock:  # a second student asking for the same thing waits for the first build
+        while not key_lock.acquire(timeout=0.25):  # a second student asking for the same thing waits
+            if waiting is not None:
+                waiting()
+        try:
+            return self._build_once(key, build, size_of)
+        finally:
+            key_lock.release()
+
+    def _build_once(self, key, build, size_of):
+        with self._lock:
+            if key in self._items:
+                return self._items[key]
+        try:
+            value = build()
+        except BaseException:  # a stopped or failed build leaves nothing behind
             with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            try:
-                value = build()
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
-            size = size_of(value)
-            with self._lock:
-                self._make_room(size)
-                self._items[key], self._sizes[key] = value, size
                 self._building.pop(key, None)
-            return value
+            raise
+        size = size_of(value)
+        with self._lock:
+            self._make_room(size)
+            self._items[key], self._sizes[key], self._born[key] = value, size, time.monotonic()
+            self._building.pop(key, None)
+        return value
 
     def make_room(self, size: int) -> None:
         with self._lock:
@@ -75,29 +97,85 @@ class BudgetCache:
         while self._items and sum(self._sizes.values()) + size > self.budget_bytes:
             evicted, _ = self._items.popitem(last=False)
             logger.info("Evicting %s to stay within %s", evicted, format_bytes(self.budget_bytes))
-            self._sizes.pop(evicted)
+            self._sizes.pop(evicted), self._born.pop(evicted, None)
+
+    def _expired(self, key) -> bool:
+        return self.ttl is not None and time.monotonic() - self._born.get(key, 0.0) > self.ttl
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items and not self._expired(key)
 
     def keys(self) -> list:
         with self._lock:
             return list(self._items)
 
 
-@st.cache_resource
+def server_wide(make):
+    """``make()``'s value, made once per server process and kept in this module, not in Streamlit's caches;
+    ``.clear()`` (tests: a fresh server) makes it again on next use."""
+    lock, made = threading.Lock(), []
+
+    @functools.wraps(make)
+    def get():
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    def clear() -> None:
+        with lock:
+            made.clear()
+
+    get.clear = clear
+    return get
+
+
+def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=None):
+    """Like ``st.cache_data(ttl, max_entries, show_spinner=spinner)``, but server-wide, out of a client's reach.
+
+    ``spinner`` is the text shown while the value is built, or a function of the arguments giving it (a wait
+    names what it is doing: which model, how many tokens).
+    The value is built once per arguments (which must be hashable) and the same object is handed to every
+    session, unlike ``st.cache_data``'s copy per hit: pages must not modify it (tables are changed with
+    ``assign``, which copies). A hit draws nothing.
+    """
+    def decorate(function):
+        cache = server_wide(lambda: BudgetCache(max_entries, ttl))
+
+        @functools.wraps(function)
+        def cached(*args, **kwargs):
+            key = (args, tuple(sorted(kwargs.items())))
+
+            def build():
+                text = spinner(*args, **kwargs) if callable(spinner) else spinner
+                with st.spinner(text) if text else contextlib.nullcontext():
+                    return function(*args, **kwargs)
+
+            return cache().get(key, build, lambda value: 1)
+
+        cached.clear = cache.clear
+        return cached
+
+    return decorate
+
+
+@server_wide
 def model_cache() -> BudgetCache:
     return BudgetCache(int(memory_limit()[0] * MODEL_SHARE))
 
 
-@st.cache_resource
+@server_wide
 def capture_cache() -> BudgetCache:
     return BudgetCache(int(memory_limit()[0] * CAPTURE_SHARE))
 
 
-@st.cache_resource(ttl=600, show_spinner=False)
+@shared_result(ttl=600, max_entries=1)
 def hub_online() -> bool:
     return hub_reachable()
 
 
-@st.cache_data(ttl=60, show_spinner=False)
+@shared_result(ttl=60, max_entries=1)
 def cached_hub_models() -> list[str]:
     """IDs of the Hub models in this computer's Hugging Face cache that load without the Hub, sorted.
 
@@ -115,7 +193,7 @@ def cached_hub_models() -> list[str]:
     return [model.repo_id for model in opt_lens.hub.cached_models()]
 
 
-@st.cache_data(ttl=3600, show_spinner=False)
+@shared_result(ttl=3600, max_entries=256)
 def cached_description(name: str) -> dict:
     """Architecture facts from the config alone (no weights), for any model name."""
     return opt_lens.describe_pretrained(name, allow_local=False).to_dict()
@@ -136,13 +214,10 @@ def shared_model(name: str, *, ui: bool = True) -> opt_lens.LoadedModel:
     cache = model_cache()
 
     def build() -> opt_lens.LoadedModel:
-        needed = cached_description(name)["n_params"] * opt_lens.loading.BYTES_PER_PARAM
-        if needed > cache.budget_bytes:
-            raise opt_lens.OptLensError(
-                f"{name} needs about {format_bytes(needed)} for its weights, more than this server keeps for "
-                f"models ({format_bytes(cache.budget_bytes)}). Try a smaller model."
-            )
-        cache.make_room(needed)  # evict before loading, not after
+        n_params = cached_description(name)["n_params"]
+        opt_lens.loading.refuse_unless_fits(name, n_params, cache.budget_bytes, "more than this server keeps for "
+                                            f"models ({format_bytes(cache.budget_bytes)})")
+        cache.make_room(opt_lens.loading.weights_bytes(n_params))  # evict before loading, not after
         if not ui:
             return hand_back_freed_memory(opt_lens.load(name, allow_local=False))
         bar = st.progress(0.0, text=f"Preparing {name}…")
@@ -167,20 +242,44 @@ def cached_capture(name: str, prompt: str, *, ui: bool = True,
     ``attention_prefix`` keeps the attention of the first tokens only (see ``opt_lens.capture``).
     """
     lm = shared_model(name, ui=ui)
-    spinner = st.spinner(f"Running {name} on the prompt…") if ui else contextlib.nullcontext()
+    key = (name, prompt, attention_prefix)
+    if ui and key not in capture_cache():
+        spinner = st.spinner(f"Running {name} on the prompt{_others_running(name)}…")
+    else:
+        spinner = contextlib.nullcontext()
     with spinner:
-        return shared_capture((name, prompt, attention_prefix), lm,
-                              lambda: opt_lens.capture(lm, prompt, attention_prefix=attention_prefix))
+        return shared_capture(key, lm, lambda: opt_lens.capture(lm, prompt, attention_prefix=attention_prefix))
+
+
+_RUNNING_LOCK = threading.Lock()
+_RUNNING: dict[str, int] = {}  # model name: captures being taken on it now (they take turns on its lock)
+
+
+def _others_running(name: str) -> str:
+    with _RUNNING_LOCK:
+        ahead = _RUNNING.get(name, 0)
+    return f", {ahead} {'student' if ahead == 1 else 'students'} ahead of you" if ahead else ""
 
 
 def shared_capture(key, lm: opt_lens.LoadedModel, run) -> opt_lens.Capture:
     """``run()``'s capture, built once for everyone who asks for ``key`` on ``lm`` and kept within budget.
 
-    A capture reads its model for logits, so one taken on a model object since evicted is taken again.
+    A capture reads its model for logits, so one taken on a model object since evicted is taken again. Each
+    build's time is the server's measure of a forward pass, from which heavy jobs are estimated.
     """
-    return capture_cache().get(
-        key, lambda: hand_back_freed_memory(run()), lambda cap: cap.nbytes(), still_valid=lambda cap: cap.taken_on(lm)
-    )
+    def build() -> opt_lens.Capture:
+        with _RUNNING_LOCK:
+            _RUNNING[lm.name] = _RUNNING.get(lm.name, 0) + 1
+        try:
+            start = time.monotonic()
+            cap = run()
+            jobs.forward_cost().record_forward(lm.name, cap.seq_len * lm.arch.n_layers, time.monotonic() - start)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING[lm.name] -= 1
+        return hand_back_freed_memory(cap)
+
+    return capture_cache().get(key, build, lambda cap: cap.nbytes(), still_valid=lambda cap: cap.taken_on(lm))
 
 
 def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
@@ -196,7 +295,7 @@ def tokenized_prompt(name: str, prompt: str, *, ui: bool = True) -> Tokenized:
     return opt_lens.tokens.tokenize(tokenizer, prompt, context)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
+@shared_result(ttl=None, max_entries=16)
 def shared_tokenizer(name: str) -> opt_lens.LoadedTokenizer:
     """A model's tokenizer alone (a few MB), shared by every session."""
     return opt_lens.load_tokenizer(name, allow_local=False)
@@ -205,3 +304,32 @@ def shared_tokenizer(name: str) -> opt_lens.LoadedTokenizer:
 def comparison_captures(name_a: str, name_b: str, prompt: str, *, ui: bool = True) -> tuple:
     """What the Compare page runs: both models on the prompt, attention kept for head matching only."""
     return tuple(cached_capture(name, prompt, ui=ui, attention_prefix=HEAD_MATCH_TOKENS) for name in (name_a, name_b))
+
+
+def shared_generation(name: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
+                      seed: int) -> opt_lens.Generation:
+    """The generation for (model, prompt, settings), shared read-only by everyone who asks for it, run through
+    the server's job queue.
+
+    Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
+    """
+    lm = shared_model(name, ui=False)
+    # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
+    if temperature == 0:
+        top_k, seed = None, 0
+    key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
+    # One step per new token, each through every layer; single-token steps cost more per token than a batch.
+    plan = jobs.Plan(f"{name} writing {max_new_tokens} tokens", name, "generation",
+                     tokenized_prompt(name, prompt, ui=False).seq_len,
+                     lambda tokens: (tokens + max_new_tokens) * lm.arch.n_layers,
+                     "Ask for fewer new tokens, or shorten the prompt", prior=2.0)
+
+    def build() -> opt_lens.Generation:
+        refused = jobs.refusal(plan)
+        if refused:
+            raise opt_lens.OptLensError(refused)
+        return jobs.run(plan, lambda progress: opt_lens.generate(
+            lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed))
+
+    with jobs.shared_wait(plan.label) as waiting:
+        return capture_cache().get(key, build, lambda gen: len(pickle.dumps(gen)), waiting=waiting)

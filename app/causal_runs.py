@@ -16,7 +16,8 @@ import torch
 
 import opt_lens
 from app import causal_views as views
-from app.caches import BudgetCache, cached_capture, shared_capture, shared_model
+from app import jobs
+from app.caches import BudgetCache, cached_capture, server_wide, shared_capture, shared_model, shared_result
 
 RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tokens] floats: thousands fit
 # A sweep or patching map costs about (variants x prompt tokens) token-passes through a block stack. Up to GPT-2's
@@ -25,7 +26,7 @@ RESULT_BUDGET_BYTES = 64 * 2**20  # maps are [layers, heads] or [layers + 1, tok
 AUTO_RUN_TOKENS = 144 * 128
 
 
-@st.cache_resource
+@server_wide
 def result_cache() -> BudgetCache:
     return BudgetCache(RESULT_BUDGET_BYTES)
 
@@ -35,26 +36,22 @@ def _tensor_bytes(value) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) + 1024
 
 
-def _may_run(key, cost: int, what: str) -> bool:
-    """Whether ``key``'s result may be shown now: it is cached, it is cheap, or the student asked for it."""
-    if cost <= AUTO_RUN_TOKENS or key in result_cache().keys():
+def _may_run(key, cost: int, what: str, plan: jobs.Plan) -> bool:
+    """Whether ``key``'s result may be shown now: it is cached, or it fits the server's bound on one job and
+    is cheap or the student asked for it."""
+    if key in result_cache():
         return True
-    st.caption(f"{what} takes {cost:,} token-passes through the model, which can take a while.")
+    refused = jobs.refusal(plan)
+    if refused:
+        st.warning(refused, icon=":material/hourglass_disabled:")
+        return False
+    if cost <= AUTO_RUN_TOKENS:
+        return True
+    seconds = plan.seconds()
+    st.caption(f"{what} takes {cost:,} token-passes through the model"
+               + (f", about {seconds:,.0f} s on this server." if seconds else ", which can take a while."))
     return st.button(f"Run {what}", key=f"run-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}",
                      icon=":material/play_arrow:")
-
-
-def _with_progress(label: str, run):
-    """``run(progress)`` behind a progress bar that disappears when it is done."""
-    bar = st.progress(0.0, text=label)
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{label} ({done} of {total})")
-
-    try:
-        return run(progress)
-    finally:
-        bar.empty()
 
 
 def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], mode: str,
@@ -73,7 +70,12 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
                                                        ablate_neurons=list(neurons), ablate_with=mode))
 
 
-@st.cache_data(ttl=3600, max_entries=256, show_spinner=False)
+def _knocked_out(name: str, prompt: str, heads=(), mode: str = "zero", mlps=()) -> str:
+    what = f"{len(heads)} head(s) and {len(mlps)} MLP layer(s) knocked out" if heads or mlps else "nothing knocked out"
+    return f"Running {name} on the prompt with {what}, for the loss of every token…"
+
+
+@shared_result(max_entries=256, spinner=_knocked_out)
 def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = (), mode: str = "zero",
                  mlps: tuple[int, ...] = (), neurons: tuple[tuple[int, int], ...] = ()) -> torch.Tensor:
     """``[seq - 1]`` loss (nats) of each next token of the prompt, as the library computes it (reading the
@@ -83,22 +85,28 @@ def token_losses(name: str, prompt: str, heads: tuple[tuple[int, int], ...] = ()
 
 def head_effects(name: str, prompt: str, token_id: int) -> torch.Tensor | None:
     """``[n_layers, n_heads]``: change in log-probability of ``token_id`` when each head alone is knocked out
-    (None while a large sweep waits for its button)."""
+    (None while a large sweep waits for its button, or when it would take too long)."""
     lm = shared_model(name)
-    n_variants = lm.arch.n_layers * lm.arch.n_heads
+    arch = lm.arch
+    n_variants = arch.n_layers * arch.n_heads
     key = (name, prompt, "head_effects", token_id)
-    if not _may_run(key, n_variants * cached_capture(name, prompt).seq_len, f"knocking out each head of {name}"):
+    seq = cached_capture(name, prompt).seq_len
+    # Each knocked-out head reruns the layers from its own: half the stack on average.
+    plan = jobs.Plan(f"Knocking out each of {n_variants} heads of {name}", name, "head sweep", seq,
+                     lambda tokens: n_variants * tokens * (arch.n_layers + 1) // 2)
+    if not _may_run(key, n_variants * seq, f"knocking out each head of {name}", plan):
         return None
-    return result_cache().get(
-        key,
-        lambda: _with_progress(f"Knocking out each of {n_variants} heads of {name} in turn",
-                               lambda progress: opt_lens.head_effects(lm, cached_capture(name, prompt, ui=False),
-                                                                      token_id=token_id, progress=progress)),
-        _tensor_bytes,
-    )
+    with jobs.shared_wait(plan.label) as waiting:
+        return result_cache().get(
+            key,
+            lambda: jobs.run(plan, lambda progress: opt_lens.head_effects(
+                lm, cached_capture(name, prompt, ui=False), token_id=token_id, progress=progress)),
+            _tensor_bytes, waiting=waiting,
+        )
 
 
-@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+@shared_result(max_entries=128, spinner=lambda name, prompt, token_id: f"Splitting {name}'s score for the token "
+               "into what each head and MLP layer wrote…")
 def attribution(name: str, prompt: str, token_id: int):
     """Direct logit attribution of ``token_id`` at the last position (cheap: one capture, then linear algebra)."""
     lm = shared_model(name, ui=False)
@@ -107,25 +115,33 @@ def attribution(name: str, prompt: str, token_id: int):
 
 def patching(name: str, clean: str, corrupted: str, answer_id: int, wrong_id: int) -> tuple | None:
     """Residual-stream (``[n_layers + 1, seq]``) and per-head (``[n_layers, n_heads]``) patching, clean into
-    corrupted (None while a large run waits for its button)."""
+    corrupted (None while a large run waits for its button, or when it would take too long)."""
     lm = shared_model(name)
     arch = lm.arch
     key = (name, clean, corrupted, answer_id, wrong_id, "patching")
     seq = cached_capture(name, clean).seq_len
-    if not _may_run(key, ((arch.n_layers + 1) * seq + arch.n_layers * arch.n_heads) * seq, f"patching {name}"):
+
+    def cells(tokens: int) -> int:  # one patched forward per cell: every (layer, token), then every head
+        return (arch.n_layers + 1) * tokens + arch.n_layers * arch.n_heads
+
+    plan = jobs.Plan(f"Patching {name}, every layer and token, then every head", name, "patching", seq,
+                     lambda tokens: cells(tokens) * tokens * (arch.n_layers + 1) // 2,
+                     shorter="Shorten both prompts")
+    if not _may_run(key, cells(seq) * seq, f"patching {name}", plan):
         return None
 
-    def run():
-        runs = cached_capture(name, clean, ui=False), cached_capture(name, corrupted, ui=False)  # no prompt runs twice
-        resid = _with_progress(f"Patching the residual stream of {name}, layer by layer and token by token",
-                               lambda progress: opt_lens.patch_resid(lm, *runs, answer_id=answer_id,
-                                                                     wrong_id=wrong_id, progress=progress))
-        heads = _with_progress(f"Patching each head of {name}",
-                               lambda progress: opt_lens.patch_heads(lm, *runs, answer_id=answer_id,
-                                                                     wrong_id=wrong_id, progress=progress))
+    runs = cached_capture(name, clean), cached_capture(name, corrupted)  # the shared captures: no prompt runs again
+
+    def work(progress):
+        cells_resid = (arch.n_layers + 1) * seq
+        resid = opt_lens.patch_resid(lm, *runs, answer_id=answer_id, wrong_id=wrong_id,
+                                     progress=lambda done, total: progress(done, total + arch.n_layers * arch.n_heads))
+        heads = opt_lens.patch_heads(lm, *runs, answer_id=answer_id, wrong_id=wrong_id,
+                                     progress=lambda done, total: progress(cells_resid + done, cells_resid + total))
         return resid, heads
 
-    return result_cache().get(key, run, _tensor_bytes)
+    with jobs.shared_wait(plan.label) as waiting:
+        return result_cache().get(key, lambda: jobs.run(plan, work), _tensor_bytes, waiting=waiting)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import streamlit as st
 
 import opt_lens
-from app.caches import comparison_captures, shared_model, tokenized_prompt
+from app.caches import comparison_captures, shared_model, shared_result, tokenized_prompt
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class Comparison:
     aligned_tokens: int
 
 
-@st.cache_data(ttl=3600, max_entries=32, show_spinner="Comparing the two models…")
+@shared_result(max_entries=32, spinner="Comparing the two models…")
 def compare_models(name_a: str, name_b: str, prompt: str, k: int = 10) -> Comparison:
     lm_a, lm_b = shared_model(name_a, ui=False), shared_model(name_b, ui=False)
     cap_a, cap_b = comparison_captures(name_a, name_b, prompt, ui=False)
@@ -105,7 +104,7 @@ def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, na
     })
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64)
 def aligned_tokens(name_a: str, name_b: str, prompt: str) -> pd.DataFrame:
     """Both tokenizations of the prompt, paired by the characters each token covers."""
     alignment = opt_lens.compare.align_tokens(tokenized_prompt(name_a, prompt, ui=False),

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import altair as alt
 import pandas as pd
-import streamlit as st
 
 import opt_lens
-from app.caches import cached_capture, shared_model
+from app.caches import cached_capture, shared_model, shared_result
 from app.causal_views import token_text
 from app.tables import token_labels
 
@@ -24,7 +23,8 @@ def _run(name: str, prompt: str):
     return shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64, spinner=lambda name, prompt, layer, head, query: f"Computing head L{layer}.H{head} of "
+               f"{name} step by step at position {query}…")
 def steps_table(name: str, prompt: str, layer: int, head: int, query: int) -> tuple[pd.DataFrame, float, float]:
     """One row per key of ``attention_steps``: score, scaled, mask, attention, and the sizes of the value and
     the weighted value; with the scaling and the size of what the head adds to the residual stream."""
@@ -55,14 +55,16 @@ def _written_frame(tokenizer, logits) -> pd.DataFrame:
                          "direction": ["promoted"] * len(up) + ["suppressed"] * len(down)})
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64, spinner=lambda name, prompt, layer, head, position: f"Reading what head L{layer}.H{head} "
+               f"of {name} writes, through the output head…")
 def head_writes(name: str, prompt: str, layer: int, head: int, position: int) -> pd.DataFrame:
     """The tokens head L.H pushes up and down most at ``position`` (``head_logits``)."""
     lm, cap = _run(name, prompt)
     return _written_frame(lm.tokenizer, opt_lens.head_logits(lm, cap, layer, head, position))
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64, spinner=lambda name, prompt, layer, position: f"Rebuilding the MLP of layer {layer} of "
+               f"{name} and reading its most active neurons…")
 def top_neurons(name: str, prompt: str, layer: int, position: int) -> pd.DataFrame:
     """The most active neurons of an MLP layer at ``position``, each with the tokens it pushes up and down (None
     where the model has no linear read-out of a neuron: a post-LN model)."""
@@ -80,14 +82,16 @@ def top_neurons(name: str, prompt: str, layer: int, position: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64, spinner=lambda name, prompt, layer, neuron: f"Following neuron {neuron} of layer {layer} "
+               f"of {name} across the prompt…")
 def neuron_trace(name: str, prompt: str, layer: int, neuron: int) -> pd.DataFrame:
     lm, cap = _run(name, prompt)
     acts = opt_lens.inside.neuron_activations(lm, cap, layer, neuron)
     return pd.DataFrame({"position": range(cap.seq_len), "token": token_labels(cap), "activation": acts.tolist()})
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Following the information back from the prediction…")
+@shared_result(max_entries=64, spinner=lambda name, prompt, threshold: f"Following the information in {name} back from "
+               "its prediction, layer by layer…")
 def flow_frames(name: str, prompt: str, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The flow graph of the last position's prediction as (nodes, edges) for a chart, and the predicted token."""
     lm, cap = _run(name, prompt)

@@ -13,7 +13,7 @@ import streamlit as st
 
 import opt_lens
 from app import charts
-from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_model
+from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_model, shared_result
 from app.text import escape_markdown
 from opt_lens.names import printable
 
@@ -28,7 +28,7 @@ class LensLookup:
     note: str | None  # why there is none: no lens exists for the model, or what stopped it from loading
 
 
-@st.cache_resource(ttl=600, max_entries=8, show_spinner="Looking for a tuned lens…")
+@shared_result(ttl=600, max_entries=8, spinner=lambda name: f"Looking for a tuned lens for {name}…")
 def shared_tuned_lens(name: str) -> LensLookup:
     """The tuned lens of model ``name`` for everyone, or why there is none. A failure is kept too (for ten
     minutes), so that a Hub that never answers costs one wait, not one per rerun."""
@@ -67,7 +67,8 @@ def reads_through_tuned_lens(name: str) -> bool:
     return True
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Reading every layer through both lenses…")
+@shared_result(max_entries=64, spinner=lambda name, prompt, position, attention_prefix=None: f"Reading every layer of "
+               f"{name} through both lenses…")
 def lens_kl_table(name: str, prompt: str, position: int, attention_prefix: int | None = None) -> pd.DataFrame:
     """One row per lens and layer at ``position``: KL(final ‖ layer) in nats, the layer's top guess and its
     probability. Only the logit lens when the model has no tuned lens. ``attention_prefix``: that of the

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import opt_lens
-from app.caches import cached_capture, shared_model
+from app.caches import cached_capture, shared_model, shared_result
 from app.lens_views import shared_tuned_lens
 
 if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs a model
@@ -129,10 +129,20 @@ def top_keys(row: pd.DataFrame, k: int = TOP_KEYS) -> pd.DataFrame:
     return top.assign(key=[f"{position} {token}" for position, token in zip(top.position, top.token)])
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Scoring every head…")
+@shared_result(max_entries=64)
 def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
-    scores = opt_lens.heads.head_scores(lm, cap)
+    what = (f"Scoring every head of {name} ({lm.arch.n_layers * lm.arch.n_heads} heads) on {cap.seq_len:,} tokens, "
+            "and on repeated random tokens for induction")
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def progress(done: int, total: int) -> None:  # a long prompt takes tens of seconds: say how far it is
+        bar.progress(done / total, text=f"{what}: layer {done} of {total} scored")
+
+    try:
+        scores = opt_lens.heads.head_scores(lm, cap, progress=progress)
+    finally:
+        bar.empty()
     rows = []
     for metric, values in scores.as_dict().items():
         for layer in range(values.shape[0]):
@@ -141,7 +151,7 @@ def head_score_table(name: str, prompt: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+@shared_result(max_entries=64)
 def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.DataFrame:
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)
     rows = opt_lens.top_k_next(lm, cap, k=k, position=position)
@@ -149,7 +159,8 @@ def predictions_table(name: str, prompt: str, k: int, position: int = -1) -> pd.
                           "logit": p.logit} for p in rows])
 
 
-@st.cache_data(ttl=3600, max_entries=64, show_spinner="Reading every layer through the output head…")
+@shared_result(max_entries=64, spinner=lambda name, prompt, start, end, tuned=False: f"Reading every layer of {name} "
+               f"through the {'tuned lens' if tuned else 'output head'} at {end - start} positions…")
 def logit_lens_table(name: str, prompt: str, start: int, end: int, tuned: bool = False) -> pd.DataFrame:
     """Each layer's top guess at positions ``start`` to ``end``; ``tuned``: through the model's tuned lens."""
     lm, cap = shared_model(name, ui=False), cached_capture(name, prompt, ui=False)

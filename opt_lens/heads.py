@@ -20,10 +20,13 @@ from .errors import OptLensError
 # A measure maps a block of attention rows [head, query, key] and the rows' query positions [query] to one
 # value per head and row [head, query]; a score is its sum over the scored rows divided by a count of rows.
 Measure = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]
 
 
-def _scores(patterns: Patterns, queries: torch.Tensor, measures: dict[str, tuple[Measure, int]]) -> dict[str, torch.Tensor]:
-    """``{name: [layer, head]}``: each measure summed over the rows ``queries`` and divided by its count."""
+def _scores(patterns: Patterns, queries: torch.Tensor, measures: dict[str, tuple[Measure, int]],
+            progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """``{name: [layer, head]}``: each measure summed over the rows ``queries`` and divided by its count;
+    ``progress(layers done, layers)`` after each layer (a long prompt's scores take tens of seconds)."""
     sums = {name: torch.zeros(patterns.n_layers, patterns.n_heads) for name in measures}
     for layer in range(patterns.n_layers):
         for block in row_blocks(len(queries), patterns.n_heads, patterns.n_tokens):
@@ -31,6 +34,8 @@ def _scores(patterns: Patterns, queries: torch.Tensor, measures: dict[str, tuple
             rows = patterns.rows(layer, positions)  # [head, query, key]
             for name, (measure, _) in measures.items():
                 sums[name][layer] += measure(rows, positions).sum(-1)
+        if progress:
+            progress(layer + 1, patterns.n_layers)
     return {name: sums[name] / count for name, (_, count) in measures.items()}
 
 
@@ -118,7 +123,8 @@ def induction_scores(patterns: Patterns | torch.Tensor, start: int, period: int)
     return _score(patterns, queries, after_earlier_occurrence)
 
 
-def prompt_scores(patterns: Patterns | torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def prompt_scores(patterns: Patterns | torch.Tensor, input_ids: torch.Tensor,
+                  progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Previous-token, first-token, entropy and duplicate-token scores ``[layer, head]`` in one pass over the rows."""
     patterns = _as_patterns(patterns)
     queries = _after_first(patterns)
@@ -133,6 +139,7 @@ def prompt_scores(patterns: Patterns | torch.Tensor, input_ids: torch.Tensor) ->
             "entropy": (_entropy, len(queries)),
             "duplicate_token": (_duplicate_token(earlier_copy), max(n_with_copy, 1)),  # all zero when none
         },
+        progress,
     )
 
 
@@ -217,11 +224,13 @@ def induction_probe(lm, *, length: int = 40, seed: int = 0, noise: int = 0) -> t
     return capture_ids(lm, ids), start, period
 
 
-def head_scores(lm, capture: Capture, *, length: int = 40, seed: int = 0) -> HeadScores:
-    """Scores on the student's own prompt, plus induction measured on repeated random tokens."""
+def head_scores(lm, capture: Capture, *, length: int = 40, seed: int = 0,
+                progress: Progress | None = None) -> HeadScores:
+    """Scores on the student's own prompt, plus induction measured on repeated random tokens (a short probe);
+    ``progress(layers done, layers)`` as the prompt's layers are scored."""
     probe, start, period = induction_probe(lm, length=length, seed=seed)
     return HeadScores(
-        **prompt_scores(capture.patterns, capture.input_ids),
+        **prompt_scores(capture.patterns, capture.input_ids, progress),
         induction=induction_scores(probe.patterns, start, period),
         copying_loss_drop=copying_loss_drop(probe.logits, probe.input_ids, start, period),
     )

@@ -56,7 +56,7 @@ class LoadedModel:
 
     @property
     def weights_bytes(self) -> int:
-        return self.arch.n_params * BYTES_PER_PARAM
+        return weights_bytes(self.arch.n_params)
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,26 @@ class LoadedTokenizer:
     max_positions: int
 
 
+def weights_bytes(n_params: int) -> int:
+    """The memory a model's float32 weights take."""
+    return n_params * BYTES_PER_PARAM
+
+
+def refuse_unless_fits(name: str, n_params: int, room_bytes: int, short_of_room: str) -> None:
+    """Refuse model ``name`` when its weights need more than ``room_bytes``; ``short_of_room`` says what the
+    room is ("but only 97 MB of memory is free here", or an app's share of it for models)."""
+    needed = weights_bytes(n_params)
+    if needed > room_bytes:
+        raise OptLensError(f"{name} needs about {format_bytes(needed)} for its weights, {short_of_room}. "
+                           "Try a smaller model.")
+
+
 def weights_fit(name: str, arch: Architecture) -> None:
     """Refuse a model whose float32 weights would not fit the memory this process may still use."""
-    needed = arch.n_params * BYTES_PER_PARAM
     budget = memory_budget()
-    if needed > budget.available_bytes:
-        raise OptLensError(
-            f"{name} needs about {format_bytes(needed)} for its weights, but only "
-            f"{format_bytes(budget.available_bytes)} of memory is free here (limit: {budget.source}, "
-            f"{format_bytes(budget.limit_bytes)}). Try a smaller model."
-        )
+    refuse_unless_fits(name, arch.n_params, budget.available_bytes,
+                       f"but only {format_bytes(budget.available_bytes)} of memory is free here (limit: "
+                       f"{budget.source}, {format_bytes(budget.limit_bytes)})")
 
 
 def load(

@@ -46,6 +46,23 @@ def process_rss_bytes() -> int:
         return 0
 
 
+def process_memory_bytes() -> int:
+    """The memory this process holds, each resident page counted once (Linux: the proportional set size).
+
+    Weights load from safetensors files through memory maps: the resident set counts a file's page once per
+    mapping, so a model whose file is mapped again (a reload while the old object is still referenced) would
+    count its weights twice and refuse the next model. The proportional set size divides each page among the
+    mappings that share it. Falls back to the resident set where ``smaps_rollup`` is missing.
+    """
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return process_rss_bytes()
+
+
 @functools.cache
 def _libc():
     try:
@@ -117,7 +134,7 @@ def memory_limit() -> tuple[int, str]:
 
 def memory_budget() -> MemoryBudget:
     limit, source = memory_limit()
-    available = limit - process_rss_bytes()
+    available = limit - process_memory_bytes()
     system_available = _meminfo_available_bytes()
     if system_available is not None:
         available = min(available, system_available)

@@ -1,5 +1,4 @@
 import html
-import pickle
 
 import altair as alt
 import pandas as pd
@@ -19,26 +18,6 @@ frame.page_intro(
 
 TOP_K_OPTIONS = [0, 1, 2, 3, 5, 10, 20, 50, 100]  # 0: every token stays a candidate
 MAX_TEMPERATURE = 2.0
-
-
-def cached_generation(name: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None,
-                      seed: int) -> opt_lens.Generation:
-    """The generation for (model, prompt, settings), shared read-only by everyone who asks for it.
-
-    Kept with the captures, in their memory budget: greedy and seeded runs are reproducible, so one serves all.
-    """
-    lm = caches.shared_model(name, ui=False)
-    # Temperature 0 takes the most likely token: top-k and the seed cannot change the run, so they stay out.
-    if temperature == 0:
-        top_k, seed = None, 0
-    key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
-    with st.spinner(f"{name} is writing…"):
-        return caches.capture_cache().get(
-            key,
-            lambda: opt_lens.generate(lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                                      top_k=top_k, seed=seed),
-            lambda gen: len(pickle.dumps(gen)),
-        )
 
 
 def probability_colour(probability: float) -> tuple[str, str]:
@@ -125,7 +104,7 @@ seed = state.whole_number_box(right, "Seed", 0, MAX_SEED, 0, "seed", disabled=no
 
 context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
 # Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.
-gen = cached_generation(name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
+gen = caches.shared_generation(name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
 selection.warn_if_truncated(name, gen.prompt)
 
 st.subheader("The continuation")

@@ -572,3 +572,57 @@ def test_an_attention_map_keeps_its_width_when_two_stand_side_by_side():
     assert spec["encoding"]["color"]["legend"]["orient"] == "top"
     assert spec["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
     assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False  # rows have room for every label
+
+
+def test_a_clients_clear_cache_message_reloads_no_model_and_loses_no_result():
+    """Streamlit's "Clear cache" (one websocket message any student can send) leaves the class's models,
+    captures and results where they are: the page runs again without loading the model again."""
+    from browser_support import StreamlitServer
+    from streamlit_client import StreamlitClient
+
+    server = StreamlitServer()
+    try:
+        server.wait_healthy()
+        student, other = StreamlitClient(server.url), StreamlitClient(server.url)
+        student.open("attention", "model=demo/tiny-gpt2&prompt=one+two+three+one+two+three")
+        loads = server.log().count("Loaded demo/tiny-gpt2")
+        assert loads == 1
+        other.clear_cache()
+        warm = student.open("attention", "model=demo/tiny-gpt2&prompt=one+two+three+one+two+three")
+        assert not any("went wrong" in text for text in student.texts)
+        assert server.log().count("Loaded demo/tiny-gpt2") == loads  # the model was not loaded again
+        assert "Scoring every head…" not in student.texts  # nor were the head scores computed again
+        student.close(), other.close()
+    finally:
+        server.stop()
+    assert warm < 30
+
+
+MODEL_FUNCTIONS = ("capture", "generate", "load", "attribute", "head_effects", "patch_heads", "patch_resid",
+                   "token_losses", "logit_lens_map", "top_k_next")
+
+
+@pytest.mark.parametrize("page", ["pages/attention.py", "pages/predictions.py", "pages/compare.py",
+                                  "pages/cause_and_effect.py"])
+def test_a_warm_page_view_runs_no_model_function_and_rebuilds_nothing_shared(monkeypatch, page):
+    """A second student opening a page the first has opened (same model and prompt) is served from the shared
+    caches: no call reaches the model, no table is built again."""
+    query = {"model": "demo/tiny-gpt2", "model_b": "demo/tiny-opt", "prompt": "Mary and John went to the shop. Mary"}
+    assert_clean(app(page, **query).run())  # the first student
+    calls = []
+
+    def counted(module, name):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: (calls.append(name), original(*a, **k))[1])
+
+    import opt_lens.compare
+    import opt_lens.heads
+
+    for name in MODEL_FUNCTIONS:
+        counted(opt_lens, name)
+    for name in ("head_scores", "induction_probe"):
+        counted(opt_lens.heads, name)
+    for name in ("compare_next_tokens", "match_heads", "depth_curve", "align_tokens"):
+        counted(opt_lens.compare, name)
+    assert_clean(app(page, **query).run())  # the second
+    assert calls == []

@@ -153,3 +153,24 @@ def test_a_12000_character_prompt_comes_whole_from_a_link():
     assert at.sidebar.caption[0].value.startswith(f"The prompt is {n_tokens:,} tokens")  # the model got all of it
     longer = open_page(app(prompt=prompt + " And more."), "pages/predictions.py")
     assert longer.sidebar.text_area[0].value == prompt  # past the bound, the box keeps the first 12,000
+
+
+def test_scoring_every_head_shows_which_layer_it_has_reached(monkeypatch):
+    """Issue 20.8: 48 s of "Scoring every head…" with no count on 1,010 tokens; now each layer is counted."""
+    from app import tables
+
+    texts = []
+
+    class RecordingBar:
+        def progress(self, value, text=""):
+            texts.append(text)
+
+        def empty(self):
+            texts.append(None)
+
+    monkeypatch.setattr(tables.st, "progress", lambda value, text="": (texts.append(text), RecordingBar())[1])
+    tables.head_score_table.clear()
+    tables.head_score_table("demo/tiny-opt", "The cat sat on the mat.")
+    assert texts[0].startswith("Scoring every head of demo/tiny-opt (8 heads) on ")
+    assert [text.rsplit(": ", 1)[-1] for text in texts[1:3]] == ["layer 1 of 2 scored", "layer 2 of 2 scored"]
+    assert texts[-1] is None  # the bar goes when the scores are there

@@ -121,3 +121,14 @@ def test_head_scores_equal_the_formulas_on_eager_patterns(tiny_lm, monkeypatch, 
 def test_induction_probe_starts_with_the_tokenizers_bos(tiny_lm):
     probe, start, period = heads.induction_probe(tiny_lm("opt"), length=20)
     assert probe.tokens[0] == "</s>" and start == 1 and period == 20
+
+
+def test_head_scores_say_how_far_they_are_layer_by_layer_and_score_the_same():
+    """A long prompt's scores take tens of seconds: the app shows "layer k of L" from this callback."""
+    lm = opt_lens.load("demo/tiny-gpt2")
+    cap = opt_lens.capture(lm, "The cat sat on the mat. The dog sat on the rug.")
+    calls = []
+    with_progress = heads.head_scores(lm, cap, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]  # the demo has two layers
+    for name, values in heads.head_scores(lm, cap).as_dict().items():
+        assert torch.equal(values, with_progress.as_dict()[name]), name
