@@ -70,8 +70,9 @@ def ablated_capture(name: str, prompt: str, heads: tuple[tuple[int, int], ...], 
                                                        ablate_neurons=list(neurons), ablate_with=mode))
 
 
-def _knocked_out(name: str, prompt: str, heads=(), mode: str = "zero", mlps=()) -> str:
-    what = f"{len(heads)} head(s) and {len(mlps)} MLP layer(s) knocked out" if heads or mlps else "nothing knocked out"
+def _knocked_out(name: str, prompt: str, heads=(), mode: str = "zero", mlps=(), neurons=()) -> str:
+    what = (f"{len(heads)} head(s), {len(mlps)} MLP layer(s) and {len(neurons)} neuron(s) knocked out"
+            if heads or mlps or neurons else "nothing knocked out")
     return f"Running {name} on the prompt with {what}, for the loss of every token…"
 
 
