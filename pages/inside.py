@@ -39,13 +39,19 @@ def pick_clicked_query():
 
 
 def head_map(layer: int, head: int, query: int) -> None:
+    """24 rows around the query; as columns the first token too (where idle heads rest: a window without it
+    hid most of a row's attention) and each row's rest, so that every row sums to 1 as the steps below do."""
     first = max(0, min(query - 11, cap.seq_len - 24))
-    last = min(cap.seq_len, first + 24)
-    pattern = tables.attention_frame(cap, layer, [head], (first, last))
-    order = labels[first:last]
+    window = tables.attention_window(first, min(cap.seq_len, first + 24) - 1, [])
+    pattern = tables.attention_window_frame(cap, layer, head, window)
+    order = labels[window.first : window.last + 1]
     picked = alt.selection_point(name="row", fields=["query"], on="click")
-    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query")
+    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query",
+                                     tables.window_columns(cap, window))
     charts.draw(st, chart.add_params(picked), width="stretch", on_select=pick_clicked_query, key="query_map")
+    if window.first > 0:
+        st.caption(f"Rows: positions {window.first}–{window.last}. Columns: the first token (where idle heads rest), "
+                   "those positions, and **rest**: each row's attention on the tokens not shown.")
 
 
 @st.fragment

@@ -111,3 +111,16 @@ def test_the_lesson_step_opens_the_copying_head_and_its_claim_holds():
     top = max(chart_rows(written), key=lambda row: row["effect on the logit"])
     assert top["token"] == "␣lamp" and round(top["effect on the logit"], 2) == 2.28
     assert "+2.28" in experiment.notice and any("+2.28" in c.value for c in at.caption)
+
+
+def test_the_head_map_keeps_the_first_token_and_each_row_sums_to_one():
+    # 26 tokens: the map shows 24 rows. L1.H2 at the last token gives most of its attention to the first token,
+    # which a window of positions 2-25 hid (the row summed to 0.28 while the steps below said 0.72 went to "0 b").
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    rows = chart_rows(next(c for c in charts(at) if "click a row to pick the query" in str(chart_title(c))))
+    last = [row for row in rows if row["query"] == "25 ␣lamp"]
+    assert round(sum(row["weight"] for row in last), 4) == 1
+    first = next(row["weight"] for row in last if row["key"] == "0 b")
+    steps = next(df.value for df in at.dataframe if "attention" in df.value.columns)
+    assert first == pytest.approx(steps.attention[0], abs=1e-6) and first > 0.5
