@@ -64,7 +64,7 @@ def head_section() -> None:
     head_map(layer, head, query)
     table, scaling, size = inside_views.steps_table(name, prompt, layer, head, query)
     st.markdown(f"**1.** Each key's score is its key vector · the query vector of “{text.escape_markdown(focus)}”. "
-                f"**2.** Scores are multiplied by {scaling:.4g}. **3.** The causal mask removes every later token "
+                f"**2.** {scaling_step(scaling)} **3.** The causal mask removes every later token "
                 "(they are not listed). **4.** Softmax turns the scaled scores into attention that sums to 1. "
                 "**5.** The head's output is the attention-weighted sum of the value vectors, mapped into the "
                 f"residual stream by its slice of the output projection: a vector of size {size:.3g}.")
@@ -77,6 +77,15 @@ def head_section() -> None:
     st.dataframe(table, hide_index=True, width="stretch")
     tables.csv_button(table, "Download the steps as CSV", f"steps_L{layer}H{head}_q{query}.csv")
     head_writes(layer, head, query)
+
+
+def scaling_step(scaling: float) -> str:
+    if scaling != 1:
+        return f"Scores are multiplied by {scaling:.4g}."
+    # "multiplied by 1" alone reads as a step the model skips: OPT scales its queries before the dot product.
+    return (f"Scores are multiplied by 1 here: this model applies no scaling at this step (OPT, for one, multiplies "
+            f"its query vectors by 1/√{lm.arch.d_head} = {lm.arch.d_head ** -0.5:.4g} in the query projection, so "
+            "its scores arrive already scaled).")
 
 
 def head_writes(layer: int, head: int, query: int) -> None:
@@ -94,7 +103,8 @@ def head_writes(layer: int, head: int, query: int) -> None:
 
 def written_bars(written):
     return alt.Chart(written).mark_bar().encode(
-        y=alt.Y("token:N", sort="-x", title=None), x=alt.X("effect on the logit:Q"),
+        # Every bar's token named: Vega hid every other label as overlapping.
+        y=alt.Y("token:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)), x=alt.X("effect on the logit:Q"),
         color=alt.Color("direction:N", scale=alt.Scale(domain=["promoted", "suppressed"], range=["#4c78a8", "#e45756"])),
         tooltip=["token", alt.Tooltip("effect on the logit:Q", format=".3f")],
     ).properties(height=22 * len(written))

@@ -1,6 +1,8 @@
 """The pages inside a head and an MLP and of information flow, driven by AppTest on the demo models and on
 random-weight stand-ins for gpt2 and facebook/opt-125m served from the local Hugging Face cache."""
 
+import json
+
 import pytest
 
 import opt_lens
@@ -124,3 +126,17 @@ def test_the_head_map_keeps_the_first_token_and_each_row_sums_to_one():
     first = next(row["weight"] for row in last if row["key"] == "0 b")
     steps = next(df.value for df in at.dataframe if "attention" in df.value.columns)
     assert first == pytest.approx(steps.attention[0], abs=1e-6) and first > 0.5
+
+
+def test_opt_s_scaling_step_says_where_its_scaling_went_and_every_written_token_is_labelled():
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(opt_lens.DEMO_MODELS["demo/tiny-opt"])
+    d_head = config.hidden_size // config.num_attention_heads
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    steps = next(m.value for m in at.markdown if "**2.**" in m.value)
+    # OPT scales its queries in q_proj: "multiplied by 1" alone read as a skipped step.
+    assert f"1/√{d_head} = {d_head ** -0.5:.4g} in the query projection" in steps
+    written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
+    assert json.loads(written.proto.spec)["encoding"]["y"]["axis"]["labelOverlap"] is False  # Vega hid every other
