@@ -45,8 +45,8 @@ def draw_flow(where, model: str, key: str) -> None:
     except OptLensError as error:
         where.info(f"{text.escape_markdown(model)}: {text.escape_markdown(error)}", icon=":material/info:")
         return
-    title = f"{model}: routes to the prediction “{predicted}”"
-    chart = inside_views.flow_chart(nodes, edges, title, tables.token_labels(cap))
+    chart = inside_views.flow_chart(nodes, edges, tables.token_labels(cap), model,
+                                    f"routes to the prediction “{predicted}”")
     charts.draw(where, chart, width="stretch", key=key,
                 on_select=head_opener(key, model, lm.arch.n_layers, lm.arch.n_heads))
     where.caption(f"{len(edges)} edges kept at {threshold:.2f}. Click a blue (attention) edge to open that head "

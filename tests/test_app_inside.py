@@ -3,6 +3,7 @@ random-weight stand-ins for gpt2 and facebook/opt-125m served from the local Hug
 
 import json
 
+import pyarrow as pa
 import pytest
 
 import opt_lens
@@ -140,3 +141,20 @@ def test_opt_s_scaling_step_says_where_its_scaling_went_and_every_written_token_
     assert f"1/√{d_head} = {d_head ** -0.5:.4g} in the query projection" in steps
     written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
     assert json.loads(written.proto.spec)["encoding"]["y"]["axis"]["labelOverlap"] is False  # Vega hid every other
+
+
+def test_the_flow_graph_lists_its_tokens_in_prompt_order():
+    # On demo/tiny-opt the kept tokens run past 9: Vega merged the layers' sort lists away and drew them in
+    # string order ("26 ␣lamp" above "3 na").
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED), "pages/flow.py")
+    assert_clean(at)
+    chart = next(c for c in charts(at) if "routes to the prediction" in str(chart_title(c)))
+    spec = json.loads(chart.proto.spec)
+    nodes = spec["layer"][2]["data"]["name"]  # the dots: one per state
+    dataset = next(d for d in chart.proto.datasets if d.name == nodes)
+    drawn = set(pa.ipc.open_stream(dataset.data.data).read_pandas().token)
+    domains = [layer["encoding"]["y"]["scale"]["domain"] for layer in spec["layer"]]
+    position = lambda label: int(label.split(" ", 1)[0])  # noqa: E731
+    assert max(map(position, drawn)) >= 10
+    for domain in domains:
+        assert set(domain) == drawn and domain == sorted(domain, key=position)
