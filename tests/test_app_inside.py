@@ -158,3 +158,21 @@ def test_the_flow_graph_lists_its_tokens_in_prompt_order():
     assert max(map(position, drawn)) >= 10
     for domain in domains:
         assert set(domain) == drawn and domain == sorted(domain, key=position)
+
+
+@pytest.mark.parametrize("model", list(opt_lens.DEMO_MODELS))
+def test_the_flow_page_s_demo_notice_holds(model):
+    # The notice claimed an edge from the token after the earlier copy for both demo models: tiny-opt has none.
+    from app.tables import token_labels
+
+    lm, cap = caches.shared_model(model, ui=False), caches.cached_capture(model, REPEATED, ui=False)
+    graph = opt_lens.flow_graph(lm, cap, threshold=0.04)
+    last = cap.seq_len - 1
+    top = max((e for e in graph.edges if e.kind == "attention" and e.target.position == last), key=lambda e: e.weight)
+    predicted = lm.tokenizer.decode([graph.token_id]).replace(" ", "␣")
+    at = open_page(app(model=model, prompt=REPEATED), "pages/flow.py")
+    assert_clean(at)
+    notice = next(c.value for c in at.caption if "edges kept at" in c.value)
+    for claim in (f"predicts “{predicted}”", f"L{top.target.layer}.H{top.head}", f"“{token_labels(cap)[top.source.position]}”",
+                  f"{top.weight:.2f} of that state"):
+        assert claim in notice, (claim, notice)
