@@ -114,11 +114,16 @@ def disagreement(table: pd.DataFrame) -> str:
     logit = table[table.lens == LOGIT].set_index("layer")
     tuned = table[table.lens == TUNED].set_index("layer")
     last = logit.index.max()
-    layers = [layer for layer in range(1 if last > 1 else 0, last) if logit.guess[layer] != tuned.guess[layer]]
+    compared = range(1 if last > 1 else 0, last)
+    layers = [layer for layer in compared if logit.guess[layer] != tuned.guess[layer]]
     final = escape_markdown(logit.guess[last])
     if not layers:
-        return (f"Here the two lenses name the same top guess at every layer; the final answer is “{final}”. The "
-                "chart shows how much closer to the final distribution each lens reads a layer.")
+        # Row 0 is left out of the comparison, so "every layer" alone was wrong where the embeddings' guesses differ.
+        layer = max(compared, key=lambda i: abs(logit.KL[i] - tuned.KL[i]))
+        return (f"Here the two lenses name the same top guess at every layer{' after the embeddings' if compared.start else ''}; "
+                f"the final answer is “{final}”. They differ most in how far layer {layer} is from the final "
+                f"distribution: {logit.KL[layer]:.2f} nats through the logit lens, {tuned.KL[layer]:.2f} through the "
+                "tuned lens.")
     layer = max(layers, key=lambda i: abs(logit.KL[i] - tuned.KL[i]))
     return (f"The logit lens says layer {layer} already predicts “{escape_markdown(logit.guess[layer])}” "
             f"({logit.probability[layer]:.0%}); the tuned lens says “{escape_markdown(tuned.guess[layer])}” "
