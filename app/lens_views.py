@@ -166,8 +166,9 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
             x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
             y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
             color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+            # The legend draws the dashes (as points it showed two identical dots).
             strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
-                                      legend=alt.Legend(orient="top")),
+                                      legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2)),
             tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
                      alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
         )

@@ -297,3 +297,10 @@ def test_where_the_lenses_agree_after_the_embeddings_the_page_does_not_claim_eve
     assert "at every layer after the embeddings;" in sentence
     assert (f"layer 1 is from the final distribution: {kl[('logit lens', 1)]['KL']:.2f} nats through the logit lens, "
             f"{kl[('tuned lens', 1)]['KL']:.2f} through the tuned lens") in sentence
+
+
+def test_the_compare_chart_s_lens_legend_draws_dashed_and_solid_lines():
+    at = open_page(app(model="demo/tiny-gpt2", model_b="demo/tiny-opt"), "pages/compare.py")
+    chart = next(c for c in charts(at) if "through both lenses" in json.loads(c.proto.spec).get("title", ""))
+    legend = json.loads(chart.proto.spec)["encoding"]["strokeDash"]["legend"]
+    assert legend["symbolType"] == "stroke"  # a point legend drew the dashed and the solid lens as the same dot
