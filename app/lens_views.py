@@ -159,21 +159,21 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
             st.info(escape_markdown(note), icon=":material/info:")
         table = lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS)
         tables[name] = table.assign(model=name, depth=table.layer / table.layer.max())
-    chart = (
-        alt.Chart(pd.concat(tables.values()))
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
-            y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
-            color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
-            # The legend draws the dashes (as points it showed two identical dots).
-            strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
-                                      legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2)),
-            tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
-                     alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
-        )
-        .properties(title="How far each layer is from the final answer, through both lenses", height=280)
+    base = alt.Chart(pd.concat(tables.values())).encode(
+        x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
+        y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
+        color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+        tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
+                 alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
     )
+    # The points in a layer of their own: on the line (point=True) they made the lens legend's symbols filled
+    # points, the dashed and the solid lens the same dot, and as strokes, transparent ones.
+    lines = base.mark_line().encode(
+        strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
+                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
+                                                    symbolStrokeColor="#555")))
+    chart = (lines + base.mark_point(filled=True)).properties(
+        title="How far each layer is from the final answer, through both lenses", height=280)
     charts.draw(st, chart, width="stretch")
     for name, table in tables.items():
         if shared_tuned_lens(name).lens is not None:

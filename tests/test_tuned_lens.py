@@ -302,5 +302,9 @@ def test_where_the_lenses_agree_after_the_embeddings_the_page_does_not_claim_eve
 def test_the_compare_chart_s_lens_legend_draws_dashed_and_solid_lines():
     at = open_page(app(model="demo/tiny-gpt2", model_b="demo/tiny-opt"), "pages/compare.py")
     chart = next(c for c in charts(at) if "through both lenses" in json.loads(c.proto.spec).get("title", ""))
-    legend = json.loads(chart.proto.spec)["encoding"]["strokeDash"]["legend"]
-    assert legend["symbolType"] == "stroke"  # a point legend drew the dashed and the solid lens as the same dot
+    line = next(layer for layer in json.loads(chart.proto.spec)["layer"] if "strokeDash" in layer["encoding"])
+    # On a line with points the lens legend drew filled points: the dashed and the solid lens as the same dot,
+    # and as strokes, transparent ones (the browser showed no symbol at all).
+    assert line["mark"]["type"] == "line" and "point" not in line["mark"]
+    legend = line["encoding"]["strokeDash"]["legend"]
+    assert legend["symbolType"] == "stroke" and legend["symbolStrokeColor"]
