@@ -43,6 +43,14 @@ def steps_table(name: str, prompt: str, layer: int, head: int, query: int) -> tu
     return table, steps.scaling, float(steps.output.norm())
 
 
+def refusal(lm, name: str, error: Exception, why: str) -> str:
+    """What a page says where the library refuses a view. On a post-LN model the library's reason speaks of
+    direct logit attribution, which the pages never named: there, why this view has no read-out, in its words."""
+    if lm.arch.norm == "post":
+        return f"{name} normalises the residual stream after every block (post-LN): {why}"
+    return f"{name}: {error}"
+
+
 def _top_tokens(tokenizer, logits, k: int = TOP_TOKENS) -> tuple[list[str], list[float], list[str], list[float]]:
     up, down = logits.topk(k), (-logits).topk(k)
     return ([token_text(tokenizer, i) for i in up.indices.tolist()], up.values.tolist(),

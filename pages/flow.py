@@ -48,7 +48,9 @@ def draw_flow(where, model: str, key: str) -> None:
     try:
         nodes, edges, predicted = inside_views.flow_frames(model, prompt, threshold)
     except OptLensError as error:
-        where.info(f"{text.escape_markdown(model)}: {text.escape_markdown(error)}", icon=":material/info:")
+        why = ("a state is not the sum of the parts that wrote into it (each block's norm rescales that sum), so it "
+               "cannot be split into routes.")
+        where.info(text.escape_markdown(inside_views.refusal(lm, model, error, why)), icon=":material/info:")
         return
     chart = inside_views.flow_chart(nodes, edges, tables.token_labels(cap), model,
                                     f"routes to the prediction “{predicted}”")

@@ -93,7 +93,9 @@ def head_writes(layer: int, head: int, query: int) -> None:
     try:
         written = inside_views.head_writes(name, prompt, layer, head, query)
     except OptLensError as error:
-        st.info(text.escape_markdown(error), icon=":material/info:")
+        why = ("a head's output is rescaled by every later norm before it reaches the logits, so what it writes has "
+               "no direct read-out as tokens.")
+        st.info(text.escape_markdown(inside_views.refusal(lm, name, error, why)), icon=":material/info:")
         return
     st.caption("Its output read through the final norm (scale frozen) and the unembedding: the tokens whose "
                "logit it raises and lowers most, as direct logit attribution reads it. "

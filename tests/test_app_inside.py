@@ -176,3 +176,16 @@ def test_the_flow_page_s_demo_notice_holds(model):
     for claim in (f"predicts “{predicted}”", f"L{top.target.layer}.H{top.head}", f"“{token_labels(cap)[top.source.position]}”",
                   f"{top.weight:.2f} of that state"):
         assert claim in notice, (claim, notice)
+
+
+def test_a_real_post_ln_model_is_refused_in_each_view_s_own_words(hub_answering, tiny_folder):
+    # The library's reason names direct logit attribution, which neither page mentions (and the flow graph is not).
+    hub_answering.add("someone/tiny-opt-350m", tiny_folder("opt-post-ln"))
+    for page, view in (("pages/inside.py", "what it writes has no direct read-out"),
+                       ("pages/flow.py", "cannot be split into routes")):
+        at = open_page(app(model="someone/tiny-opt-350m", prompt=REPEATED), page)
+        assert_clean(at)
+        refusal = next(info.value.replace("\\", "") for info in at.info  # the markdown escapes, undone
+                       if "post\\-LN" in info.value and "neuron" not in info.value)
+        assert refusal.startswith("someone/tiny-opt-350m normalises the residual stream after every block")
+        assert view in refusal and "Direct logit attribution" not in refusal
