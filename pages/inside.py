@@ -69,10 +69,12 @@ def head_section() -> None:
                 "**5.** The head's output is the attention-weighted sum of the value vectors, mapped into the "
                 f"residual stream by its slice of the output projection: a vector of size {size:.3g}.")
     long = table.melt(id_vars=["position", "token"], value_vars=["scaled", "attention"], var_name="step")
+    # Facets in the order of the steps: the scaled scores (2), then the attention softmax makes of them (4).
     bars = (alt.Chart(long).mark_bar().encode(
         x=alt.X("position:O", axis=alt.Axis(labelOverlap=True, labelAngle=0)), y=alt.Y("value:Q", title=None),
         color=alt.Color("step:N", legend=None), tooltip=["position", "token", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(height=160).facet(row=alt.Row("step:N", title=None)).resolve_scale(y="independent"))
+    ).properties(height=160).facet(row=alt.Row("step:N", title=None, sort=["scaled", "attention"]))
+        .resolve_scale(y="independent"))
     charts.draw(st, bars, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")
     tables.csv_button(table, "Download the steps as CSV", f"steps_L{layer}H{head}_q{query}.csv")

@@ -189,3 +189,9 @@ def test_a_real_post_ln_model_is_refused_in_each_view_s_own_words(hub_answering,
                        if "post\\-LN" in info.value and "neuron" not in info.value)
         assert refusal.startswith("someone/tiny-opt-350m normalises the residual stream after every block")
         assert view in refusal and "Direct logit attribution" not in refusal
+
+
+def test_the_step_bars_come_in_the_order_of_the_steps():
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED), "pages/inside.py")
+    bars = next(json.loads(c.proto.spec) for c in charts(at) if "facet" in json.loads(c.proto.spec))
+    assert bars["facet"]["row"]["sort"] == ["scaled", "attention"]  # alphabetical put the softmax above its input
