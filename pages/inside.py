@@ -13,7 +13,20 @@ frame.page_intro(
 name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 labels = tables.token_labels(cap)
-DEMO_NOTICE = (
+DEMO_NOTICE = {  # measured on the start page's repeated text (checked by tests/test_app_inside.py)
+    "demo/tiny-gpt2": (
+        "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
+        "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
+        "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
+        "(demo/tiny-opt's L1.H2: 7 of 10 too)."),
+    # Its headline example fails on tiny-opt: a student following it there found "␣lamp" nowhere near the top.
+    "demo/tiny-opt": (
+        "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-opt's L1.H2 copies "
+        "too: at the second “i” it promotes “ol” most, the token that followed the first “i”. But at the second "
+        "“␣river”, though it attends most to the first “␣lamp”, it does not promote “␣lamp” (not in its top 10): "
+        "where a head looks and what it writes can disagree."),
+}
+NOTICE = (
     "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
     "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
     "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
@@ -101,7 +114,7 @@ def head_writes(layer: int, head: int, query: int) -> None:
         return
     st.caption("Its output read through the final norm (scale frozen) and the unembedding: the tokens whose "
                "logit it raises and lowers most, as direct logit attribution reads it. "
-               + (DEMO_NOTICE if name in state.DEMO_MODELS else NOTICE))
+               + DEMO_NOTICE.get(name, NOTICE))
     charts.draw(st, written_bars(written), width="stretch")
 
 

@@ -195,3 +195,20 @@ def test_the_step_bars_come_in_the_order_of_the_steps():
     at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED), "pages/inside.py")
     bars = next(json.loads(c.proto.spec) for c in charts(at) if "facet" in json.loads(c.proto.spec))
     assert bars["facet"]["row"]["sort"] == ["scaled", "attention"]  # alphabetical put the softmax above its input
+
+
+def test_tiny_opt_s_notice_inside_a_head_holds():
+    # The notice told tiny-opt's students that L1.H2 at the second "␣river" promotes "␣lamp": there it ranks 96th.
+    lm, cap = caches.shared_model("demo/tiny-opt", ui=False), caches.cached_capture("demo/tiny-opt", REPEATED, ui=False)
+    tokens = cap.tokens
+    second_i = [p for p, t in enumerate(tokens) if t == "i"][1]
+    second_river = [p for p, t in enumerate(tokens) if t == "␣river"][1]
+    assert lm.tokenizer.decode([int(opt_lens.head_logits(lm, cap, 1, 2, second_i).argmax())]) == "ol"
+    assert tokens[tokens.index("i") + 1] == "ol"  # what followed the first "i"
+    assert tokens[int(cap.pattern(1, 2)[second_river].argmax())] == "␣lamp"
+    lamp = lm.tokenizer.encode(" lamp", add_special_tokens=False)[0]
+    assert lamp not in opt_lens.head_logits(lm, cap, 1, 2, second_river).topk(10).indices.tolist()
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    assert any("demo/tiny\\-opt's L1.H2 copies too" in c.value or "demo/tiny-opt's L1.H2 copies too" in c.value
+               for c in at.caption)
