@@ -131,7 +131,8 @@ def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, order: list[str], title
     lines = (
         alt.Chart(edges).transform_filter(alt.datum.kind != "mlp").mark_rule(opacity=0.7)
         .encode(x=x, x2="x2:Q", y=y, y2="to:N",
-                color=alt.Color("kind:N", scale=FLOW_COLORS, title=None, legend=alt.Legend(orient="top")),
+                # Two columns: in a row the three kinds were cut to "residua" in half a laptop's width.
+                color=alt.Color("kind:N", scale=FLOW_COLORS, title=None, legend=alt.Legend(orient="top", columns=2)),
                 strokeWidth=alt.StrokeWidth("weight:Q", scale=alt.Scale(domain=[0, 1], range=[1, 10]), legend=None),
                 tooltip=tooltip)
         .add_params(picked)

@@ -212,3 +212,10 @@ def test_tiny_opt_s_notice_inside_a_head_holds():
     assert_clean(at)
     assert any("demo/tiny\\-opt's L1.H2 copies too" in c.value or "demo/tiny-opt's L1.H2 copies too" in c.value
                for c in at.caption)
+
+
+def test_the_flow_legend_wraps_to_fit_half_a_laptop_s_width():
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED), "pages/flow.py")
+    spec = json.loads(next(c for c in charts(at) if "routes to the prediction" in str(chart_title(c))).proto.spec)
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["columns"] == 2  # in one row, two graphs side by side at 1024 px cut "residual" to "residua"
