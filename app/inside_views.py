@@ -43,6 +43,14 @@ def steps_table(name: str, prompt: str, layer: int, head: int, query: int) -> tu
     return table, steps.scaling, float(steps.output.norm())
 
 
+def refusal(lm, name: str, error: Exception, why: str) -> str:
+    """What a page says where the library refuses a view. On a post-LN model the library's reason speaks of
+    direct logit attribution, which the pages never named: there, why this view has no read-out, in its words."""
+    if lm.arch.norm == "post":
+        return f"{name} normalises the residual stream after every block (post-LN): {why}"
+    return f"{name}: {error}"
+
+
 def _top_tokens(tokenizer, logits, k: int = TOP_TOKENS) -> tuple[list[str], list[float], list[str], list[float]]:
     up, down = logits.topk(k), (-logits).topk(k)
     return ([token_text(tokenizer, i) for i in up.indices.tolist()], up.values.tolist(),
@@ -107,17 +115,28 @@ def flow_frames(name: str, prompt: str, threshold: float) -> tuple[pd.DataFrame,
     return nodes, edges, token_text(lm.tokenizer, graph.token_id)
 
 
-def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, title: str, order: list[str]) -> alt.LayerChart:
-    """Left to right by depth (embeddings, then each block after attention and after the MLP), tokens down;
-    an MLP's contribution is a red square between the two states it joins (its edge would hide the residual's)."""
-    x = alt.X("x:Q", title="depth: 0 embeddings, 2l+1 block l after attention, 2l+2 after block l",
-              axis=alt.Axis(tickMinStep=1))
-    y = alt.Y("from:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False))
+DEPTH_LABEL = ("datum.value == 0 ? 'embeddings' : datum.value % 2 == 1 ? 'L' + (datum.value - 1) / 2 + ' attention' "
+               ": 'after L' + (datum.value - 2) / 2")
+
+
+def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, order: list[str], title: str, subtitle: str) -> alt.LayerChart:
+    """Left to right by depth (embeddings, then each block after attention and after the MLP), tokens down in
+    prompt order; an MLP's contribution is a red square between the two states it joins (its edge would hide
+    the residual's). Fits half a laptop's width: legend on top, depths named on the ticks, title on two lines."""
+    depths = list(range(int(nodes.depth.max()) + 1))
+    x = alt.X("x:Q", title=None, scale=alt.Scale(domain=[0, depths[-1]]),
+              axis=alt.Axis(values=depths, labelExpr=DEPTH_LABEL, labelAngle=-45, labelOverlap=False))
+    # The tokens as an explicit domain: a sort list per layer (from, token) was dropped when Vega merged the
+    # layers' scales, which put "26 ␣lamp" above "3 na" (string order).
+    shown = [label for label in order if label in set(nodes.token)]
+    y = alt.Y("from:N", scale=alt.Scale(domain=shown), title=None, axis=alt.Axis(labelOverlap=False))
     tooltip = ["what", "from", "to", alt.Tooltip("weight:Q", format=".3f")]
     picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
     lines = (
         alt.Chart(edges).transform_filter(alt.datum.kind != "mlp").mark_rule(opacity=0.7)
-        .encode(x=x, x2="x2:Q", y=y, y2="to:N", color=alt.Color("kind:N", scale=FLOW_COLORS),
+        .encode(x=x, x2="x2:Q", y=y, y2="to:N",
+                # Two columns: in a row the three kinds were cut to "residua" in half a laptop's width.
+                color=alt.Color("kind:N", scale=FLOW_COLORS, title=None, legend=alt.Legend(orient="top", columns=2)),
                 strokeWidth=alt.StrokeWidth("weight:Q", scale=alt.Scale(domain=[0, 1], range=[1, 10]), legend=None),
                 tooltip=tooltip)
         .add_params(picked)
@@ -130,6 +149,7 @@ def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, title: str, order: list
     )
     dots = (
         alt.Chart(nodes).mark_circle(size=50, color="#333")
-        .encode(x=alt.X("depth:Q"), y=alt.Y("token:N", sort=order), tooltip=["token", "state"])
+        .encode(x=alt.X("depth:Q"), y=alt.Y("token:N", scale=alt.Scale(domain=shown)), tooltip=["token", "state"])
     )
-    return (lines + mlps + dots).properties(title=title, height=max(220, 30 * nodes.token.nunique()))
+    return (lines + mlps + dots).properties(title=alt.Title(title, subtitle=subtitle),
+                                            height=max(260, 140 + 26 * len(shown)))

@@ -115,11 +115,16 @@ def disagreement(table: pd.DataFrame) -> str:
     logit = table[table.lens == LOGIT].set_index("layer")
     tuned = table[table.lens == TUNED].set_index("layer")
     last = logit.index.max()
-    layers = [layer for layer in range(1 if last > 1 else 0, last) if logit.guess[layer] != tuned.guess[layer]]
+    compared = range(1 if last > 1 else 0, last)
+    layers = [layer for layer in compared if logit.guess[layer] != tuned.guess[layer]]
     final = escape_markdown(logit.guess[last])
     if not layers:
-        return (f"Here the two lenses name the same top guess at every layer; the final answer is “{final}”. The "
-                "chart shows how much closer to the final distribution each lens reads a layer.")
+        # Row 0 is left out of the comparison, so "every layer" alone was wrong where the embeddings' guesses differ.
+        layer = max(compared, key=lambda i: abs(logit.KL[i] - tuned.KL[i]))
+        return (f"Here the two lenses name the same top guess at every layer{' after the embeddings' if compared.start else ''}; "
+                f"the final answer is “{final}”. They differ most in how far layer {layer} is from the final "
+                f"distribution: {logit.KL[layer]:.2f} nats through the logit lens, {tuned.KL[layer]:.2f} through the "
+                "tuned lens.")
     layer = max(layers, key=lambda i: abs(logit.KL[i] - tuned.KL[i]))
     return (f"The logit lens says layer {layer} already predicts “{escape_markdown(logit.guess[layer])}” "
             f"({logit.probability[layer]:.0%}); the tuned lens says “{escape_markdown(tuned.guess[layer])}” "
@@ -155,20 +160,21 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
             st.info(escape_markdown(note), icon=":material/info:")
         table = lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS)
         tables[name] = table.assign(model=name, depth=table.layer / table.layer.max())
-    chart = (
-        alt.Chart(pd.concat(tables.values()))
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
-            y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
-            color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
-            strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
-                                      legend=alt.Legend(orient="top")),
-            tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
-                     alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
-        )
-        .properties(title="How far each layer is from the final answer, through both lenses", height=280)
+    base = alt.Chart(pd.concat(tables.values())).encode(
+        x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
+        y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
+        color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+        tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
+                 alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
     )
+    # The points in a layer of their own: on the line (point=True) they made the lens legend's symbols filled
+    # points, the dashed and the solid lens the same dot, and as strokes, transparent ones.
+    lines = base.mark_line().encode(
+        strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
+                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
+                                                    symbolStrokeColor="#555")))
+    chart = (lines + base.mark_point(filled=True)).properties(
+        title="How far each layer is from the final answer, through both lenses", height=280)
     charts.draw(st, chart, width="stretch")
     for name, table in tables.items():
         if shared_tuned_lens(name).lens is not None:

@@ -16,12 +16,17 @@ name, prompt = state.chosen_model("model"), state.chosen_prompt()
 threshold = st.slider("Threshold: keep edges that contribute more than this share of a state", 0.01, 0.5, 0.04,
                       0.01, key="threshold", bind="query-params")
 two = st.toggle("Show a second model beside it", key="flow_two", bind="query-params")
-NOTICE = {
-    True: "On the start page's repeated text, look for blue edges into the last token's column from the token "
-          "after the earlier copy: the demo's induction heads (layer 1) reading the answer from there.",
-    False: "Residual edges (grey) carry most of each state: a state is mostly what it was. The blue edges are "
-           "the few heads that move information between tokens for this prediction.",
+# Measured at threshold 0.04 on the start page's repeated text (checked by tests/test_app_inside.py).
+DEMO_NOTICE = {
+    "demo/tiny-gpt2": "On the start page's repeated text demo/tiny-gpt2 predicts “,”, the token that followed "
+                      "“␣lamp” the first time, and its thickest edge into the last token is L1.H3 reading “13 ,” "
+                      "(0.42 of that state): an induction head copying the answer from after the earlier copy.",
+    "demo/tiny-opt": "On the start page's repeated text demo/tiny-opt predicts “.”, not the “,” that followed "
+                     "“␣lamp” the first time: its thickest edge into the last token, L1.H2 (0.58 of that state), "
+                     "reads “15 ␣ba”, one token past that “,”. A near miss of an induction head: open it.",
 }
+NOTICE = ("Residual edges (grey) carry most of each state: a state is mostly what it was. The blue edges are the "
+          "few heads that move information between tokens for this prediction.")
 
 
 def head_opener(key: str, model: str, n_layers: int, n_heads: int):
@@ -43,14 +48,16 @@ def draw_flow(where, model: str, key: str) -> None:
     try:
         nodes, edges, predicted = inside_views.flow_frames(model, prompt, threshold)
     except OptLensError as error:
-        where.info(f"{text.escape_markdown(model)}: {text.escape_markdown(error)}", icon=":material/info:")
+        why = ("a state is not the sum of the parts that wrote into it (each block's norm rescales that sum), so it "
+               "cannot be split into routes.")
+        where.info(text.escape_markdown(inside_views.refusal(lm, model, error, why)), icon=":material/info:")
         return
-    title = f"{model}: routes to the prediction “{predicted}”"
-    chart = inside_views.flow_chart(nodes, edges, title, tables.token_labels(cap))
+    chart = inside_views.flow_chart(nodes, edges, tables.token_labels(cap), model,
+                                    f"routes to the prediction “{predicted}”")
     charts.draw(where, chart, width="stretch", key=key,
                 on_select=head_opener(key, model, lm.arch.n_layers, lm.arch.n_heads))
     where.caption(f"{len(edges)} edges kept at {threshold:.2f}. Click a blue (attention) edge to open that head "
-                  "inside. " + NOTICE[model in state.DEMO_MODELS])
+                  "inside. " + DEMO_NOTICE.get(model, NOTICE))
 
 
 if two:

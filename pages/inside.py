@@ -13,7 +13,20 @@ frame.page_intro(
 name, prompt, lm, cap = selection.selected_model_and_capture()
 n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
 labels = tables.token_labels(cap)
-DEMO_NOTICE = (
+DEMO_NOTICE = {  # measured on the start page's repeated text (checked by tests/test_app_inside.py)
+    "demo/tiny-gpt2": (
+        "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
+        "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
+        "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
+        "(demo/tiny-opt's L1.H2: 7 of 10 too)."),
+    # Its headline example fails on tiny-opt: a student following it there found "␣lamp" nowhere near the top.
+    "demo/tiny-opt": (
+        "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-opt's L1.H2 copies "
+        "too: at the second “i” it promotes “ol” most, the token that followed the first “i”. But at the second "
+        "“␣river”, though it attends most to the first “␣lamp”, it does not promote “␣lamp” (not in its top 10): "
+        "where a head looks and what it writes can disagree."),
+}
+NOTICE = (
     "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
     "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
     "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
@@ -39,13 +52,19 @@ def pick_clicked_query():
 
 
 def head_map(layer: int, head: int, query: int) -> None:
+    """24 rows around the query; as columns the first token too (where idle heads rest: a window without it
+    hid most of a row's attention) and each row's rest, so that every row sums to 1 as the steps below do."""
     first = max(0, min(query - 11, cap.seq_len - 24))
-    last = min(cap.seq_len, first + 24)
-    pattern = tables.attention_frame(cap, layer, [head], (first, last))
-    order = labels[first:last]
+    window = tables.attention_window(first, min(cap.seq_len, first + 24) - 1, [])
+    pattern = tables.attention_window_frame(cap, layer, head, window)
+    order = labels[window.first : window.last + 1]
     picked = alt.selection_point(name="row", fields=["query"], on="click")
-    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query")
+    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query",
+                                     tables.window_columns(cap, window))
     charts.draw(st, chart.add_params(picked), width="stretch", on_select=pick_clicked_query, key="query_map")
+    if window.first > 0:
+        st.caption(f"Rows: positions {window.first}–{window.last}. Columns: the first token (where idle heads rest), "
+                   "those positions, and **rest**: each row's attention on the tokens not shown.")
 
 
 @st.fragment
@@ -58,19 +77,30 @@ def head_section() -> None:
     head_map(layer, head, query)
     table, scaling, size = inside_views.steps_table(name, prompt, layer, head, query)
     st.markdown(f"**1.** Each key's score is its key vector · the query vector of “{text.escape_markdown(focus)}”. "
-                f"**2.** Scores are multiplied by {scaling:.4g}. **3.** The causal mask removes every later token "
+                f"**2.** {scaling_step(scaling)} **3.** The causal mask removes every later token "
                 "(they are not listed). **4.** Softmax turns the scaled scores into attention that sums to 1. "
                 "**5.** The head's output is the attention-weighted sum of the value vectors, mapped into the "
                 f"residual stream by its slice of the output projection: a vector of size {size:.3g}.")
     long = table.melt(id_vars=["position", "token"], value_vars=["scaled", "attention"], var_name="step")
+    # Facets in the order of the steps: the scaled scores (2), then the attention softmax makes of them (4).
     bars = (alt.Chart(long).mark_bar().encode(
         x=alt.X("position:O", axis=alt.Axis(labelOverlap=True, labelAngle=0)), y=alt.Y("value:Q", title=None),
         color=alt.Color("step:N", legend=None), tooltip=["position", "token", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(height=160).facet(row=alt.Row("step:N", title=None)).resolve_scale(y="independent"))
+    ).properties(height=160).facet(row=alt.Row("step:N", title=None, sort=["scaled", "attention"]))
+        .resolve_scale(y="independent"))
     charts.draw(st, bars, width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")
     tables.csv_button(table, "Download the steps as CSV", f"steps_L{layer}H{head}_q{query}.csv")
     head_writes(layer, head, query)
+
+
+def scaling_step(scaling: float) -> str:
+    if scaling != 1:
+        return f"Scores are multiplied by {scaling:.4g}."
+    # "multiplied by 1" alone reads as a step the model skips: OPT scales its queries before the dot product.
+    return (f"Scores are multiplied by 1 here: this model applies no scaling at this step (OPT, for one, multiplies "
+            f"its query vectors by 1/√{lm.arch.d_head} = {lm.arch.d_head ** -0.5:.4g} in the query projection, so "
+            "its scores arrive already scaled).")
 
 
 def head_writes(layer: int, head: int, query: int) -> None:
@@ -78,17 +108,20 @@ def head_writes(layer: int, head: int, query: int) -> None:
     try:
         written = inside_views.head_writes(name, prompt, layer, head, query)
     except OptLensError as error:
-        st.info(text.escape_markdown(error), icon=":material/info:")
+        why = ("a head's output is rescaled by every later norm before it reaches the logits, so what it writes has "
+               "no direct read-out as tokens.")
+        st.info(text.escape_markdown(inside_views.refusal(lm, name, error, why)), icon=":material/info:")
         return
     st.caption("Its output read through the final norm (scale frozen) and the unembedding: the tokens whose "
                "logit it raises and lowers most, as direct logit attribution reads it. "
-               + (DEMO_NOTICE if name in state.DEMO_MODELS else NOTICE))
+               + DEMO_NOTICE.get(name, NOTICE))
     charts.draw(st, written_bars(written), width="stretch")
 
 
 def written_bars(written):
     return alt.Chart(written).mark_bar().encode(
-        y=alt.Y("token:N", sort="-x", title=None), x=alt.X("effect on the logit:Q"),
+        # Every bar's token named: Vega hid every other label as overlapping.
+        y=alt.Y("token:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)), x=alt.X("effect on the logit:Q"),
         color=alt.Color("direction:N", scale=alt.Scale(domain=["promoted", "suppressed"], range=["#4c78a8", "#e45756"])),
         tooltip=["token", alt.Tooltip("effect on the logit:Q", format=".3f")],
     ).properties(height=22 * len(written))

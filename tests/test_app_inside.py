@@ -1,6 +1,9 @@
 """The pages inside a head and an MLP and of information flow, driven by AppTest on the demo models and on
 random-weight stand-ins for gpt2 and facebook/opt-125m served from the local Hugging Face cache."""
 
+import json
+
+import pyarrow as pa
 import pytest
 
 import opt_lens
@@ -111,3 +114,108 @@ def test_the_lesson_step_opens_the_copying_head_and_its_claim_holds():
     top = max(chart_rows(written), key=lambda row: row["effect on the logit"])
     assert top["token"] == "␣lamp" and round(top["effect on the logit"], 2) == 2.28
     assert "+2.28" in experiment.notice and any("+2.28" in c.value for c in at.caption)
+
+
+def test_the_head_map_keeps_the_first_token_and_each_row_sums_to_one():
+    # 26 tokens: the map shows 24 rows. L1.H2 at the last token gives most of its attention to the first token,
+    # which a window of positions 2-25 hid (the row summed to 0.28 while the steps below said 0.72 went to "0 b").
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    rows = chart_rows(next(c for c in charts(at) if "click a row to pick the query" in str(chart_title(c))))
+    last = [row for row in rows if row["query"] == "25 ␣lamp"]
+    assert round(sum(row["weight"] for row in last), 4) == 1
+    first = next(row["weight"] for row in last if row["key"] == "0 b")
+    steps = next(df.value for df in at.dataframe if "attention" in df.value.columns)
+    assert first == pytest.approx(steps.attention[0], abs=1e-6) and first > 0.5
+
+
+def test_opt_s_scaling_step_says_where_its_scaling_went_and_every_written_token_is_labelled():
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(opt_lens.DEMO_MODELS["demo/tiny-opt"])
+    d_head = config.hidden_size // config.num_attention_heads
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    steps = next(m.value for m in at.markdown if "**2.**" in m.value)
+    # OPT scales its queries in q_proj: "multiplied by 1" alone read as a skipped step.
+    assert f"1/√{d_head} = {d_head ** -0.5:.4g} in the query projection" in steps
+    written = next(c for c in charts(at) if chart_rows(c) and "direction" in chart_rows(c)[0])
+    assert json.loads(written.proto.spec)["encoding"]["y"]["axis"]["labelOverlap"] is False  # Vega hid every other
+
+
+def test_the_flow_graph_lists_its_tokens_in_prompt_order():
+    # On demo/tiny-opt the kept tokens run past 9: Vega merged the layers' sort lists away and drew them in
+    # string order ("26 ␣lamp" above "3 na").
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED), "pages/flow.py")
+    assert_clean(at)
+    chart = next(c for c in charts(at) if "routes to the prediction" in str(chart_title(c)))
+    spec = json.loads(chart.proto.spec)
+    nodes = spec["layer"][2]["data"]["name"]  # the dots: one per state
+    dataset = next(d for d in chart.proto.datasets if d.name == nodes)
+    drawn = set(pa.ipc.open_stream(dataset.data.data).read_pandas().token)
+    domains = [layer["encoding"]["y"]["scale"]["domain"] for layer in spec["layer"]]
+    position = lambda label: int(label.split(" ", 1)[0])  # noqa: E731
+    assert max(map(position, drawn)) >= 10
+    for domain in domains:
+        assert set(domain) == drawn and domain == sorted(domain, key=position)
+
+
+@pytest.mark.parametrize("model", list(opt_lens.DEMO_MODELS))
+def test_the_flow_page_s_demo_notice_holds(model):
+    # The notice claimed an edge from the token after the earlier copy for both demo models: tiny-opt has none.
+    from app.tables import token_labels
+
+    lm, cap = caches.shared_model(model, ui=False), caches.cached_capture(model, REPEATED, ui=False)
+    graph = opt_lens.flow_graph(lm, cap, threshold=0.04)
+    last = cap.seq_len - 1
+    top = max((e for e in graph.edges if e.kind == "attention" and e.target.position == last), key=lambda e: e.weight)
+    predicted = lm.tokenizer.decode([graph.token_id]).replace(" ", "␣")
+    at = open_page(app(model=model, prompt=REPEATED), "pages/flow.py")
+    assert_clean(at)
+    notice = next(c.value for c in at.caption if "edges kept at" in c.value)
+    for claim in (f"predicts “{predicted}”", f"L{top.target.layer}.H{top.head}", f"“{token_labels(cap)[top.source.position]}”",
+                  f"{top.weight:.2f} of that state"):
+        assert claim in notice, (claim, notice)
+
+
+def test_a_real_post_ln_model_is_refused_in_each_view_s_own_words(hub_answering, tiny_folder):
+    # The library's reason names direct logit attribution, which neither page mentions (and the flow graph is not).
+    hub_answering.add("someone/tiny-opt-350m", tiny_folder("opt-post-ln"))
+    for page, view in (("pages/inside.py", "what it writes has no direct read-out"),
+                       ("pages/flow.py", "cannot be split into routes")):
+        at = open_page(app(model="someone/tiny-opt-350m", prompt=REPEATED), page)
+        assert_clean(at)
+        refusal = next(info.value.replace("\\", "") for info in at.info  # the markdown escapes, undone
+                       if "post\\-LN" in info.value and "neuron" not in info.value)
+        assert refusal.startswith("someone/tiny-opt-350m normalises the residual stream after every block")
+        assert view in refusal and "Direct logit attribution" not in refusal
+
+
+def test_the_step_bars_come_in_the_order_of_the_steps():
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED), "pages/inside.py")
+    bars = next(json.loads(c.proto.spec) for c in charts(at) if "facet" in json.loads(c.proto.spec))
+    assert bars["facet"]["row"]["sort"] == ["scaled", "attention"]  # alphabetical put the softmax above its input
+
+
+def test_tiny_opt_s_notice_inside_a_head_holds():
+    # The notice told tiny-opt's students that L1.H2 at the second "␣river" promotes "␣lamp": there it ranks 96th.
+    lm, cap = caches.shared_model("demo/tiny-opt", ui=False), caches.cached_capture("demo/tiny-opt", REPEATED, ui=False)
+    tokens = cap.tokens
+    second_i = [p for p, t in enumerate(tokens) if t == "i"][1]
+    second_river = [p for p, t in enumerate(tokens) if t == "␣river"][1]
+    assert lm.tokenizer.decode([int(opt_lens.head_logits(lm, cap, 1, 2, second_i).argmax())]) == "ol"
+    assert tokens[tokens.index("i") + 1] == "ol"  # what followed the first "i"
+    assert tokens[int(cap.pattern(1, 2)[second_river].argmax())] == "␣lamp"
+    lamp = lm.tokenizer.encode(" lamp", add_special_tokens=False)[0]
+    assert lamp not in opt_lens.head_logits(lm, cap, 1, 2, second_river).topk(10).indices.tolist()
+    at = open_page(app(model="demo/tiny-opt", prompt=REPEATED, layer="1", head="2"), "pages/inside.py")
+    assert_clean(at)
+    assert any("demo/tiny\\-opt's L1.H2 copies too" in c.value or "demo/tiny-opt's L1.H2 copies too" in c.value
+               for c in at.caption)
+
+
+def test_the_flow_legend_wraps_to_fit_half_a_laptop_s_width():
+    at = open_page(app(model="demo/tiny-gpt2", prompt=REPEATED), "pages/flow.py")
+    spec = json.loads(next(c for c in charts(at) if "routes to the prediction" in str(chart_title(c))).proto.spec)
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["columns"] == 2  # in one row, two graphs side by side at 1024 px cut "residual" to "residua"

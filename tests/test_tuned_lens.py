@@ -282,3 +282,29 @@ def test_the_compare_page_shows_both_lenses_for_both_models_in_the_pages_colours
         (name, lens) for name in opt_lens.DEMO_MODELS for lens in ("logit lens", "tuned lens")}
     assert "#1f77b4" in chart.proto.spec and "#e8710a" in chart.proto.spec  # model A blue, model B orange
     assert sum("lens says" in m.value or "same top guess" in m.value for m in at.markdown) == 2
+
+
+def test_where_the_lenses_agree_after_the_embeddings_the_page_does_not_claim_every_layer():
+    # On the repeated text tiny-gpt2's two lenses differ at row 0 ("␣lamp" against ".") and agree at layer 1
+    # ("␣cost"): the page said "the same top guess at every layer", and nothing of the KL gap at layer 1.
+    repeated = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
+    at = open_page(app(model="demo/tiny-gpt2", lens="tuned lens", prompt=repeated), PAGE)
+    assert not at.exception and not at.error
+    kl = {(row["lens"], row["layer"]): row for row in lens_rows(at)}
+    assert kl[("logit lens", 0)]["guess"] != kl[("tuned lens", 0)]["guess"]
+    assert kl[("logit lens", 1)]["guess"] == kl[("tuned lens", 1)]["guess"]
+    sentence = next(m.value for m in at.markdown if "same top guess" in m.value)
+    assert "at every layer after the embeddings;" in sentence
+    assert (f"layer 1 is from the final distribution: {kl[('logit lens', 1)]['KL']:.2f} nats through the logit lens, "
+            f"{kl[('tuned lens', 1)]['KL']:.2f} through the tuned lens") in sentence
+
+
+def test_the_compare_chart_s_lens_legend_draws_dashed_and_solid_lines():
+    at = open_page(app(model="demo/tiny-gpt2", model_b="demo/tiny-opt"), "pages/compare.py")
+    chart = next(c for c in charts(at) if "through both lenses" in json.loads(c.proto.spec).get("title", ""))
+    line = next(layer for layer in json.loads(chart.proto.spec)["layer"] if "strokeDash" in layer["encoding"])
+    # On a line with points the lens legend drew filled points: the dashed and the solid lens as the same dot,
+    # and as strokes, transparent ones (the browser showed no symbol at all).
+    assert line["mark"]["type"] == "line" and "point" not in line["mark"]
+    legend = line["encoding"]["strokeDash"]["legend"]
+    assert legend["symbolType"] == "stroke" and legend["symbolStrokeColor"]
