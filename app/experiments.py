@@ -165,9 +165,11 @@ def prepare_experiment(experiment: Experiment) -> dict:
         layer, head, _ = best_head(scores, experiment.head_metric or experiment.knock_out_metric)
         settings = {keys.KNOCK_OUT: [head_label(*best_head(scores, experiment.knock_out_metric)[:2])],
                     keys.LOOK_AT: head_label(layer, head)}
-    else:  # on Attention: the head, and the score map showing the score the step is about
+    else:  # the head; on Attention also the score map showing the score the step is about
         layer, head, _ = best_head(scores, experiment.head_metric)
-        settings = {keys.LAYER: layer, keys.HEAD: head, keys.HEAD_METRIC: experiment.head_metric}
+        settings = {keys.LAYER: layer, keys.HEAD: head}
+        if experiment.page == "pages/attention.py":
+            settings[keys.HEAD_METRIC] = experiment.head_metric
     st.session_state.update(settings)
     return settings
 

@@ -139,7 +139,7 @@ def mlp_section() -> None:
     st.header("Inside an MLP")
     left, right = st.columns(2)
     layer = left.selectbox("MLP layer", range(n_layers), key="mlp_layer", bind="query-params")
-    focus = right.select_slider("Token", options=labels, value=labels[-1], key="position", bind="query-params")
+    focus = right.select_slider("Token", options=labels, value=labels[-1], key="mlp_token", bind="query-params")
     position = labels.index(focus)
     top = inside_views.top_neurons(name, prompt, layer, position)
     st.caption(f"The {len(top)} neurons (of {lm.arch.d_mlp}) of layer {layer}'s MLP that fire most at "

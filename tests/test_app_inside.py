@@ -33,7 +33,7 @@ def test_pages_draw_on_random_weight_gpt2_and_opt_stand_ins(page, classroom_cach
 
 def test_inside_settings_round_trip_through_the_url():
     query = {"model": "demo/tiny-gpt2", "prompt": REPEATED, "layer": "1", "head": "2", "query": "24 ␣river",
-             "mlp_layer": "1", "position": "3 na", "neuron": "17"}
+             "mlp_layer": "1", "mlp_token": "3 na", "neuron": "17"}
     at = open_page(app(**query), "pages/inside.py")
     assert_clean(at)
     kept = {key: value for key, value in query.items() if key != "model"}  # the default model stays out of links

@@ -265,7 +265,7 @@ PAGE_PARAMETERS = {
     "pages/architecture.py": ("model_b",),  # both sidebar models are listed first
     "pages/tokens.py": ("model_b",),
     "pages/attention.py": ("layer", "head", "window", "pinned", "focus", "head_metric"),
-    "pages/inside.py": ("layer", "head", "query", "mlp_layer", "position", "neuron"),
+    "pages/inside.py": ("layer", "head", "query", "mlp_layer", "mlp_token", "neuron"),
     "pages/flow.py": ("threshold", "flow_two", "model_b"),
     "pages/predictions.py": ("k", "position"),
     "pages/generate.py": ("temperature", "top_k", "max_new_tokens", "seed", "step"),

@@ -66,7 +66,8 @@ def expected_settings(name: str, step: int) -> dict:
         return {keys.KNOCK_OUT: [f"L{knocked[0]}.H{knocked[1]}"], keys.LOOK_AT: f"L{looked[0]}.H{looked[1]}"}
     if experiment.head_metric:
         layer, head, _ = best_head(name, experiment.prompt, experiment.head_metric)
-        return {keys.LAYER: layer, keys.HEAD: head, keys.HEAD_METRIC: experiment.head_metric}
+        score_map = {keys.HEAD_METRIC: experiment.head_metric} if experiment.page == "pages/attention.py" else {}
+        return {keys.LAYER: layer, keys.HEAD: head, **score_map}  # Inside a head has no score map
     return {}
 
 
