@@ -69,10 +69,11 @@ def assert_shows_step(tab, server, step: int) -> None:
         layer, head, score = best_head(DEMO, experiment.prompt, experiment.head_metric)
         expect(tab.locator(".st-key-lesson-banner")).to_contain_text(f"layer {layer}, head {head}: {score:.2f}")
     settings = expected_settings(DEMO, step)
-    if keys.LAYER in settings:  # Attention: the map of the head the banner names, under the score it is about
+    if keys.HEAD_METRIC in settings:  # Attention: the map of the head the banner names, under its score
         layer, head, metric = settings[keys.LAYER], settings[keys.HEAD], settings[keys.HEAD_METRIC]
         expect(chart_title(tab, f"{DEMO} · layer {layer} · head {head}")).to_be_attached()
         expect(tab.get_by_role("radio", name=metric, exact=True)).to_be_checked()
+    if keys.LAYER in settings:  # Attention and Inside a head: the head the banner names, in the link
         for key, default in ((keys.LAYER, 0), (keys.HEAD, 0)):  # a default is left out of the link
             assert url.get(key, [str(default)]) == [str(settings[key])], url
     if keys.KNOCK_OUT in settings:  # Cause and effect: the head knocked out, the head looked at
