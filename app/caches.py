@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 import opt_lens
-from app import jobs
+from app import charts, jobs
 from opt_lens.hub import hub_reachable
 from opt_lens.memory import format_bytes, memory_limit, release_freed_memory
 
@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # torch, which Tokenized holds, loads when a page first needs
 
 logger = logging.getLogger(__name__)
 
-# Share of the memory limit that cached models and captures may hold; the rest is the server and the UI.
-MODEL_SHARE, CAPTURE_SHARE = 0.55, 0.15
+# Share of the memory limit that cached models, captures and chart specs may hold; the rest is the server and
+# the UI.
+MODEL_SHARE, CAPTURE_SHARE, CHART_SHARE = 0.55, 0.15, 0.03
 # The Compare page matches heads on the first tokens only: at 1024 tokens, matching every head of gpt2 with
 # every head of opt-125m takes about 10 s; 128 tokens (8,000 query-key cells per head) are plenty to tell
 # which patterns agree, in well under a second.
@@ -131,17 +132,18 @@ def server_wide(make):
     return get
 
 
-def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=None):
+def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=None, size_of=None, budget=None):
     """Like ``st.cache_data(ttl, max_entries, show_spinner=spinner)``, but server-wide, out of a client's reach.
 
     ``spinner`` is the text shown while the value is built, or a function of the arguments giving it (a wait
     names what it is doing: which model, how many tokens).
     The value is built once per arguments (which must be hashable) and the same object is handed to every
     session, unlike ``st.cache_data``'s copy per hit: pages must not modify it (tables are changed with
-    ``assign``, which copies). A hit draws nothing.
+    ``assign``, which copies). A hit draws nothing. With ``size_of`` (bytes of a value) the cache holds at
+    most ``budget()`` bytes instead of ``max_entries`` values.
     """
     def decorate(function):
-        cache = server_wide(lambda: BudgetCache(max_entries, ttl))
+        cache = server_wide(lambda: BudgetCache(budget() if size_of else max_entries, ttl))
 
         @functools.wraps(function)
         def cached(*args, **kwargs):
@@ -152,12 +154,20 @@ def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=No
                 with st.spinner(text) if text else contextlib.nullcontext():
                     return function(*args, **kwargs)
 
-            return cache().get(key, build, lambda value: 1)
+            return cache().get(key, build, size_of or (lambda value: 1))
 
         cached.clear = cache.clear
         return cached
 
     return decorate
+
+
+def shared_chart(function):
+    """``function``'s Altair chart as a ``ChartSpec`` built once per arguments and drawn by every session
+    (``charts.draw``): building and converting a chart cost more than all else a warm page does. The
+    arguments must say everything the chart shows (model, prompt, view settings), never a session's state."""
+    return shared_result(size_of=lambda spec: spec.nbytes, budget=lambda: int(memory_limit()[0] * CHART_SHARE))(
+        functools.wraps(function)(lambda *args, **kwargs: charts.spec_of(function(*args, **kwargs))))
 
 
 @server_wide

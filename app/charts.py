@@ -1,6 +1,16 @@
-"""Charts more than one page draws, and the Attention page's."""
+"""Charts more than one page draws, and the Attention page's; and how every chart reaches the page.
+
+Pages draw Vega-Lite specs built once (``ChartSpec``), not Altair charts: building an Altair chart and
+converting it to Vega-Lite (encoding, schema validation, JSON) cost a warm page 60-80% of its server CPU
+(py-spy, Attention page), for every student who opened it. A spec is built once per (model, prompt, view
+settings) by ``caches.shared_chart`` and drawn by every session at the cost of a small JSON copy.
+"""
 
 from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
@@ -8,13 +18,52 @@ import pandas as pd
 from app import teacher
 
 
-def draw(where, chart: alt.TopLevelMixin, **options):
-    """Draw ``chart`` in ``where`` (``st`` or a column), its type enlarged for a projector in presentation mode.
+@dataclass(frozen=True)
+class ChartSpec:
+    """A chart as Vega-Lite: the spec without its data (JSON text, so no session can change the shared one)
+    and its named datasets."""
 
-    Every page draws its charts through here: Altair's themes are process-wide, so one teacher's projector
-    setting must travel with each chart rather than change every student's.
+    spec_json: str
+    datasets: tuple[tuple[str, pd.DataFrame], ...]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.spec_json) + sum(int(data.memory_usage(deep=True).sum()) for _, data in self.datasets)
+
+    def spec(self, projector: bool = False) -> dict:
+        """A fresh spec dict for one drawing; ``projector``: axis and title type enlarged like the page's text
+        (words inside cells keep their size: they are cut to their cell)."""
+        spec = json.loads(self.spec_json)
+        if projector:
+            config = spec.setdefault("config", {})
+            for part, sizes in teacher.PROJECTOR_TYPE.items():
+                config[part] = {**config.get(part, {}), **sizes}
+        # Streamlit sends data frames in a spec's named datasets as Arrow, the way it sends an Altair chart's.
+        return {**spec, "datasets": dict(self.datasets)}
+
+
+# Altair's data transformer and theme are process-wide: the conversion holds them for itself.
+_CONVERSION_LOCK = threading.Lock()
+
+
+def spec_of(chart: alt.TopLevelMixin) -> ChartSpec:
+    """``chart`` converted as Streamlit converts an Altair chart: no Altair theme (its fixed 300-px views would
+    override the page's width) and no row limit."""
+    with _CONVERSION_LOCK, alt.data_transformers.enable("default", max_rows=None), alt.theme.enable("none"):
+        spec = chart.to_dict()
+    datasets = spec.pop("datasets", {})
+    return ChartSpec(json.dumps(spec), tuple((name, pd.DataFrame.from_records(rows)) for name, rows in datasets.items()))
+
+
+def draw(where, chart: ChartSpec | alt.TopLevelMixin, **options):
+    """Draw ``chart`` (a shared ``ChartSpec``, or an Altair chart built for this session alone) in ``where``
+    (``st`` or a column), its type enlarged for a projector in presentation mode.
+
+    The projector setting travels with each drawing, not in Altair's process-wide theme: one teacher's
+    presentation mode must not change every student's charts.
     """
-    return where.altair_chart(teacher.for_projector(chart) if teacher.presenting() else chart, **options)
+    shared = chart if isinstance(chart, ChartSpec) else spec_of(chart)
+    return where.vega_lite_chart(shared.spec(projector=teacher.presenting()), **options)
 
 
 def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns: list[str] | None = None) -> alt.Chart:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -179,8 +180,12 @@ def logit_lens_table(name: str, prompt: str, start: int, end: int, tuned: bool =
     return pd.DataFrame(rows)
 
 
-def csv_button(table: pd.DataFrame, label: str, file_name: str, *, index: bool = False) -> None:
-    """A download button for one table, as CSV (UTF-8, so token pieces like ␣ survive), written when it is
-    clicked rather than on every rerun (a layer switch would otherwise write every table again)."""
-    st.download_button(label, lambda: table.to_csv(index=index).encode("utf-8"), file_name, "text/csv",
-                       icon=":material/download:", on_click="ignore")
+def csv_button(table: pd.DataFrame | Callable[[], pd.DataFrame], label: str, file_name: str, *,
+               index: bool = False) -> None:
+    """A download button for one table (or a function building it), as CSV (UTF-8, so token pieces like ␣
+    survive), written when it is clicked rather than on every rerun (a layer switch would otherwise write
+    every table again)."""
+    def csv() -> bytes:
+        return (table() if callable(table) else table).to_csv(index=index).encode("utf-8")
+
+    st.download_button(label, csv, file_name, "text/csv", icon=":material/download:", on_click="ignore")

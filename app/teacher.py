@@ -78,10 +78,9 @@ def presenting() -> bool:
     return bool(st.session_state.get(PRESENT_KEY))
 
 
-def for_projector(chart):
-    """``chart`` with its axis and title type enlarged like the page's text (words inside cells keep their
-    size: they are cut to their cell; legends keep Streamlit's theme, which sets their type itself)."""
-    return chart.configure_axis(labelFontSize=16, titleFontSize=17).configure_title(fontSize=20)
+# A chart's axis and title type on a projector, like the page's text (legends keep Streamlit's theme, which
+# sets their type itself): Vega-Lite config, merged into each chart a presenting session draws.
+PROJECTOR_TYPE = {"axis": {"labelFontSize": 16, "titleFontSize": 17}, "title": {"fontSize": 20}}
 
 
 def presentation_toggle() -> bool:

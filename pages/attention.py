@@ -1,5 +1,6 @@
 import streamlit as st
 
+from app import attention_views as views
 from app import causal_views, charts, frame, keys, navigation, selection, state, tables
 
 frame.page_intro(
@@ -20,14 +21,12 @@ def open_clicked_head():
         st.session_state[keys.LAYER], st.session_state[keys.HEAD] = clicked
 
 
-def pattern_map(layer: int, head: int, labels: list[str], title: str) -> tables.AttentionWindow:
+def pattern_map(layer: int, head: int, labels: list[str]) -> tables.AttentionWindow:
     """The chosen head's map; a long prompt's a window of it at a time. Returns the window shown."""
     window_size = 32
     if cap.seq_len <= window_size:
-        pattern_table = tables.attention_frame(cap, layer, [head], (0, cap.seq_len))
-        charts.draw(st, charts.attention_heatmap(pattern_table, labels, title), width="stretch")
-        tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
-                          f"attention_layer{layer}_head{head}.csv")
+        charts.draw(st, views.pattern_chart(name, prompt, layer, head, None), width="stretch")
+        csv_of_pattern(layer, head, None)
         return tables.attention_window(0, cap.seq_len - 1, [])
     last = st.slider(
         "Window: last position shown (positions count from 0, as in the labels)", window_size - 1,
@@ -40,10 +39,7 @@ def pattern_map(layer: int, head: int, labels: list[str], title: str) -> tables.
         help="Pinned tokens from before the window stay as columns next to the first token, so you can "
              "follow how much every row of the window reads from them.")
     window = tables.attention_window(last - window_size + 1, last, pinned)
-    pattern_table = tables.attention_window_frame(cap, layer, head, window)
-    heatmap = charts.attention_heatmap(pattern_table, labels[window.first : last + 1], title,
-                                       tables.window_columns(cap, window))
-    charts.draw(st, heatmap, width="stretch")
+    charts.draw(st, views.pattern_chart(name, prompt, layer, head, window), width="stretch")
     kept = ", ".join(map(str, window.kept_keys))
     later = ", ".join(str(p) for p in pinned if p > last)
     st.caption(
@@ -54,9 +50,13 @@ def pattern_map(layer: int, head: int, labels: list[str], title: str) -> tables.
         "to the keys not shown, so that every row adds up to 1."
         + (f" Pinned {later}: after the window, where no row here can look." if later else "")
     )
-    tables.csv_button(pattern_table.assign(layer=layer), "Download this head's attention as CSV",
-                      f"attention_layer{layer}_head{head}.csv")
+    csv_of_pattern(layer, head, window)
     return window
+
+
+def csv_of_pattern(layer: int, head: int, window: tables.AttentionWindow | None) -> None:
+    tables.csv_button(lambda: views.pattern_table(name, prompt, layer, head, window).assign(layer=layer),
+                      "Download this head's attention as CSV", f"attention_layer{layer}_head{head}.csv")
 
 
 def focus_row(layer: int, head: int, labels: list[str], window: tables.AttentionWindow) -> None:
@@ -64,30 +64,28 @@ def focus_row(layer: int, head: int, labels: list[str], window: tables.Attention
     focus = st.select_slider("Focus token (query)", options=labels, value=labels[window.last], key="focus",
                              bind="query-params")
     query = labels.index(focus)
-    row = tables.attention_row(cap, layer, head, query)
-    title = f"Where “{focus}” looks · layer {layer} · head {head}"
+    row = views.focus_row(name, prompt, layer, head, query)
     if len(row) > tables.TOP_KEYS_FROM:
-        top = tables.top_keys(row)
+        top = views.focus_top(name, prompt, layer, head, query)
         st.caption(f"One row of the map, over the whole prompt (not just the window): pick the token that attends. "
                    f"It has {len(row)} keys, too many for a bar each: these are the {len(top)} it reads "
                    "most, labelled with their positions. Notice whether they are the first token (resting), the "
                    "one just before it (a previous-token head) or one far back (copying).")
-        charts.draw(st, charts.top_keys_bars(top, title), width="stretch")
+        charts.draw(st, views.focus_chart(name, prompt, layer, head, query), width="stretch")
         st.caption(f"The other {len(row) - len(top)} keys get {row.weight.drop(top.index).sum():.3f} "
                    "of its attention in total. The download has the whole row.")
     else:
         st.caption("One row of the map, over the whole prompt (not just the window): pick the token that attends. "
                    "Its bars add up to 1.")
-        charts.draw(st, charts.focus_row_bars(row, title), width="stretch")
+        charts.draw(st, views.focus_chart(name, prompt, layer, head, query), width="stretch")
     tables.csv_button(row, "Download this row as CSV", f"attention_layer{layer}_head{head}_query{query}.csv")
 
 
-def layer_multiples(layer: int, labels: list[str], window: tables.AttentionWindow) -> None:
+def layer_multiples(layer: int, window: tables.AttentionWindow) -> None:
     st.subheader(f"All {n_heads} heads of layer {layer}")
     small = min(len(window.queries), 24)
     first = window.last - small + 1
-    frame = tables.attention_frame(cap, layer, list(range(n_heads)), (first, window.last + 1))
-    charts.draw(st, charts.head_multiples(frame, labels[first : window.last + 1], n_heads), width="stretch")
+    charts.draw(st, views.layer_chart(name, prompt, layer, first, window.last), width="stretch")
     if small < len(window.queries):
         st.caption(f"The small maps show positions {first}–{window.last}, the last {small} rows of "
                    "the map above, as rows and columns.")
@@ -112,10 +110,7 @@ def every_head(layer: int, head: int) -> None:
     metric = st.radio("Score", list(SCORE_CAPTIONS), horizontal=True, key=keys.HEAD_METRIC, bind="query-params",
                       help="Induction is measured on random tokens repeated once; the others on your prompt.")
     st.caption(SCORE_CAPTIONS[metric] + " Click a cell to open that head above.")
-    shown = scores[scores.metric == metric]
-    # Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.
-    domain = [0, max(float(shown.score.max()), 1e-6)] if metric == "entropy" else [0, 1]
-    charts.draw(st, charts.head_score_map(shown, metric, domain, (layer, head), n_layers), width="stretch",
+    charts.draw(st, views.head_score_chart(name, prompt, metric, layer, head), width="stretch",
                 on_select=open_clicked_head, key="head_map")
     st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
@@ -135,9 +130,9 @@ def head_views():
     layer = left.selectbox("Layer", range(n_layers), key=keys.LAYER, bind="query-params")
     head = right.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
     labels = tables.token_labels(cap)
-    window = pattern_map(layer, head, labels, f"{name} · layer {layer} · head {head}")
+    window = pattern_map(layer, head, labels)
     focus_row(layer, head, labels, window)
-    layer_multiples(layer, labels, window)
+    layer_multiples(layer, window)
     every_head(layer, head)
 
 

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import caches, experiments, navigation, teacher
+from app import charts as app_charts
 from test_app import ROOT, app, assert_clean, charts, open_page
 from test_lesson_walk import entry
 
@@ -626,3 +627,19 @@ def test_a_warm_page_view_runs_no_model_function_and_rebuilds_nothing_shared(mon
         counted(opt_lens.compare, name)
     assert_clean(app(page, **query).run())  # the second
     assert calls == []
+
+
+@pytest.mark.parametrize("page", ["pages/attention.py"])
+def test_a_warm_page_view_builds_no_chart(monkeypatch, page):
+    """Charts are built once per (model, prompt, view settings) and shared: a second student's view of the
+    same page converts no Altair chart to Vega-Lite, yet draws as many charts, with the same specs."""
+    query = {"model": "demo/tiny-gpt2", "model_b": "demo/tiny-opt", "prompt": "Mary and John went to the shop. Mary"}
+    first = app(page, **query).run()
+    assert_clean(first)
+    built = []
+    original = app_charts.spec_of
+    monkeypatch.setattr(app_charts, "spec_of", lambda chart: (built.append(chart), original(chart))[1])
+    second = app(page, **query).run()
+    assert_clean(second)
+    assert built == []
+    assert [c.proto.spec for c in charts(second)] == [c.proto.spec for c in charts(first)] and charts(first)
