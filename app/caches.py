@@ -339,7 +339,8 @@ def shared_generation(name: str, prompt: str, max_new_tokens: int, temperature: 
         if refused:
             raise opt_lens.OptLensError(refused)
         return jobs.run(plan, lambda progress: opt_lens.generate(
-            lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed))
+            lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+            progress=progress))
 
     with jobs.shared_wait(plan.label) as waiting:
         return capture_cache().get(key, build, lambda gen: len(pickle.dumps(gen)), waiting=waiting)

@@ -5,7 +5,8 @@ says how many students are ahead. A job runs in its student's own script thread 
 after every step: when the student leaves or changes the prompt, Streamlit stops the script at that update,
 the exception leaves the library's sweep (releasing the model's lock on its way out) and the job's place, and
 the result cache keeps nothing of it. Each job is estimated from the measured cost of a forward pass on this
-server and refused past ``OPT_LENS_MAX_JOB_SECONDS`` (default 60 s), saying what to change.
+server and refused past ``OPT_LENS_MAX_JOB_SECONDS`` (default 60 s), saying what to change. The library's
+sweeps call progress between blocks as well as between batches, so a running job stops within a block's time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 MAX_SECONDS_ENV = "OPT_LENS_MAX_JOB_SECONDS"
 DEFAULT_MAX_SECONDS = 60.0
 POLL_SECONDS = 0.25  # how often a waiting page updates its place, which is also when a leaving student is seen
+REPEAT_SECONDS = 0.2  # a running job's unchanged progress is sent again at most this often (its checkpoints)
 # A sweep runs its variants in batches: about 0.16-0.30x the cost of as many separate forward passes
 # (benchmarks/causal_cost.py); the estimate takes the slow end until this server has timed a job of the kind.
 BATCHED_COST = 0.30
@@ -216,7 +218,14 @@ def run(plan: Plan, work: Callable[[Callable[[int, int], None]], object]):
         bar.progress(0.0, text=f"{plan.label}: waiting, {ahead} {'student' if ahead == 1 else 'students'} "
                                "ahead of you.")
 
+    shown = {"done": None, "at": 0.0}
+
     def progress(done: int, total: int) -> None:
+        # The library calls this between blocks too, with the same count, so that Streamlit can stop a student
+        # who left: every call is a chance to stop, but the page needs no more than a few repeats a second.
+        if done == shown["done"] and time.monotonic() - shown["at"] < REPEAT_SECONDS:
+            return
+        shown.update(done=done, at=time.monotonic())
         bar.progress(min(done / max(total, 1), 1.0), text=f"{plan.label}: {done:,} of {total:,}")
 
     try:

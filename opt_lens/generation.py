@@ -9,6 +9,7 @@ random state other students' runs share.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,7 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Generation:
     """Continue ``text`` by up to ``max_new_tokens`` tokens, stopping early at end-of-text or a full context.
 
@@ -74,7 +76,8 @@ def generate(
     ``softmax(logits / temperature)`` over the ``top_k`` highest logits (all tokens if ``top_k`` is None),
     renormalised. A positive temperature samples from exactly that distribution; temperature 0 takes its most
     likely token and reports it at temperature 1. Logits are the model's own: no repetition penalty or other
-    processors from its generation config are applied.
+    processors from its generation config are applied. ``progress(tokens written, max_new_tokens)`` is called
+    after each token (where a student who left stops the run).
     """
     _check_settings(max_new_tokens, temperature, top_k, seed)
     prompt = tokenize(lm.tokenizer, text, lm.arch.max_positions)
@@ -99,6 +102,8 @@ def generate(
             step = _choose(lm, logits, temperature, top_k, generator)
             new_ids.append(step.token_id)
             steps.append(step)
+            if progress is not None:
+                progress(len(new_ids), max_new_tokens)
             if step.token_id in end_ids:
                 stop_reason = "end_of_text"
                 break

@@ -13,7 +13,8 @@ import torch
 
 from .capturing import Capture
 from .errors import OptLensError
-from .sweeps import _ROWS_PER_BATCH, Progress, check_token, head_sweep, sweep_capture
+from . import sweeps
+from .sweeps import Progress, check_token, head_sweep, sweep_capture
 from .tracing import readout, trace_blocks
 
 
@@ -71,7 +72,7 @@ def patch_resid(
     # After the last block only the last position reaches the readout, which works position by position.
     result[arch.n_layers] = 0.0
     result[arch.n_layers, -1] = 1.0
-    chunk = max(1, _ROWS_PER_BATCH // seq)
+    chunk = max(1, sweeps.ROWS_PER_BATCH // seq)
     total, done = (arch.n_layers + 1) * seq, seq
     for layer in range(arch.n_layers):
         clean_layer = pair.clean.resid[layer]  # [seq, d_model]: block layer's input
@@ -79,7 +80,8 @@ def patch_resid(
             positions = torch.arange(start, min(start + chunk, seq))
             hidden = pair.corrupted.resid[layer][None].repeat(len(positions), 1, 1)  # [variant, seq, d_model]
             hidden[torch.arange(len(positions)), positions] = clean_layer[positions]
-            run = trace_blocks(lm, hidden, pair.corrupted.block_calls, layer, read=-1)
+            run = trace_blocks(lm, hidden, pair.corrupted.block_calls, layer, read=-1,
+                               checkpoint=sweeps.between_blocks(progress, done, total))
             result[layer, positions] = pair.restored(pair.diffs(run.logits))
             done += len(positions)
             if progress is not None:

@@ -6,7 +6,8 @@ and the rest of its call (attention mask, rotary position embeddings, ...). A va
 variants of that layer in one batch (the recorded batch-of-one masks broadcast), then the model's own
 readout at the one position that is scored. A sweep given a capture of the prompt reuses it: no forward
 pass of the prompt runs again. Each batch is its own trace, so other students' runs get the model between
-batches (first come, first served); progress is reported outside the lock.
+batches (first come, first served). Progress is reported after each batch and, so that a student who
+leaves is stopped within a fraction of a second, after each block of one (``trace_blocks``' checkpoint).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .tracing import readout, set_heads, trace_blocks
 Progress = Callable[[int, int], None]
 # Rows (variants x tokens) per batched rerun: big enough for efficient matrix products, small enough that
 # a 128-token patching batch of GPT-2 size stays near 100 MB of activations.
-_ROWS_PER_BATCH = 2048
+ROWS_PER_BATCH = 2048
 
 
 def sweep_capture(lm, source: Capture | str, length: int | None = None, points: tuple[str, ...] = ()) -> Capture:
@@ -56,10 +57,11 @@ def check_token(lm, token_id: int) -> int:
 def head_sweep(lm, cap: Capture, values: Callable[[int], torch.Tensor], progress: Progress | None):
     """For each layer, batches with head ``h`` replaced in its own row (``values(layer)`` ``[head, seq,
     d_head]``); yields (layer, ``[head, vocab]`` logits at the last position). A batch holds at most
-    ``_ROWS_PER_BATCH`` rows of tokens, so a long prompt's sweep runs a few heads at a time instead of
+    ``ROWS_PER_BATCH`` rows of tokens, so a long prompt's sweep runs a few heads at a time instead of
     holding the activations of every head's variant at once."""
     arch = lm.arch
-    per_batch = max(1, _ROWS_PER_BATCH // cap.seq_len)
+    per_batch = max(1, ROWS_PER_BATCH // cap.seq_len)
+    total = arch.n_layers * arch.n_heads
     for layer in range(arch.n_layers):
         layer_values = values(layer)  # [head, seq, d_head]
         logits = []
@@ -67,10 +69,18 @@ def head_sweep(lm, cap: Capture, values: Callable[[int], torch.Tensor], progress
             heads = range(start, min(start + per_batch, arch.n_heads))
             hidden = cap.resid[layer][None].expand(len(heads), -1, -1)  # [variant, seq, d_model]
             edit = set_heads(layer, heads, layer_values[start : heads.stop], per_row=True)
-            logits.append(trace_blocks(lm, hidden, cap.block_calls, layer, edits=[edit], read=-1).logits)  # [variant, vocab]
+            logits.append(trace_blocks(lm, hidden, cap.block_calls, layer, edits=[edit], read=-1,
+                                       checkpoint=between_blocks(progress, layer * arch.n_heads + start, total)
+                                       ).logits)  # [variant, vocab]
+            if progress is not None:
+                progress(layer * arch.n_heads + heads.stop, total)
         yield layer, torch.cat(logits)  # [head, vocab]
-        if progress is not None:
-            progress((layer + 1) * arch.n_heads, arch.n_layers * arch.n_heads)
+
+
+def between_blocks(progress: Progress | None, done: int, total: int) -> Callable[[], None] | None:
+    """A batch's checkpoint: ``progress`` again at the count so far, where a student who left is stopped
+    (a batch of a thousand-token prompt runs for seconds; one block of it, a fraction of a second)."""
+    return None if progress is None else lambda: progress(done, total)
 
 
 def head_effects(
@@ -83,7 +93,7 @@ def head_effects(
     ablation; the effects are always those on the unablated run) or a prompt's text. ``token_id`` defaults to
     the model's own top prediction at ``position`` on the unablated run. The run is cut after ``position``
     (attention is causal, so later tokens cannot matter). ``progress(done, total)`` is called after each
-    layer, counting heads.
+    batch of heads, counting heads.
     """
     position = checked_position(position, prompt_length(lm, source))
     cap = sweep_capture(lm, source, position + 1)

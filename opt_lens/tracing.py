@@ -189,11 +189,15 @@ def trace_blocks(
     stop: Point | None = None,
     sink: Sink | None = None,
     read: slice | int | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Trace:
     """Run blocks ``start..L-1`` on ``hidden`` ``[batch, seq, d_model]`` with each block's recorded ``calls`` (a
     batch-of-one mask broadcasts), recording and editing as ``trace``; then the model's readout (final norm,
     project_out, unembedding) at positions ``read`` into ``Trace.logits``. ``start = n_layers`` runs the
-    readout alone. A variant that changes block ``l`` shares the blocks before it: the sweeps' saving."""
+    readout alone. A variant that changes block ``l`` shares the blocks before it: the sweeps' saving.
+
+    ``checkpoint()`` is called after each block; whatever it raises ends the run (hooks removed, lock
+    released): a sweep's student who left is stopped within a block's time, not a batch's."""
     result = Trace()
     hooks_for = _Hooks(lm, record, edits, stop, sink or result.values.__setitem__, tuple(hidden.shape[:2]))
     model, paths = lm.model, lm.arch.paths
@@ -201,6 +205,8 @@ def trace_blocks(
         try:
             for layer in range(start, lm.arch.n_layers):
                 hidden = calls[layer].run(get_module(model, paths.block(layer)), hidden)
+                if checkpoint is not None:
+                    checkpoint()
             result.final = hidden
             if read is not None:
                 result.logits = _readout(lm, hidden[:, read])

@@ -264,7 +264,7 @@ def test_head_effects_cells_equal_single_ablations(tiny_lm, kind, position, head
     lm = tiny_lm(kind)
     ids = ids_of(lm, PROMPT)
     if heads_per_batch:  # as a long prompt runs: a few heads' variants per batch
-        monkeypatch.setattr(opt_lens.sweeps, "_ROWS_PER_BATCH", heads_per_batch * len(ids[: position % len(ids) + 1]))
+        monkeypatch.setattr(opt_lens.sweeps, "ROWS_PER_BATCH", heads_per_batch * len(ids[: position % len(ids) + 1]))
     clean = torch.log_softmax(model_logits(lm, ids)[position], -1)  # [vocab]
     target = int(clean.argmax())
     calls = []
@@ -274,8 +274,14 @@ def test_head_effects_cells_equal_single_ablations(tiny_lm, kind, position, head
         for head in range(lm.arch.n_heads):
             ablated = torch.log_softmax(model_logits(lm, ids, set_head(lm, layer, head, 0.0))[position], -1)
             assert effects[layer, head].item() == pytest.approx((ablated[target] - clean[target]).item(), abs=2e-4)
-    n = lm.arch.n_layers * lm.arch.n_heads
-    assert calls[-1] == (n, n) and len(calls) == lm.arch.n_layers
+    n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
+    n, per_batch = n_layers * n_heads, heads_per_batch or n_heads
+    expected = []  # after each block of a batch, the count before it (a chance to stop); after the batch, its end
+    for layer in range(n_layers):
+        for start in range(0, n_heads, per_batch):
+            expected += [(layer * n_heads + start, n)] * (n_layers - layer)
+            expected.append((layer * n_heads + min(start + per_batch, n_heads), n))
+    assert calls == expected
     other = token_id(lm, " Mary")
     ablated = torch.log_softmax(model_logits(lm, ids, set_head(lm, 1, 2, 0.0))[position], -1)
     by_token = opt_lens.head_effects(lm, PROMPT, token_id=other, position=position)
@@ -520,7 +526,7 @@ def test_patch_heads_cells_equal_hand_patched_runs(tiny_lm, kind, heads_per_batc
     lm = tiny_lm(kind)
     clean_ids, corrupted_ids, answer, wrong, clean_diff, corrupted_diff = patching_pair(lm)
     if heads_per_batch:
-        monkeypatch.setattr(opt_lens.sweeps, "_ROWS_PER_BATCH", heads_per_batch * len(corrupted_ids))
+        monkeypatch.setattr(opt_lens.sweeps, "ROWS_PER_BATCH", heads_per_batch * len(corrupted_ids))
     clean_z = out_proj_inputs(lm, clean_ids)
     result = opt_lens.patch_heads(lm, PROMPT, CORRUPTED, answer_id=answer, wrong_id=wrong)
     d = lm.arch.d_head

@@ -11,6 +11,7 @@ import torch
 
 import opt_lens
 from app import caches, causal_runs, jobs
+from opt_lens import sweeps
 from test_app import app
 
 
@@ -95,6 +96,21 @@ def test_the_page_shows_how_many_students_are_ahead_then_how_far_the_job_is(monk
     assert queue.size() == 0
 
 
+def test_a_jobs_checkpoints_repeat_its_progress_a_few_times_a_second_not_every_block(monkeypatch):
+    monkeypatch.setattr(jobs, "_QUEUE", [jobs.JobQueue(workers=1)])
+    texts = record_bars(monkeypatch)
+
+    def work(progress):
+        for _ in range(50):  # fifty blocks' checkpoints in well under REPEAT_SECONDS
+            progress(12, 36)
+        time.sleep(jobs.REPEAT_SECONDS * 1.5)
+        progress(12, 36)  # a slow block later: shown again, so the page can still stop the job there
+        progress(24, 36)
+
+    jobs.run(jobs.Plan("Sweep", "m", "head sweep", 10, lambda tokens: tokens), work)
+    assert [t for t in texts if t and " of " in t] == ["Sweep: 12 of 36", "Sweep: 12 of 36", "Sweep: 24 of 36"]
+
+
 def test_a_student_leaving_mid_sweep_stops_it_releases_the_lock_and_caches_nothing(monkeypatch, tiny_lm):
     lm = tiny_lm("gpt2")
     monkeypatch.setattr(jobs, "_QUEUE", [jobs.JobQueue(workers=1)])
@@ -107,7 +123,10 @@ def test_a_student_leaving_mid_sweep_stops_it_releases_the_lock_and_caches_nothi
                 raise Stopped
 
     n_variants = lm.arch.n_layers * lm.arch.n_heads
-    assert lm.arch.n_layers >= 2
+    assert lm.arch.n_layers >= 2 and lm.arch.n_heads >= 2
+    prompt = "one two three four one two three four"
+    # One head per batch, as a long prompt's sweep runs: the student is seen leaving after one batch, not a layer.
+    monkeypatch.setattr(sweeps, "ROWS_PER_BATCH", lm.tokenizer(prompt, return_tensors="pt").input_ids.shape[1])
     monkeypatch.setattr(jobs.st, "progress", lambda value, text="": LeavingBar(texts))
     plan = jobs.Plan("Knocking out each head", lm.name, "head sweep", 8, lambda tokens: tokens)
     key = ("test", "leaving")
@@ -119,15 +138,39 @@ def test_a_student_leaving_mid_sweep_stops_it_releases_the_lock_and_caches_nothi
             layers_run.append(done)
             progress(done, total)
 
-        return opt_lens.head_effects(lm, "one two three four one two three four", progress=counted)
+        return opt_lens.head_effects(lm, prompt, progress=counted)
 
     with pytest.raises(Stopped):
         cache.get(key, lambda: jobs.run(plan, work), causal_runs._tensor_bytes)
-    assert layers_run == [lm.arch.n_heads]  # stopped after its first layer
+    assert layers_run == [0]  # stopped at the first block of its first batch (one head), none done yet
     assert key not in cache  # nothing half-done is kept
     assert not lm.exclusive().locked()  # the model's lock is free
     assert jobs.job_queue().size() == 0  # and the job left the queue
     assert texts[-1] is None  # its bar is gone
+
+
+def test_a_student_leaving_mid_generation_stops_it_after_one_token(monkeypatch):
+    """Generation runs through the queue like a sweep, and stops at the first token after the student left."""
+    lm = caches.shared_model("demo/tiny-gpt2", ui=False)
+    monkeypatch.setattr(jobs, "_QUEUE", [jobs.JobQueue(workers=1)])
+    texts, steps = [], []
+
+    class LeavingBar(Bar):
+        def progress(self, value, text=""):
+            super().progress(value, text)
+            if text.endswith(" of 40"):  # a token's update: the student has gone
+                raise Stopped
+
+    monkeypatch.setattr(jobs.st, "progress", lambda value, text="": LeavingBar(texts))
+    original = opt_lens.generation.trace
+    monkeypatch.setattr(opt_lens.generation, "trace", lambda *a, **k: (steps.append(1), original(*a, **k))[1])
+    prompt = f"the cat sat on the mat {time.time()}"  # no other test's generation of it is cached
+    with pytest.raises(Stopped):
+        caches.shared_generation(lm.name, prompt, 40, 0.0, None, 0)
+    assert len(steps) == 1  # one token's forward, not forty
+    assert [t for t in texts if t and " of " in t] == [f"{lm.name} writing 40 tokens: 1 of 40"]
+    assert not any(key[:3] == ("generate", lm.name, prompt) for key in caches.capture_cache().keys())
+    assert not lm.exclusive().locked() and jobs.job_queue().size() == 0 and texts[-1] is None
 
 
 def test_a_job_past_the_bound_is_refused_saying_what_to_change(monkeypatch):
