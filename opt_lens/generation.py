@@ -76,8 +76,7 @@ def generate(
     ``softmax(logits / temperature)`` over the ``top_k`` highest logits (all tokens if ``top_k`` is None),
     renormalised. A positive temperature samples from exactly that distribution; temperature 0 takes its most
     likely token and reports it at temperature 1. Logits are the model's own: no repetition penalty or other
-    processors from its generation config are applied. ``progress(tokens written, max_new_tokens)`` is called
-    after each token (where a student who left stops the run).
+    processors from its generation config are applied. ``progress(written, max_new_tokens)`` follows each token.
     """
     _check_settings(max_new_tokens, temperature, top_k, seed)
     prompt = tokenize(lm.tokenizer, text, lm.arch.max_positions)
