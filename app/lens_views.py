@@ -13,7 +13,7 @@ import streamlit as st
 
 import opt_lens
 from app import charts
-from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_model, shared_result
+from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_chart, shared_model, shared_result
 from app.text import escape_markdown
 from opt_lens.names import printable
 
@@ -91,11 +91,12 @@ def lens_kl_table(name: str, prompt: str, position: int, attention_prefix: int |
     return pd.DataFrame(rows)
 
 
-def kl_chart(table: pd.DataFrame, title: str) -> alt.Chart:
-    """Each layer's KL to the final distribution, one line per lens, on a scale that keeps the embeddings' tens
-    of nats and a late layer's hundredths both readable."""
+@shared_chart
+def kl_chart(name: str, prompt: str, position: int, attention_prefix: int | None) -> alt.Chart:
+    """Each layer's KL to the final distribution at ``position`` (``lens_kl_table``), one line per lens, on a
+    scale that keeps the embeddings' tens of nats and a late layer's hundredths both readable."""
     return (
-        alt.Chart(table)
+        alt.Chart(lens_kl_table(name, prompt, position, attention_prefix))
         .mark_line(point=True)
         .encode(
             x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)),
@@ -105,13 +106,15 @@ def kl_chart(table: pd.DataFrame, title: str) -> alt.Chart:
             tooltip=["lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
                      alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(title=title, height=260)
+        .properties(title=f"{name} · how far each layer is from the final answer", height=260)
     )
 
 
-def disagreement(table: pd.DataFrame) -> str:
-    """The sentence about the layer where the two lenses' top guesses differ and their KLs differ most (the
-    embeddings only for a one-layer model: row 0's logit lens echoes the input token)."""
+@shared_result(max_entries=64)
+def disagreement(name: str, prompt: str, position: int, attention_prefix: int | None) -> str:
+    """The sentence about the layer where the two lenses' top guesses (``lens_kl_table``) differ and their KLs
+    differ most (the embeddings only for a one-layer model: row 0's logit lens echoes the input token)."""
+    table = lens_kl_table(name, prompt, position, attention_prefix)
     logit = table[table.lens == LOGIT].set_index("layer")
     tuned = table[table.lens == TUNED].set_index("layer")
     last = logit.index.max()
@@ -139,10 +142,9 @@ def draw_lens_comparison(name: str, prompt: str, position: int, attention_prefix
     lookup = shared_tuned_lens(name)
     if lookup.note:
         st.info(escape_markdown(lookup.note), icon=":material/info:")
-    table = lens_kl_table(name, prompt, position, attention_prefix)
-    charts.draw(st, kl_chart(table, f"{name} · how far each layer is from the final answer"), width="stretch")
+    charts.draw(st, kl_chart(name, prompt, position, attention_prefix), width="stretch")
     if lookup.lens is not None:
-        st.markdown(disagreement(table))
+        st.markdown(disagreement(name, prompt, position, attention_prefix))
 
 
 def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Scale) -> None:
@@ -178,4 +180,4 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
     charts.draw(st, chart, width="stretch")
     for name, table in tables.items():
         if shared_tuned_lens(name).lens is not None:
-            st.markdown(f"**{escape_markdown(name)}**: {disagreement(table)}")
+            st.markdown(f"**{escape_markdown(name)}**: {disagreement(name, prompt, -1, HEAD_MATCH_TOKENS)}")
