@@ -147,25 +147,17 @@ def draw_lens_comparison(name: str, prompt: str, position: int, attention_prefix
         st.markdown(disagreement(name, prompt, position, attention_prefix))
 
 
-def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Scale) -> None:
-    """The Compare page's section: both lenses after the whole prompt for both models, on one chart in the page's
-    colours (the lens as the line's dash) and a common depth scale, read from the page's own captures (which keep
-    the attention of the first tokens only); then where each model's two lenses disagree."""
-    st.subheader("Logit lens and tuned lens")
-    st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
-                "the final answer after the whole prompt, through the logit lens (dashed) and, where one exists, the "
-                "tuned lens (solid). **Notice** where the logit lens makes a model look later, or earlier, than the "
-                "tuned lens does.")
-    tables = {}
-    for name in (name_a, name_b):
-        if note := shared_tuned_lens(name).note:
-            st.info(escape_markdown(note), icon=":material/info:")
-        table = lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS)
-        tables[name] = table.assign(model=name, depth=table.layer / table.layer.max())
-    base = alt.Chart(pd.concat(tables.values())).encode(
+@shared_chart
+def two_models_kl_chart(name_a: str, name_b: str, prompt: str, colours: tuple[str, str]) -> alt.Chart:
+    """Both lenses after the whole prompt for both models (``colours``: A's and B's), the lens as the line's
+    dash, on a common depth scale; read from the Compare page's own captures (``HEAD_MATCH_TOKENS``)."""
+    tables = [lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS).assign(
+        model=name, depth=lambda table: table.layer / table.layer.max()) for name in (name_a, name_b)]
+    base = alt.Chart(pd.concat(tables)).encode(
         x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
         y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
-        color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+        color=alt.Color("model:N", scale=alt.Scale(domain=[name_a, name_b], range=list(colours)), title=None,
+                        legend=alt.Legend(orient="top")),
         tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
                  alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
     )
@@ -175,9 +167,22 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
         strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
                                   legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
                                                     symbolStrokeColor="#555")))
-    chart = (lines + base.mark_point(filled=True)).properties(
+    return (lines + base.mark_point(filled=True)).properties(
         title="How far each layer is from the final answer, through both lenses", height=280)
-    charts.draw(st, chart, width="stretch")
-    for name, table in tables.items():
+
+
+def draw_two_models(name_a: str, name_b: str, prompt: str, colours: tuple[str, str]) -> None:
+    """The Compare page's section: both lenses after the whole prompt for both models in the page's ``colours``
+    (``two_models_kl_chart``); then where each model's two lenses disagree."""
+    st.subheader("Logit lens and tuned lens")
+    st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
+                "the final answer after the whole prompt, through the logit lens (dashed) and, where one exists, the "
+                "tuned lens (solid). **Notice** where the logit lens makes a model look later, or earlier, than the "
+                "tuned lens does.")
+    for name in (name_a, name_b):
+        if note := shared_tuned_lens(name).note:
+            st.info(escape_markdown(note), icon=":material/info:")
+    charts.draw(st, two_models_kl_chart(name_a, name_b, prompt, colours), width="stretch")
+    for name in (name_a, name_b):
         if shared_tuned_lens(name).lens is not None:
             st.markdown(f"**{escape_markdown(name)}**: {disagreement(name, prompt, -1, HEAD_MATCH_TOKENS)}")
