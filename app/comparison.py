@@ -1,13 +1,19 @@
-"""Two models side by side: the Compare page's whole result, and the aligned tokens the Tokens page shows."""
+"""Two models side by side: the Compare page's whole result and its charts (built once per pair of models and
+prompt for every student), and the aligned tokens the Tokens page shows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import altair as alt
 import pandas as pd
 
 import opt_lens
-from app.caches import comparison_captures, shared_model, shared_result, tokenized_prompt
+from app import architecture_facts
+from app.caches import comparison_captures, shared_chart, shared_model, shared_result, tokenized_prompt
+
+# Model A and model B keep these colours on every chart of the Compare page.
+COLOR_A, COLOR_B = "#1f77b4", "#e8710a"
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,90 @@ def _guesses(top: list[tuple[str, float]], in_both: list[bool]) -> pd.DataFrame:
                          "guessed": [BY_BOTH if both else ONLY_HERE for both in in_both]})
 
 
-def settle_table(result: Comparison) -> pd.DataFrame:
+@shared_result(max_entries=32)
+def settle_table(name_a: str, name_b: str, prompt: str) -> pd.DataFrame:
     """Per model: its final guess and the depth from which the logit lens already shows it on top."""
+    result = compare_models(name_a, name_b, prompt)
     layers = result.depth.groupby("model")["layer"].max()
     return pd.DataFrame([
         {"model": name, "layers": int(layers[name]), "final guess": result.agreement["final"][name],
          "top guess from depth": f"{result.agreement['settled'][name]:.0%}"}
         for name in result.agreement["final"]
     ])
+
+
+@shared_result(ttl=600, max_entries=32)
+def architecture_differences(name_a: str, name_b: str) -> tuple[pd.DataFrame, list[str]]:
+    """The architecture facts (``architecture_facts.architecture_table``) where the two models differ, and the
+    errors met reading them (kept ten minutes, as the table is: a config the Hub would not give is asked again)."""
+    table, _, errors = architecture_facts.architecture_table([name_a, name_b])
+    return table[table.nunique(axis=1) > 1], errors
+
+
+@shared_chart
+def next_token_chart(name_a: str, name_b: str, prompt: str, side: str) -> alt.Chart:
+    """Model ``side``'s ("A" or "B") top guesses in its colour, faint where the other model's top list lacks them."""
+    result = compare_models(name_a, name_b, prompt)
+    name, table, color = (name_a, result.next_a, COLOR_A) if side == "A" else (name_b, result.next_b, COLOR_B)
+    return (
+        alt.Chart(table)
+        .mark_bar(color=color)
+        .encode(
+            x=alt.X("probability:Q", axis=alt.Axis(format="%")),
+            y=alt.Y("token:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False)),
+            opacity=alt.Opacity("guessed:N", title="in the top 10", scale=alt.Scale(
+                domain=[BY_BOTH, ONLY_HERE], range=[1.0, 0.35])),
+            tooltip=["token", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("guessed:N", title="in the top 10")],
+        )
+        .properties(title=f"{side}: {name}", height=260)
+    )
+
+
+DEPTH_TITLE = "depth (% of the model's layers passed)"
+DEPTH_AXIS = alt.Axis(values=[0, 0.25, 0.5, 0.75, 1], format="%")
+DEPTH_TOOLTIP = [alt.Tooltip("model"), alt.Tooltip("depth:Q", format=".0%", title="depth"), "layer", "guess",
+                 alt.Tooltip("probability of final guess:Q", format=".2%")]
+
+
+@shared_chart
+def depth_chart(name_a: str, name_b: str, prompt: str) -> alt.Chart:
+    """The probability each depth's logit lens gives its model's final guess, one line per model."""
+    return (
+        alt.Chart(compare_models(name_a, name_b, prompt).depth)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("depth:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
+            y=alt.Y("probability of final guess:Q", axis=alt.Axis(format="%")),
+            color=alt.Color("model:N", scale=alt.Scale(domain=[name_a, name_b], range=[COLOR_A, COLOR_B]),
+                            legend=alt.Legend(orient="top", labelLimit=300)),
+            tooltip=DEPTH_TOOLTIP,
+        )
+    )
+
+
+@shared_chart
+def depth_lens_chart(name_a: str, name_b: str, prompt: str) -> alt.Chart:
+    """Both logit lenses at the last position as a row of cells per model on the common depth scale: each
+    layer's top guess, darker where it gives more probability to the model's final guess."""
+    base = alt.Chart(compare_models(name_a, name_b, prompt).depth).encode(
+        x=alt.X("from:Q", title=DEPTH_TITLE, scale=alt.Scale(domain=[0, 1]), axis=DEPTH_AXIS),
+        x2="to:Q",
+        y=alt.Y("model:N", title=None, sort=[name_a, name_b], axis=alt.Axis(
+            labelLimit=200, labelFontWeight="bold",
+            labelColor=alt.expr(f"datum.label == '{name_a}' ? '{COLOR_A}' : '{COLOR_B}'"))),
+        tooltip=DEPTH_TOOLTIP,
+    )
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
+                        title="probability of final guess"),
+    )
+    # A 12-layer model's cells are narrow: Vega cuts each word to its cell, with an ellipsis (the tooltip has it
+    # whole).
+    words = base.mark_text(fontSize=11, limit=alt.expr("scale('x', datum.to) - scale('x', datum.from) - 4")).encode(
+        x=alt.X("middle:Q"), text="guess:N",
+        color=alt.condition(alt.datum["probability of final guess"] > 0.5, alt.value("white"), alt.value("black")),
+    )
+    return (cells + words).properties(height=150)
 
 
 def _alignment_frame(alignment: opt_lens.compare.TokenAlignment, name_a: str, name_b: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import streamlit as st
 
 import opt_lens
 from app import charts
-from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_model, shared_result
+from app.caches import HEAD_MATCH_TOKENS, cached_capture, shared_chart, shared_model, shared_result
 from app.text import escape_markdown
 from opt_lens.names import printable
 
@@ -91,11 +91,12 @@ def lens_kl_table(name: str, prompt: str, position: int, attention_prefix: int |
     return pd.DataFrame(rows)
 
 
-def kl_chart(table: pd.DataFrame, title: str) -> alt.Chart:
-    """Each layer's KL to the final distribution, one line per lens, on a scale that keeps the embeddings' tens
-    of nats and a late layer's hundredths both readable."""
+@shared_chart
+def kl_chart(name: str, prompt: str, position: int, attention_prefix: int | None) -> alt.Chart:
+    """Each layer's KL to the final distribution at ``position`` (``lens_kl_table``), one line per lens, on a
+    scale that keeps the embeddings' tens of nats and a late layer's hundredths both readable."""
     return (
-        alt.Chart(table)
+        alt.Chart(lens_kl_table(name, prompt, position, attention_prefix))
         .mark_line(point=True)
         .encode(
             x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)),
@@ -105,13 +106,15 @@ def kl_chart(table: pd.DataFrame, title: str) -> alt.Chart:
             tooltip=["lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
                      alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(title=title, height=260)
+        .properties(title=f"{name} · how far each layer is from the final answer", height=260)
     )
 
 
-def disagreement(table: pd.DataFrame) -> str:
-    """The sentence about the layer where the two lenses' top guesses differ and their KLs differ most (the
-    embeddings only for a one-layer model: row 0's logit lens echoes the input token)."""
+@shared_result(max_entries=64)
+def disagreement(name: str, prompt: str, position: int, attention_prefix: int | None) -> str:
+    """The sentence about the layer where the two lenses' top guesses (``lens_kl_table``) differ and their KLs
+    differ most (the embeddings only for a one-layer model: row 0's logit lens echoes the input token)."""
+    table = lens_kl_table(name, prompt, position, attention_prefix)
     logit = table[table.lens == LOGIT].set_index("layer")
     tuned = table[table.lens == TUNED].set_index("layer")
     last = logit.index.max()
@@ -139,31 +142,22 @@ def draw_lens_comparison(name: str, prompt: str, position: int, attention_prefix
     lookup = shared_tuned_lens(name)
     if lookup.note:
         st.info(escape_markdown(lookup.note), icon=":material/info:")
-    table = lens_kl_table(name, prompt, position, attention_prefix)
-    charts.draw(st, kl_chart(table, f"{name} · how far each layer is from the final answer"), width="stretch")
+    charts.draw(st, kl_chart(name, prompt, position, attention_prefix), width="stretch")
     if lookup.lens is not None:
-        st.markdown(disagreement(table))
+        st.markdown(disagreement(name, prompt, position, attention_prefix))
 
 
-def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Scale) -> None:
-    """The Compare page's section: both lenses after the whole prompt for both models, on one chart in the page's
-    colours (the lens as the line's dash) and a common depth scale, read from the page's own captures (which keep
-    the attention of the first tokens only); then where each model's two lenses disagree."""
-    st.subheader("Logit lens and tuned lens")
-    st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
-                "the final answer after the whole prompt, through the logit lens (dashed) and, where one exists, the "
-                "tuned lens (solid). **Notice** where the logit lens makes a model look later, or earlier, than the "
-                "tuned lens does.")
-    tables = {}
-    for name in (name_a, name_b):
-        if note := shared_tuned_lens(name).note:
-            st.info(escape_markdown(note), icon=":material/info:")
-        table = lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS)
-        tables[name] = table.assign(model=name, depth=table.layer / table.layer.max())
-    base = alt.Chart(pd.concat(tables.values())).encode(
+@shared_chart
+def two_models_kl_chart(name_a: str, name_b: str, prompt: str, colours: tuple[str, str]) -> alt.Chart:
+    """Both lenses after the whole prompt for both models (``colours``: A's and B's), the lens as the line's
+    dash, on a common depth scale; read from the Compare page's own captures (``HEAD_MATCH_TOKENS``)."""
+    tables = [lens_kl_table(name, prompt, -1, HEAD_MATCH_TOKENS).assign(
+        model=name, depth=lambda table: table.layer / table.layer.max()) for name in (name_a, name_b)]
+    base = alt.Chart(pd.concat(tables)).encode(
         x=alt.X("depth:Q", axis=alt.Axis(format="%"), title="depth (share of the model's layers)"),
         y=alt.Y("KL:Q", title="KL to the final distribution (nats)", scale=alt.Scale(type="symlog")),
-        color=alt.Color("model:N", scale=model_colours, title=None, legend=alt.Legend(orient="top")),
+        color=alt.Color("model:N", scale=alt.Scale(domain=[name_a, name_b], range=list(colours)), title=None,
+                        legend=alt.Legend(orient="top")),
         tooltip=["model", "lens", "layer", alt.Tooltip("KL:Q", format=".3f", title="KL (nats)"),
                  alt.Tooltip("guess", title="top guess"), alt.Tooltip("probability:Q", format=".1%")],
     )
@@ -173,9 +167,22 @@ def draw_two_models(name_a: str, name_b: str, prompt: str, model_colours: alt.Sc
         strokeDash=alt.StrokeDash("lens:N", scale=alt.Scale(domain=LENSES, range=[[4, 3], [1, 0]]), title=None,
                                   legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
                                                     symbolStrokeColor="#555")))
-    chart = (lines + base.mark_point(filled=True)).properties(
+    return (lines + base.mark_point(filled=True)).properties(
         title="How far each layer is from the final answer, through both lenses", height=280)
-    charts.draw(st, chart, width="stretch")
-    for name, table in tables.items():
+
+
+def draw_two_models(name_a: str, name_b: str, prompt: str, colours: tuple[str, str]) -> None:
+    """The Compare page's section: both lenses after the whole prompt for both models in the page's ``colours``
+    (``two_models_kl_chart``); then where each model's two lenses disagree."""
+    st.subheader("Logit lens and tuned lens")
+    st.markdown("Before comparing when two models settle on their answer, check the lens: how far each layer is from "
+                "the final answer after the whole prompt, through the logit lens (dashed) and, where one exists, the "
+                "tuned lens (solid). **Notice** where the logit lens makes a model look later, or earlier, than the "
+                "tuned lens does.")
+    for name in (name_a, name_b):
+        if note := shared_tuned_lens(name).note:
+            st.info(escape_markdown(note), icon=":material/info:")
+    charts.draw(st, two_models_kl_chart(name_a, name_b, prompt, colours), width="stretch")
+    for name in (name_a, name_b):
         if shared_tuned_lens(name).lens is not None:
-            st.markdown(f"**{escape_markdown(name)}**: {disagreement(table)}")
+            st.markdown(f"**{escape_markdown(name)}**: {disagreement(name, prompt, -1, HEAD_MATCH_TOKENS)}")

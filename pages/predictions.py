@@ -1,7 +1,6 @@
-import altair as alt
 import streamlit as st
 
-from app import charts, frame, lens_views, selection, tables, text
+from app import charts, frame, lens_views, prediction_views, selection, tables, text
 
 frame.page_intro(
     "Predictions & logit lens",
@@ -14,7 +13,6 @@ frame.page_intro(
 name, prompt, lm, cap = selection.selected_model_and_capture()
 labels = tables.token_labels(cap)
 LENS_WIDTH = 16  # positions in the lens at a time: every one costs a read-out per layer
-CELL_CHARACTERS = 7  # longer guesses are cut in the cells; the tooltip keeps the whole token
 
 
 def inspect_clicked_position():
@@ -36,22 +34,11 @@ position = right.select_slider(
     help="The last token is the real next-token guess; earlier ones show what the model expected at that point "
          "of the prompt (compare with the token that really came). The logit lens below marks the same position.",
 )
-predictions = tables.predictions_table(name, prompt, k, position)
-last_token = cap.tokens[position]
 if position < cap.seq_len - 1:
     st.caption(f"The token that really came next: “{text.escape_markdown(cap.tokens[position + 1])}”.")
-bars = (
-    alt.Chart(predictions)
-    .mark_bar()
-    .encode(
-        x=alt.X("probability:Q", axis=alt.Axis(format="%"), title="probability"),
-        y=alt.Y("token:N", sort=None, title=f"next token after “{last_token}”", axis=alt.Axis(labelOverlap=False)),
-        tooltip=["rank", "token", "id", alt.Tooltip("probability:Q", format=".2%"), alt.Tooltip("logit:Q", format=".2f")],
-    )
-    .properties(height=22 * len(predictions) + 30)
-)
-charts.draw(st, bars, width="stretch")
-tables.csv_button(predictions, "Download the guesses as CSV", "predictions.csv")
+charts.draw(st, prediction_views.guesses_chart(name, prompt, k, position), width="stretch")
+tables.csv_button(lambda: tables.predictions_table(name, prompt, k, position), "Download the guesses as CSV",
+                  "predictions.csv")
 
 st.subheader("Logit lens and tuned lens")
 st.markdown(
@@ -61,45 +48,9 @@ st.markdown(
     "turns dark: that is where the answer forms."
 )
 tuned = lens_views.reads_through_tuned_lens(name)
-# The window follows the inspected position: its last column, or one of the first ones.
-end = min(max(position + 1, LENS_WIDTH), cap.seq_len)
-start = max(end - LENS_WIDTH, 0)
-lens = tables.logit_lens_table(name, prompt, start, end, tuned)
-lens = lens.assign(
-    cell=[guess if len(guess) <= CELL_CHARACTERS else guess[: CELL_CHARACTERS - 1] + "…" for guess in lens.guess],
-    embeddings=lens.layer == 0,
-)
-order = labels[start:end]
-clicked = alt.selection_point(name="clicked", fields=["position"], on="click")
-base = alt.Chart(lens).encode(
-    x=alt.X("position:N", sort=order, title="position (the guess is for the token after it)",
-            axis=alt.Axis(labelAngle=-45, labelOverlap=False, labelLimit=120)),
-    y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
-    tooltip=["layer", "position", alt.Tooltip("guess", title="this layer's top guess"),
-             alt.Tooltip("probability:Q", format=".2%", title="its probability"),
-             alt.Tooltip("final guess", title="the model's final answer"),
-             alt.Tooltip("probability of final guess:Q", format=".2%", title="probability of the final answer")],
-)
-inspected = alt.datum.position == labels[position]
-cells = base.mark_rect().encode(
-    color=alt.condition(
-        alt.datum.embeddings, alt.value("#e6e6e6"),
-        alt.Color("probability of final guess:Q", scale=alt.Scale(scheme="greens", domain=[0, 1]),
-                  title="probability of the final answer", legend=alt.Legend(orient="top", direction="horizontal")),
-    ),
-    stroke=alt.condition(inspected, alt.value("#e45756"), alt.value("white")),
-    strokeWidth=alt.condition(inspected, alt.value(2.5), alt.value(0.5)),
-).add_params(clicked)
-# A cell's word never spills into its neighbours: on a narrow screen Vega cuts it to the cell, with an ellipsis.
-words = base.mark_text(fontSize=11, limit=alt.expr("bandwidth('x') - 4")).encode(
-    text="cell:N",
-    color=alt.when(alt.datum.embeddings).then(alt.value("#9a9a9a"))
-    .when(alt.datum["probability of final guess"] > 0.5).then(alt.value("white"))
-    .otherwise(alt.value("black")),
-)
-# The height holds the rows, the position labels under them and the colour legend above them.
-charts.draw(st, (cells + words).properties(height=max(240, 56 * (lm.arch.n_layers + 1)) + 70), width="stretch",
-                on_select=inspect_clicked_position, key="lens_map")
+start, end = prediction_views.lens_window(cap.seq_len, position, LENS_WIDTH)
+charts.draw(st, prediction_views.lens_chart(name, prompt, start, end, tuned, position), width="stretch",
+            on_select=inspect_clicked_position, key="lens_map")
 st.caption(
     f"The top row is the model's real output; {name} has {lm.arch.n_layers} layers. "
     + ("Row 0, in grey, reads the token embeddings before any layer has worked on them: through the tuned lens, the "
@@ -112,12 +63,12 @@ st.caption(
        "“Guess what follows” to see the others." if end - start < cap.seq_len else "")
 )
 shown_lens = lens_views.TUNED if tuned else lens_views.LOGIT
-tables.csv_button(lens.drop(columns=["cell", "embeddings"]), f"Download the {shown_lens} as CSV",
-                  f"{shown_lens.replace(' ', '_')}.csv")
+tables.csv_button(lambda: tables.logit_lens_table(name, prompt, start, end, tuned),
+                  f"Download the {shown_lens} as CSV", f"{shown_lens.replace(' ', '_')}.csv")
 
 st.subheader("Where the logit lens misleads")
 st.markdown(
-    f"How far each layer's guess after “{text.escape_markdown(last_token)}” is from the model's final one (KL, 0 = the "
+    f"How far each layer's guess after “{text.escape_markdown(cap.tokens[position])}” is from the model's final one (KL, 0 = the "
     "same distribution), read through each lens. **Notice** the layers where the tuned lens is much closer: there the "
     "logit lens under-reads what the layer already knows, or reads a guess the model does not hold."
 )
