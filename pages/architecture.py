@@ -56,15 +56,10 @@ for error in errors:
 if table.empty:
     st.stop()
 
-
-def highlight_differences(row):
-    differs = len(set(row)) > 1
-    return ["background-color: #fff3cd" if differs else "" for _ in row]
-
-
 st.subheader("Side by side")
 st.caption("Rows where the models differ are highlighted.")
-st.dataframe(table.style.apply(highlight_differences, axis=1), width="stretch", height=35 * len(table) + 40)
+highlights = architecture_facts.difference_highlights(tuple(table.columns))
+st.dataframe(table.style.apply(lambda _: highlights, axis=None), width="stretch", height=35 * len(table) + 40)
 tables.csv_button(table, "Download the table as CSV", "architecture.csv", index=True)
 
 st.subheader("Where the parameters live")
