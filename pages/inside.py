@@ -25,12 +25,6 @@ DEMO_NOTICE = {  # measured on the start page's repeated text (checked by tests/
         "“␣river”, though it attends most to the first “␣lamp”, it does not promote “␣lamp” (not in its top 10): "
         "where a head looks and what it writes can disagree."),
 }
-NOTICE = (
-    "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
-    "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
-    "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
-    "(demo/tiny-opt's L1.H2: 7 of 10 too)."
-)
 NOTICE = ("An induction head (the Attention page's map finds them) promotes, at a token of a repeated passage, the "
           "token that followed that token's earlier copy: pick a query in the second copy and look for it on top.")
 
