@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 
 import opt_lens
-from app.caches import cached_description
+from app.caches import cached_description, shared_chart, shared_result
 from app.text import escape_markdown
 
 FACT_LABELS = {
@@ -36,6 +37,30 @@ def architecture_table(names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, li
                   for where, count in facts["param_breakdown"].items() if count]
     table = pd.DataFrame(columns, index=list(FACT_LABELS.values()))
     return table, pd.DataFrame(parts), errors
+
+
+@shared_result(max_entries=64)
+def difference_highlights(names: tuple[str, ...]) -> pd.DataFrame:
+    """The CSS of each cell of the described models' table (``Styler.apply(..., axis=None)``): a highlight on the
+    rows where the models differ. Built once: the Styler's apply row by row was half its cost on every view."""
+    table = architecture_table(list(names))[0]
+    differs = table.nunique(axis=1) > 1
+    return table.apply(lambda column: differs.map({True: "background-color: #fff3cd", False: ""}))
+
+
+@shared_chart
+def parameters_chart(names: tuple[str, ...], as_share: bool) -> alt.Chart:
+    """Where the parameters of the described models ``names`` live: a bar per model, as shares of it
+    (``as_share``) or as numbers."""
+    parts = architecture_table(list(names))[1]
+    x = (alt.X("parameters:Q", stack="normalize", title="share of parameters", axis=alt.Axis(format="%")) if as_share
+         else alt.X("parameters:Q", title="parameters", axis=alt.Axis(format="~s")))
+    return alt.Chart(parts).mark_bar().encode(
+        y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=250)),
+        x=x,
+        color=alt.Color("where:N", title="part", scale=alt.Scale(scheme="tableau10")),
+        tooltip=["model", "where", alt.Tooltip("parameters:Q", format=",")],
+    )
 
 
 def _show_fact(key: str, value) -> str:

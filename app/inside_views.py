@@ -1,7 +1,9 @@
-"""What the pages inside a head, inside an MLP and of information flow show: tables from the library, cached.
+"""What the pages inside a head, inside an MLP and of information flow show: tables from the library and their
+charts, cached.
 
 Each reads the shared cached capture (no new forward pass: the library rebuilds a block's insides from it)
-and is cached per setting, so changing a view back and forth reruns nothing.
+and is cached per setting for every student, so changing a view back and forth reruns nothing, and a second
+student's view builds no chart.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import altair as alt
 import pandas as pd
 
 import opt_lens
-from app.caches import cached_capture, shared_model, shared_result
+from app import charts, tables
+from app.caches import cached_capture, shared_chart, shared_model, shared_result
 from app.causal_views import token_text
 from app.tables import token_labels
 
@@ -43,6 +46,38 @@ def steps_table(name: str, prompt: str, layer: int, head: int, query: int) -> tu
     return table, steps.scaling, float(steps.output.norm())
 
 
+@shared_chart
+def steps_chart(name: str, prompt: str, layer: int, head: int, query: int) -> alt.FacetChart:
+    """A bar per key of ``steps_table``: the scaled scores, then the attention softmax makes of them."""
+    table = steps_table(name, prompt, layer, head, query)[0]
+    long = table.melt(id_vars=["position", "token"], value_vars=["scaled", "attention"], var_name="step")
+    # Facets in the order of the steps: the scaled scores (2), then the attention softmax makes of them (4).
+    return (alt.Chart(long).mark_bar().encode(
+        x=alt.X("position:O", axis=alt.Axis(labelOverlap=True, labelAngle=0)), y=alt.Y("value:Q", title=None),
+        color=alt.Color("step:N", legend=None), tooltip=["position", "token", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(height=160).facet(row=alt.Row("step:N", title=None, sort=["scaled", "attention"]))
+        .resolve_scale(y="independent"))
+
+
+def query_map_window(seq_len: int, query: int) -> tables.AttentionWindow:
+    """The 24 rows around ``query`` that the map inside a head shows; as columns the first token too (where idle
+    heads rest: a window without it hid most of a row's attention)."""
+    first = max(0, min(query - 11, seq_len - 24))
+    return tables.attention_window(first, min(seq_len, first + 24) - 1, [])
+
+
+@shared_chart
+def query_map_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow) -> alt.Chart:
+    """Head L.H's map in ``window``, with each row's rest, so that every row sums to 1 as the steps do; a click
+    on a row selects its query (selection ``row``)."""
+    cap = cached_capture(name, prompt, ui=False)
+    pattern = tables.attention_window_frame(cap, layer, head, window)
+    picked = alt.selection_point(name="row", fields=["query"], on="click")
+    return charts.attention_heatmap(pattern, token_labels(cap)[window.first : window.last + 1],
+                                    f"{name} · L{layer}.H{head}: click a row to pick the query",
+                                    tables.window_columns(cap, window)).add_params(picked)
+
+
 def refusal(lm, name: str, error: Exception, why: str) -> str:
     """What a page says where the library refuses a view. On a post-LN model the library's reason speaks of
     direct logit attribution, which the pages never named: there, why this view has no read-out, in its words."""
@@ -71,6 +106,18 @@ def head_writes(name: str, prompt: str, layer: int, head: int, position: int) ->
     return _written_frame(lm.tokenizer, opt_lens.head_logits(lm, cap, layer, head, position))
 
 
+@shared_chart
+def written_chart(name: str, prompt: str, layer: int, head: int, position: int) -> alt.Chart:
+    """``head_writes`` as bars, promoted in blue, suppressed in red."""
+    written = head_writes(name, prompt, layer, head, position)
+    return alt.Chart(written).mark_bar().encode(
+        # Every bar's token named: Vega hid every other label as overlapping.
+        y=alt.Y("token:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)), x=alt.X("effect on the logit:Q"),
+        color=alt.Color("direction:N", scale=alt.Scale(domain=["promoted", "suppressed"], range=["#4c78a8", "#e45756"])),
+        tooltip=["token", alt.Tooltip("effect on the logit:Q", format=".3f")],
+    ).properties(height=22 * len(written))
+
+
 @shared_result(max_entries=64, spinner=lambda name, prompt, layer, position: f"Rebuilding the MLP of layer {layer} of "
                f"{name} and reading its most active neurons…")
 def top_neurons(name: str, prompt: str, layer: int, position: int) -> pd.DataFrame:
@@ -90,12 +137,32 @@ def top_neurons(name: str, prompt: str, layer: int, position: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+@shared_chart
+def top_neurons_chart(name: str, prompt: str, layer: int, position: int) -> alt.Chart:
+    """``top_neurons`` as bars, a click on one selecting its neuron (selection ``cell``)."""
+    top = top_neurons(name, prompt, layer, position)
+    picked = alt.selection_point(name="cell", fields=["neuron"], on="click")
+    return alt.Chart(top).mark_bar(color="#4c78a8").encode(
+        y=alt.Y("neuron:N", sort="-x"), x="activation:Q", tooltip=list(top.columns)).add_params(picked)
+
+
 @shared_result(max_entries=64, spinner=lambda name, prompt, layer, neuron: f"Following neuron {neuron} of layer {layer} "
                f"of {name} across the prompt…")
 def neuron_trace(name: str, prompt: str, layer: int, neuron: int) -> pd.DataFrame:
     lm, cap = _run(name, prompt)
     acts = opt_lens.inside.neuron_activations(lm, cap, layer, neuron)
     return pd.DataFrame({"position": range(cap.seq_len), "token": token_labels(cap), "activation": acts.tolist()})
+
+
+@shared_chart
+def neuron_trace_chart(name: str, prompt: str, layer: int, neuron: int) -> alt.Chart:
+    """``neuron_trace`` as a bar per token, in prompt order."""
+    trace = neuron_trace(name, prompt, layer, neuron)
+    return alt.Chart(trace).mark_bar(color="#e45756").encode(
+        x=alt.X("token:N", sort=token_labels(cached_capture(name, prompt, ui=False)),
+                axis=alt.Axis(labelAngle=-60, labelOverlap=True)),
+        y="activation:Q", tooltip=["token", alt.Tooltip("activation:Q", format=".3f")],
+    ).properties(title=f"Neuron {neuron} of layer {layer} across the prompt")
 
 
 @shared_result(max_entries=64, spinner=lambda name, prompt, threshold: f"Following the information in {name} back from "
@@ -153,3 +220,12 @@ def flow_chart(nodes: pd.DataFrame, edges: pd.DataFrame, order: list[str], title
     )
     return (lines + mlps + dots).properties(title=alt.Title(title, subtitle=subtitle),
                                             height=max(260, 140 + 26 * len(shown)))
+
+
+@shared_chart
+def routes_chart(name: str, prompt: str, threshold: float) -> alt.LayerChart:
+    """``flow_frames`` as a ``flow_chart``, a click on an attention edge selecting its head (selection
+    ``picked``)."""
+    nodes, edges, predicted = flow_frames(name, prompt, threshold)
+    return flow_chart(nodes, edges, token_labels(cached_capture(name, prompt, ui=False)), name,
+                      f"routes to the prediction “{predicted}”")

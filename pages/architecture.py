@@ -1,4 +1,3 @@
-import altair as alt
 import streamlit as st
 
 import opt_lens
@@ -51,37 +50,21 @@ if not names:
     st.info("Pick at least one model.")
     st.stop()
 
-table, parts, errors = architecture_facts.architecture_table(names)
+table, _, errors = architecture_facts.architecture_table(names)
 for error in errors:
     st.warning(error)
 if table.empty:
     st.stop()
 
-
-def highlight_differences(row):
-    differs = len(set(row)) > 1
-    return ["background-color: #fff3cd" if differs else "" for _ in row]
-
-
 st.subheader("Side by side")
 st.caption("Rows where the models differ are highlighted.")
-st.dataframe(table.style.apply(highlight_differences, axis=1), width="stretch", height=35 * len(table) + 40)
+highlights = architecture_facts.difference_highlights(tuple(table.columns))
+st.dataframe(table.style.apply(lambda _: highlights, axis=None), width="stretch", height=35 * len(table) + 40)
 tables.csv_button(table, "Download the table as CSV", "architecture.csv", index=True)
 
 st.subheader("Where the parameters live")
 st.caption("Embeddings include position embeddings and OPT-350m's projections; most of a large model's "
            "parameters sit in the MLPs, most of a small model's in the embeddings.")
 as_share = st.radio("Show", ["share of each model", "number of parameters"], horizontal=True) == "share of each model"
-x = (alt.X("parameters:Q", stack="normalize", title="share of parameters", axis=alt.Axis(format="%")) if as_share
-     else alt.X("parameters:Q", title="parameters", axis=alt.Axis(format="~s")))
-chart = (
-    alt.Chart(parts)
-    .mark_bar()
-    .encode(
-        y=alt.Y("model:N", title=None, axis=alt.Axis(labelLimit=250)),
-        x=x,
-        color=alt.Color("where:N", title="part", scale=alt.Scale(scheme="tableau10")),
-        tooltip=["model", "where", alt.Tooltip("parameters:Q", format=",")],
-    )
-)
-charts.draw(st, chart, width="stretch")
+# Keyed by the models described (the table's columns): a model whose description failed is left out of both.
+charts.draw(st, architecture_facts.parameters_chart(tuple(table.columns), as_share), width="stretch")

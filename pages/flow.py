@@ -1,6 +1,6 @@
 import streamlit as st
 
-from app import charts, frame, inside_views, navigation, selection, state, tables, text
+from app import charts, frame, inside_views, navigation, selection, state, text
 from app.caches import cached_capture, shared_model
 from opt_lens import OptLensError
 
@@ -46,15 +46,13 @@ def draw_flow(where, model: str, key: str) -> None:
     selection.warn_if_truncated(model, cap)
     lm = shared_model(model)
     try:
-        nodes, edges, predicted = inside_views.flow_frames(model, prompt, threshold)
+        _, edges, _ = inside_views.flow_frames(model, prompt, threshold)
     except OptLensError as error:
         why = ("a state is not the sum of the parts that wrote into it (each block's norm rescales that sum), so it "
                "cannot be split into routes.")
         where.info(text.escape_markdown(inside_views.refusal(lm, model, error, why)), icon=":material/info:")
         return
-    chart = inside_views.flow_chart(nodes, edges, tables.token_labels(cap), model,
-                                    f"routes to the prediction “{predicted}”")
-    charts.draw(where, chart, width="stretch", key=key,
+    charts.draw(where, inside_views.routes_chart(model, prompt, threshold), width="stretch", key=key,
                 on_select=head_opener(key, model, lm.arch.n_layers, lm.arch.n_heads))
     where.caption(f"{len(edges)} edges kept at {threshold:.2f}. Click a blue (attention) edge to open that head "
                   "inside. " + DEMO_NOTICE.get(model, NOTICE))

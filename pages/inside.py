@@ -1,4 +1,3 @@
-import altair as alt
 import streamlit as st
 
 from app import charts, frame, inside_views, keys, navigation, selection, state, tables, text
@@ -26,12 +25,6 @@ DEMO_NOTICE = {  # measured on the start page's repeated text (checked by tests/
         "“␣river”, though it attends most to the first “␣lamp”, it does not promote “␣lamp” (not in its top 10): "
         "where a head looks and what it writes can disagree."),
 }
-NOTICE = (
-    "On the start page's repeated text (“banana violin castle … lamp” twice), demo/tiny-gpt2's induction head "
-    "L1.H2 at the second “␣river” promotes “␣lamp” most (+2.28 on its logit): the token that followed the first "
-    "“␣river”. Across the second copy, that token is among its 10 most promoted at 7 of 10 positions "
-    "(demo/tiny-opt's L1.H2: 7 of 10 too)."
-)
 NOTICE = ("An induction head (the Attention page's map finds them) promotes, at a token of a repeated passage, the "
           "token that followed that token's earlier copy: pick a query in the second copy and look for it on top.")
 
@@ -52,16 +45,9 @@ def pick_clicked_query():
 
 
 def head_map(layer: int, head: int, query: int) -> None:
-    """24 rows around the query; as columns the first token too (where idle heads rest: a window without it
-    hid most of a row's attention) and each row's rest, so that every row sums to 1 as the steps below do."""
-    first = max(0, min(query - 11, cap.seq_len - 24))
-    window = tables.attention_window(first, min(cap.seq_len, first + 24) - 1, [])
-    pattern = tables.attention_window_frame(cap, layer, head, window)
-    order = labels[window.first : window.last + 1]
-    picked = alt.selection_point(name="row", fields=["query"], on="click")
-    chart = charts.attention_heatmap(pattern, order, f"{name} · L{layer}.H{head}: click a row to pick the query",
-                                     tables.window_columns(cap, window))
-    charts.draw(st, chart.add_params(picked), width="stretch", on_select=pick_clicked_query, key="query_map")
+    window = inside_views.query_map_window(cap.seq_len, query)
+    charts.draw(st, inside_views.query_map_chart(name, prompt, layer, head, window), width="stretch",
+                on_select=pick_clicked_query, key="query_map")
     if window.first > 0:
         st.caption(f"Rows: positions {window.first}–{window.last}. Columns: the first token (where idle heads rest), "
                    "those positions, and **rest**: each row's attention on the tokens not shown.")
@@ -81,14 +67,7 @@ def head_section() -> None:
                 "(they are not listed). **4.** Softmax turns the scaled scores into attention that sums to 1. "
                 "**5.** The head's output is the attention-weighted sum of the value vectors, mapped into the "
                 f"residual stream by its slice of the output projection: a vector of size {size:.3g}.")
-    long = table.melt(id_vars=["position", "token"], value_vars=["scaled", "attention"], var_name="step")
-    # Facets in the order of the steps: the scaled scores (2), then the attention softmax makes of them (4).
-    bars = (alt.Chart(long).mark_bar().encode(
-        x=alt.X("position:O", axis=alt.Axis(labelOverlap=True, labelAngle=0)), y=alt.Y("value:Q", title=None),
-        color=alt.Color("step:N", legend=None), tooltip=["position", "token", alt.Tooltip("value:Q", format=".3f")],
-    ).properties(height=160).facet(row=alt.Row("step:N", title=None, sort=["scaled", "attention"]))
-        .resolve_scale(y="independent"))
-    charts.draw(st, bars, width="stretch")
+    charts.draw(st, inside_views.steps_chart(name, prompt, layer, head, query), width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")
     tables.csv_button(table, "Download the steps as CSV", f"steps_L{layer}H{head}_q{query}.csv")
     head_writes(layer, head, query)
@@ -106,7 +85,7 @@ def scaling_step(scaling: float) -> str:
 def head_writes(layer: int, head: int, query: int) -> None:
     st.subheader(f"What L{layer}.H{head} writes at “{labels[query]}”")
     try:
-        written = inside_views.head_writes(name, prompt, layer, head, query)
+        inside_views.head_writes(name, prompt, layer, head, query)  # a model with no read-out refuses here
     except OptLensError as error:
         why = ("a head's output is rescaled by every later norm before it reaches the logits, so what it writes has "
                "no direct read-out as tokens.")
@@ -115,16 +94,7 @@ def head_writes(layer: int, head: int, query: int) -> None:
     st.caption("Its output read through the final norm (scale frozen) and the unembedding: the tokens whose "
                "logit it raises and lowers most, as direct logit attribution reads it. "
                + DEMO_NOTICE.get(name, NOTICE))
-    charts.draw(st, written_bars(written), width="stretch")
-
-
-def written_bars(written):
-    return alt.Chart(written).mark_bar().encode(
-        # Every bar's token named: Vega hid every other label as overlapping.
-        y=alt.Y("token:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)), x=alt.X("effect on the logit:Q"),
-        color=alt.Color("direction:N", scale=alt.Scale(domain=["promoted", "suppressed"], range=["#4c78a8", "#e45756"])),
-        tooltip=["token", alt.Tooltip("effect on the logit:Q", format=".3f")],
-    ).properties(height=22 * len(written))
+    charts.draw(st, inside_views.written_chart(name, prompt, layer, head, query), width="stretch")
 
 
 def pick_clicked_neuron():
@@ -145,20 +115,14 @@ def mlp_section() -> None:
     st.caption(f"The {len(top)} neurons (of {lm.arch.d_mlp}) of layer {layer}'s MLP that fire most at "
                f"“{text.escape_markdown(focus)}”, each with the tokens its output pushes up and down there. "
                "Click a bar to follow that neuron across the prompt.")
-    picked = alt.selection_point(name="cell", fields=["neuron"], on="click")
-    bars = alt.Chart(top).mark_bar(color="#4c78a8").encode(
-        y=alt.Y("neuron:N", sort="-x"), x="activation:Q", tooltip=list(top.columns)).add_params(picked)
-    charts.draw(st, bars, width="stretch", on_select=pick_clicked_neuron, key="neuron_bars")
+    charts.draw(st, inside_views.top_neurons_chart(name, prompt, layer, position), width="stretch",
+                on_select=pick_clicked_neuron, key="neuron_bars")
     st.dataframe(top, hide_index=True, width="stretch")
     if "promotes" not in top.columns:
         st.info("This model normalises after every block (post-LN), so what a neuron writes has no direct "
                 "read-out as tokens.", icon=":material/info:")
     neuron = state.whole_number_box(st, "Neuron", 0, lm.arch.d_mlp - 1, int(top.neuron.iloc[0]), "neuron")
-    trace = inside_views.neuron_trace(name, prompt, layer, int(neuron))
-    line = alt.Chart(trace).mark_bar(color="#e45756").encode(
-        x=alt.X("token:N", sort=labels, axis=alt.Axis(labelAngle=-60, labelOverlap=True)), y="activation:Q",
-        tooltip=["token", alt.Tooltip("activation:Q", format=".3f")])
-    charts.draw(st, line.properties(title=f"Neuron {neuron} of layer {layer} across the prompt"), width="stretch")
+    charts.draw(st, inside_views.neuron_trace_chart(name, prompt, layer, neuron), width="stretch")
     if st.button(f"Knock this neuron out (L{layer}.N{neuron})", icon=":material/science:",
                  help="Open Cause and effect with this neuron knocked out of the run, to see what the model "
                       "needs it for."):

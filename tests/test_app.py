@@ -304,6 +304,13 @@ def test_architecture_adds_a_typed_model_id_or_says_why_not():
     assert not at.exception and any("is not a model ID" in w.value for w in at.warning)
 
 
+def test_architecture_highlights_the_rows_where_the_models_differ():
+    table = open_page(app(), "pages/architecture.py").dataframe[0]
+    highlighted = {int(row) for row in re.findall(r"_row(\d+)_col0\b", table.proto.arrow_data.styler.styles)}
+    differ = {i for i, (_, row) in enumerate(table.value.iterrows()) if row.nunique() > 1}
+    assert highlighted == differ and 0 < len(differ) < len(table.value)
+
+
 def test_every_table_can_be_downloaded_as_csv():
     at = app()
     for page in PAGES[1:]:
