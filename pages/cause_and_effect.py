@@ -1,7 +1,7 @@
 import streamlit as st
 
 import opt_lens
-from app import causal_runs as runs
+from app import causal_charts, causal_runs as runs
 from app import causal_views as views
 from app import charts, frame, keys, selection, state, tables
 from app.caches import hub_online, shared_model
@@ -63,14 +63,15 @@ heads = tuple(views.parse_heads(picked, n_layers, n_heads))
 mlps = tuple(views.parse_mlps(picked_mlps, n_layers))
 if picked and keys.LOOK_AT not in st.session_state:  # a link naming only the heads: show the last one removed
     st.session_state[keys.LOOK_AT] = picked[-1]  # (a look_at in the URL still wins when its box is drawn)
-after = runs.ablated_capture(name, prompt, heads, mode, mlps, neurons)
+knockout = (heads, mode, mlps, neurons)
+after = runs.ablated_capture(name, prompt, *knockout)
 loss_before = runs.token_losses(name, prompt)
-loss_after = runs.token_losses(name, prompt, heads, mode, mlps, neurons) if heads or mlps or neurons else None
+loss_after = runs.token_losses(name, prompt, *knockout) if heads or mlps or neurons else None
 if not heads and not mlps and not neurons:
     st.info("Pick heads, MLP layers or neurons above to see what changes without them.", icon=":material/touch_app:")
 
 st.subheader("Next-token guesses, before and after")
-guesses = views.predictions_frame(lm.tokenizer, cap.next_logits, after.next_logits, 10)
+guesses = causal_charts.guesses_table(name, prompt, *knockout)
 st.dataframe(guesses, hide_index=True, width="stretch", column_config={
     column: st.column_config.NumberColumn(format="percent") for column in ("p before", "same token after", "p after")
 })
@@ -89,12 +90,12 @@ else:
                       f"{first_after - first:+.2f} nats (was {first:.2f})", delta_color="inverse")
     metrics[1].metric("Mean loss, second half", f"{second_after:.2f} nats",
                       f"{second_after - second:+.2f} nats (was {second:.2f})", delta_color="inverse")
-losses = views.loss_frame(tables.token_labels(cap), loss_before, loss_after)
-charts.draw(st, views.loss_chart(losses, f"{name}: loss of each next token"), width="stretch")
+charts.draw(st, causal_charts.loss_chart(name, prompt, *knockout), width="stretch")
 st.caption("The loss is −log of the probability the model gave to the token that really came next: low means it "
            "was expected. On a text written twice, the second copy is cheap because the model copies from the "
            "first; knock out the heads that copy and it gets expensive again.")
-tables.csv_button(losses, "Download the losses as CSV", "knockout_losses.csv")
+tables.csv_button(lambda: causal_charts.loss_table(name, prompt, *knockout), "Download the losses as CSV",
+                  "knockout_losses.csv")
 
 st.subheader("A head's attention, before and after")
 shown = st.selectbox("Head to look at", options, key=keys.LOOK_AT, bind="query-params",
@@ -103,11 +104,11 @@ shown = st.selectbox("Head to look at", options, key=keys.LOOK_AT, bind="query-p
 layer, head = views.parse_heads([shown], n_layers, n_heads)[0]
 window = min(cap.attention_tokens, after.attention_tokens, 40)
 start = cap.attention_tokens - window
-order = tables.token_labels(cap)[start : start + window]
 columns = st.columns(2)
-for column, run, capture in ((columns[0], "before", cap), (columns[1], "after", after)):
-    pattern = tables.attention_frame(capture, layer, [head], (start, start + window))
-    charts.draw(column, charts.attention_heatmap(pattern, order, f"{shown} {run}"), width="stretch")
+charts.draw(columns[0], causal_charts.attention_chart(name, prompt, layer, head, start, window, "before"),
+            width="stretch")
+charts.draw(columns[1], causal_charts.attention_chart(name, prompt, layer, head, start, window, "after", *knockout),
+            width="stretch")
 if start:
     st.caption(f"The last {window} tokens of the prompt.")
 
@@ -125,15 +126,12 @@ def which_heads_matter(token_id: int, token: str) -> None:
     st.caption(f"Each cell knocks out that one head and measures how the log-probability of "
                f"“{escape_markdown(token)}” after the whole prompt changes (nats): red heads help the model predict "
                "it, blue heads work against it. Click a cell to knock that head out in section 1.")
-    sweep = runs.head_effects(name, prompt, token_id)
-    if sweep is None:
+    if runs.head_effects(name, prompt, token_id) is None:  # waiting for its button, or refused
         return
-    effects = views.grid_frame(sweep, "change in log-prob")
-    limit = views.symmetric_limit((effects, "change in log-prob"))
-    charts.draw(st, views.head_map(effects, "change in log-prob", f"{name}: knocking out one head, effect on "
-                                   f"“{token}”", limit, clickable=True, marked=heads),
-                    width="stretch", on_select=open_clicked_head, key="effects_map")
-    tables.csv_button(effects, "Download the head effects as CSV", "head_effects.csv")
+    charts.draw(st, causal_charts.head_effects_chart(name, prompt, token_id, heads), width="stretch",
+                on_select=open_clicked_head, key="effects_map")
+    tables.csv_button(lambda: causal_charts.head_effects_table(name, prompt, token_id),
+                      "Download the head effects as CSV", "head_effects.csv")
 
 
 def who_writes_the_answer(token_id: int, token: str) -> None:
@@ -147,20 +145,17 @@ def who_writes_the_answer(token_id: int, token: str) -> None:
     except opt_lens.OptLensError as refusal:
         st.info(escape_markdown(refusal), icon=":material/info:")
         return
-    heads_frame = views.grid_frame(attribution.heads, "logit")
-    parts = views.attribution_parts(attribution)
-    limit = views.symmetric_limit((heads_frame, "logit"), (parts, "logit"))
     left, right = st.columns([3, 2])
-    charts.draw(left, views.head_map(heads_frame, "logit", f"Heads writing “{token}”", limit, marked=heads),
-                      width="stretch")
-    charts.draw(right, views.parts_chart(parts, "Embeddings, MLPs, biases", limit), width="stretch")
+    charts.draw(left, causal_charts.attribution_heads_chart(name, prompt, token_id, heads), width="stretch")
+    charts.draw(right, causal_charts.attribution_parts_chart(name, prompt, token_id), width="stretch")
     st.markdown(
         f"embeddings {attribution.embed:+.3f} + heads {float(attribution.heads.sum()):+.3f} + MLPs "
         f"{float(attribution.mlps.sum()):+.3f} + biases {attribution.rest:+.3f} = "
         f"**{views.attribution_sum(attribution):.3f}**; the model's own logit for “{escape_markdown(token)}” is "
         f"**{float(cap.next_logits[token_id]):.3f}**."
     )
-    tables.csv_button(heads_frame, "Download the head attribution as CSV", "attribution_heads.csv")
+    tables.csv_button(lambda: causal_charts.attribution_tables(name, prompt, token_id)[0],
+                      "Download the head attribution as CSV", "attribution_heads.csv")
 
 
 st.header("2. Which heads matter")
@@ -196,18 +191,11 @@ def load_preset():
 def patching_maps(setup: runs.PatchingSetup, limit: float | None = None):
     """The residual-stream and per-head patching maps of one model (``limit``: a colour scale shared with others).
     Drawn in steps: a generator that yields after each map, so that section 5 puts two models' maps in rows."""
-    maps = runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id)
-    if maps is None:
-        return
-    resid, per_head = maps
-    resid_frame = views.resid_patch_frame(resid, list(setup.labels))
-    heads_frame = views.grid_frame(per_head, "fraction restored")
-    limit = limit or views.symmetric_limit((resid_frame, "restored"), (heads_frame, "fraction restored"))
-    charts.draw(st, views.resid_patch_chart(resid_frame, list(setup.labels), f"{setup.name}: patching the residual "
-                                            "stream", limit), width="stretch")
+    if runs.patching(setup.name, setup.clean, setup.corrupted, setup.answer_id, setup.wrong_id) is None:
+        return  # waiting for its button, or refused
+    charts.draw(st, causal_charts.resid_patch_chart(setup, limit), width="stretch")
     yield
-    charts.draw(st, views.head_map(heads_frame, "fraction restored", f"{setup.name}: patching one head's output", limit),
-                    width="stretch")
+    charts.draw(st, causal_charts.head_patch_chart(setup, limit), width="stretch")
     yield
 
 
@@ -259,27 +247,20 @@ def one_model_on_the_common_scale(setup: runs.PatchingSetup, is_a: bool, mode: s
     yield
     knock_out_on_the_common_scale(setup, picked_heads, picked_layers, mode)
     yield
-    clean = setup.clean
-    for_answer = runs.head_effects(setup.name, clean, setup.answer_id)
-    for_wrong = runs.head_effects(setup.name, clean, setup.wrong_id) if for_answer is not None else None
-    if for_wrong is not None:  # log p(answer) - log p(wrong) = the logit difference
-        knocked = views.grid_frame(views.fraction_of_clean(for_answer - for_wrong, setup.clean_effect),
-                                   "fraction")
-        charts.draw(st, views.head_map(knocked, "fraction", "Knocking out one head", 1.0), width="stretch")
+    # Both sweeps (each may wait for its button) before the map of their difference.
+    if all(runs.head_effects(setup.name, setup.clean, token_id) is not None
+           for token_id in (setup.answer_id, setup.wrong_id)):
+        charts.draw(st, causal_charts.knockout_fraction_chart(setup), width="stretch")
     yield
     try:
-        for_answer, for_wrong = (runs.attribution(setup.name, clean, token_id)
-                                 for token_id in (setup.answer_id, setup.wrong_id))
+        direct_heads, direct_parts = causal_charts.direct_heads_chart(setup), causal_charts.direct_parts_chart(setup)
     except opt_lens.OptLensError as refusal:
         st.info(escape_markdown(refusal), icon=":material/info:")
         yield
     else:
-        direct, parts = views.attribution_difference(for_answer, for_wrong, setup.clean_effect)
-        charts.draw(st, views.head_map(direct, "fraction", "What each head writes (answer − wrong)", 1.0),
-                    width="stretch")
+        charts.draw(st, direct_heads, width="stretch")
         yield
-        charts.draw(st, views.parts_chart(parts, "What the rest writes (answer − wrong)", 1.0, "fraction",
-                                          "fraction of the clean effect"), width="stretch")
+        charts.draw(st, direct_parts, width="stretch")
     yield
     yield from patching_maps(setup, limit=1.0)
 

@@ -1,11 +1,10 @@
 import html
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 import opt_lens
 from app import caches, charts, frame, keys, selection, state, tables, teacher, text
+from app import generation_views as views
 from opt_lens.generation import MAX_NEW_TOKENS, MAX_SEED, Step
 
 frame.page_intro(
@@ -52,25 +51,6 @@ def text_with_chips(gen: opt_lens.Generation, selected: int) -> str:
     return f'<div style="line-height:2.1">{prompt_text}{"".join(chips)}</div>'
 
 
-def steps_table(gen: opt_lens.Generation) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"step": i + 1, "token": step.token, "id": step.token_id, "probability": step.probability,
-         "rank": step.rank, "model's own probability": step.model_probability}
-        for i, step in enumerate(gen.steps)
-    ])
-
-
-def distribution_table(step: Step) -> pd.DataFrame:
-    """The step's most likely tokens, plus the chosen one if it ranked lower (a hot sample often does)."""
-    rows = [{"rank": candidate.rank, "token": candidate.token, "probability": candidate.probability,
-             "chosen": candidate.token_id == step.token_id} for candidate in step.alternatives]
-    if not any(row["chosen"] for row in rows):
-        rows.append({"rank": step.rank, "token": step.token, "probability": step.probability, "chosen": True})
-    table = pd.DataFrame(rows)
-    table["label"] = [f"{row.rank}. {row.token}" for row in table.itertuples()]  # unique, in rank order
-    return table
-
-
 def use_as_prompt(new_prompt: str) -> None:
     st.session_state[keys.PROMPT] = new_prompt  # the sidebar's prompt box, and through it the URL
 
@@ -104,7 +84,8 @@ seed = state.whole_number_box(right, "Seed", 0, MAX_SEED, 0, "seed", disabled=no
 
 context = caches.shared_model(name).arch.max_positions  # loads the model, with a progress bar, on first use
 # Rounded to the slider's steps: a link's 0.7300000001 and the browser's float arithmetic give the same run.
-gen = caches.shared_generation(name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
+run = (name, prompt, int(max_new_tokens), round(float(temperature), 2), int(top_k) or None, int(seed))
+gen = caches.shared_generation(*run)
 selection.warn_if_truncated(name, gen.prompt)
 
 st.subheader("The continuation")
@@ -121,8 +102,9 @@ def keep_a_token_picked(n_steps: int) -> None:
 
 
 @st.fragment
-def continuation_view(gen: opt_lens.Generation) -> None:
-    """The text and the chosen step's distribution: picking another step redraws only this part."""
+def continuation_view(gen: opt_lens.Generation, run: tuple) -> None:
+    """The text and the chosen step's distribution (``gen``, named by ``run``: ``shared_generation``'s
+    arguments): picking another step redraws only this part."""
     text_slot = st.empty()  # the prompt and its continuation, above the buttons that pick a token
     # The new tokens again, as buttons in their colours: click one to see what it was drawn from. The step
     # lives in the URL (?step=3, counted from 1; not bound, which would put the button's Markdown there); one
@@ -145,21 +127,7 @@ def continuation_view(gen: opt_lens.Generation) -> None:
                           "compare with the model's own probability.")
     )
     step = gen.steps[index]
-    table = distribution_table(step)
-    before = "the prompt" if index == 0 else f"“{gen.steps[index - 1].token}”"
-    bars = (
-        alt.Chart(table)
-        .mark_bar()
-        .encode(
-            x=alt.X("probability:Q", axis=alt.Axis(format="%"), title="probability"),
-            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
-            color=alt.Color("chosen:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#9ecae1"]),
-                            legend=alt.Legend(title="written", labelExpr="datum.value ? 'this token' : 'others'")),
-            tooltip=["rank", "token", alt.Tooltip("probability:Q", format=".2%")],
-        )
-        .properties(title=f"Step {index + 1}: the candidates after {before}", height=24 * len(table) + 40)
-    )
-    charts.draw(st, bars, width="stretch")
+    charts.draw(st, views.candidates_chart(*run, index), width="stretch")
     if greedy:
         st.caption(f"“{text.escape_markdown(step.token)}” had probability {step.probability:.1%}: the model's "
                    "most likely token, which temperature 0 always takes.")
@@ -170,7 +138,7 @@ def continuation_view(gen: opt_lens.Generation) -> None:
                    f"probability for it, before temperature and top-k: {step.model_probability:.1%}.")
 
 
-continuation_view(gen)
+continuation_view(gen, run)
 
 reasons = {
     "max_new_tokens": f"Stopped after the {len(gen.steps)} new tokens asked for.",
@@ -198,6 +166,6 @@ st.button(
                           "continuation meet may differ.",
 )
 with st.expander("Every step as a table"):
-    steps = steps_table(gen)
+    steps = views.steps_table(*run)
     st.dataframe(steps, width="stretch", hide_index=True)
     tables.csv_button(steps, "Download the steps as CSV", "generation.csv")

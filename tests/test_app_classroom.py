@@ -630,7 +630,8 @@ def test_a_warm_page_view_runs_no_model_function_and_rebuilds_nothing_shared(mon
 
 
 @pytest.mark.parametrize("page", ["pages/attention.py", "pages/predictions.py", "pages/compare.py", "pages/inside.py",
-                                  "pages/flow.py", "pages/architecture.py"])
+                                  "pages/flow.py", "pages/architecture.py", "pages/cause_and_effect.py",
+                                  "pages/generate.py"])
 def test_a_warm_page_view_builds_no_chart(monkeypatch, page):
     """Charts are built once per (model, prompt, view settings) and shared: a second student's view of the
     same page converts no Altair chart to Vega-Lite, yet draws as many charts, with the same specs."""
