@@ -328,13 +328,13 @@ def shared_generation(name: str, prompt: str, max_new_tokens: int, temperature: 
     if temperature == 0:
         top_k, seed = None, 0
     key = ("generate", name, prompt, max_new_tokens, temperature, top_k, seed)
-    # One step per new token, each through every layer; single-token steps cost more per token than a batch.
-    plan = jobs.Plan(f"{name} writing {max_new_tokens} tokens", name, "generation",
-                     tokenized_prompt(name, prompt, ui=False).seq_len,
-                     lambda tokens: (tokens + max_new_tokens) * lm.arch.n_layers,
-                     "Ask for fewer new tokens, or shorten the prompt", prior=2.0)
+    label = f"{name} writing {max_new_tokens} tokens"
 
     def build() -> opt_lens.Generation:
+        # One step per new token, each through every layer; single-token steps cost more per token than a batch.
+        plan = jobs.Plan(label, name, "generation", tokenized_prompt(name, prompt, ui=False).seq_len,
+                         lambda tokens: (tokens + max_new_tokens) * lm.arch.n_layers,
+                         "Ask for fewer new tokens, or shorten the prompt", prior=2.0)
         refused = jobs.refusal(plan)
         if refused:
             raise opt_lens.OptLensError(refused)
@@ -342,5 +342,5 @@ def shared_generation(name: str, prompt: str, max_new_tokens: int, temperature: 
             lm, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
             progress=progress))
 
-    with jobs.shared_wait(plan.label) as waiting:
+    with jobs.shared_wait(label) as waiting:
         return capture_cache().get(key, build, lambda gen: len(pickle.dumps(gen)), waiting=waiting)

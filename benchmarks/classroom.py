@@ -10,7 +10,8 @@ Scenarios, per N:
   * one lesson link for all: every student opens the start page, Attention, Predictions and Compare on the
     same prompt (the first student's views build the shared captures; the others are warm);
   * different prompts: each student the same pages on a prompt of their own;
-  * heavy jobs: five students start a head sweep on Cause and effect at once while the others open a page.
+  * heavy jobs: five students start a head sweep on Cause and effect at once while the others open a page;
+  * fair: cheap warm views one after another, on the idle server and beside one student's head sweep.
 It prints, per N: server CPU-seconds per page view and per new session (beside a one-line Streamlit app's
 new session), p50/p95/max step time, the longest time any student saw nothing arrive (no message from the
 server between a click and the end of its run), failures, and the server's peak resident memory.
@@ -94,19 +95,21 @@ def class_run(server: StreamlitServer, students: int, prompt_of, pages=PAGES) ->
             "silent": max(r["silent"] for r in results), "failures": sum(r["failures"] for r in results)}
 
 
-def new_session_cpu(server: StreamlitServer, sessions: int, page: str = "", prompt: str | None = None) -> float:
-    """Server CPU-seconds per new session opening ``page`` (warm: run once before measuring).
+def new_session_cpu(server: StreamlitServer, sessions: int, page: str = "", prompt: str | None = None,
+                    student=StreamlitClient) -> float:
+    """Server CPU-seconds per new session opening ``page`` (warm: run once before measuring); ``student(url)``
+    makes a client with ``open(page, query)`` and ``close()`` (a websocket client, or a browser's).
 
     The first session stays open, as the teacher's tab would in a class: when its last session closes,
     Streamlit forgets the compiled page scripts, and every student would pay for compiling them again.
     """
     q = query(prompt) if prompt else ""
-    teacher = StreamlitClient(server.url)
+    teacher = student(server.url)
     teacher.open(page, q)
     try:
         before = cpu_seconds(server.process.pid)
         for _ in range(sessions):
-            client = StreamlitClient(server.url)
+            client = student(server.url)
             client.open(page, q)
             client.close()
         return (cpu_seconds(server.process.pid) - before) / sessions
@@ -114,13 +117,13 @@ def new_session_cpu(server: StreamlitServer, sessions: int, page: str = "", prom
         teacher.close()
 
 
-def one_line_app_cpu(sessions: int) -> float:
+def one_line_app_cpu(sessions: int, student=StreamlitClient) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".py", dir=ROOT, delete=False) as script:
         script.write("import streamlit as st\nst.write('Hello')\n")
     server = StreamlitServer(script=script.name)
     try:
         server.wait_healthy()
-        return new_session_cpu(server, sessions)
+        return new_session_cpu(server, sessions, student=student)
     finally:
         server.stop()
         Path(script.name).unlink()
@@ -145,10 +148,34 @@ def heavy_run(server: StreamlitServer, students: int) -> dict:
             "silent": max(r["silent"] for r in results), "failures": sum(r["failures"] for r in results)}
 
 
+def fairness_run(server: StreamlitServer, views: int = 8) -> dict:
+    """Issue 16, item 4: cheap warm views (Tokens, Predictions of the lesson's prompt), one after another, on the
+    idle server and then while one student's head sweep runs; each view's time, medians compared."""
+    def cheap_views() -> list[float]:
+        client = StreamlitClient(server.url, timeout=300)
+        try:
+            return [client.open(page, query(lesson_prompt(0))) for _ in range(views // 2)
+                    for page in ("tokens", "predictions")]
+        finally:
+            client.close()
+
+    cheap_views()  # warm
+    idle = cheap_views()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        heavy_start = time.monotonic()
+        heavy = pool.submit(walk, server, lesson_prompt(200), ("cause_and_effect",))
+        time.sleep(3)  # its capture first, then the sweep
+        busy = cheap_views()
+        heavy_running = not heavy.done()
+        heavy.result()
+    return {"idle": statistics.median(idle), "busy": statistics.median(busy), "busy max": max(busy),
+            "heavy s": time.monotonic() - heavy_start, "overlapped": heavy_running}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--students", type=int, nargs="+", default=[1, 10, 30])
-    parser.add_argument("--scenarios", nargs="+", default=["lesson", "prompts", "heavy"])
+    parser.add_argument("--scenarios", nargs="+", default=["lesson", "prompts", "heavy", "fair"])
     parser.add_argument("--sessions", type=int, default=5, help="new sessions timed for the per-session figures")
     args = parser.parse_args()
     build_standins()
@@ -165,6 +192,12 @@ def main() -> None:
             print(f"{'scenario':<10} {'CPU-s/view':>10} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'silent s':>9} "
                   f"{'failures':>8} {'peak RSS MB':>11}")
             for scenario in args.scenarios:
+                if scenario == "fair":
+                    r = fairness_run(server)
+                    print(f"fair: a cheap view {r['idle']:.3f} s idle, {r['busy']:.3f} s (max {r['busy max']:.3f}) beside "
+                          f"a sweep: {r['busy'] / r['idle']:.2f}x (sweep {r['heavy s']:.1f} s, still running after the "
+                          f"views: {r['overlapped']})")
+                    continue
                 if scenario == "heavy":
                     r = heavy_run(server, n)
                     print(f"{'heavy':<10} {r['cpu']:>10.1f} {r['cheap p50']:>7.2f} {'':>7} {r['cheap max']:>7.2f} "
