@@ -3,7 +3,9 @@
 Pages draw Vega-Lite specs built once (``ChartSpec``), not Altair charts: building an Altair chart and
 converting it to Vega-Lite (encoding, schema validation, JSON) cost a warm page 60-80% of its server CPU
 (py-spy, Attention page), for every student who opened it. A spec is built once per (model, prompt, view
-settings) by ``caches.shared_chart`` and drawn by every session at the cost of a small JSON copy.
+settings) by ``caches.shared_chart`` and drawn by every session at the cost of a small JSON copy. Its data is
+kept as Arrow tables, the form Streamlit sends: converting the data frames again for every drawing was the
+largest part left of a warm Attention view (about 12% of its server CPU, py-spy).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
+import pyarrow as pa  # Streamlit's own dependency, the form it sends chart data in
 
 from app import teacher
 
@@ -21,14 +24,14 @@ from app import teacher
 @dataclass(frozen=True)
 class ChartSpec:
     """A chart as Vega-Lite: the spec without its data (JSON text, so no session can change the shared one)
-    and its named datasets."""
+    and its named datasets (immutable Arrow tables)."""
 
     spec_json: str
-    datasets: tuple[tuple[str, pd.DataFrame], ...]
+    datasets: tuple[tuple[str, pa.Table], ...]
 
     @property
     def nbytes(self) -> int:
-        return len(self.spec_json) + sum(int(data.memory_usage(deep=True).sum()) for _, data in self.datasets)
+        return len(self.spec_json) + sum(data.nbytes for _, data in self.datasets)
 
     def spec(self, projector: bool = False) -> dict:
         """A fresh spec dict for one drawing; ``projector``: axis and title type enlarged like the page's text
@@ -38,7 +41,7 @@ class ChartSpec:
             config = spec.setdefault("config", {})
             for part, sizes in teacher.PROJECTOR_TYPE.items():
                 config[part] = {**config.get(part, {}), **sizes}
-        # Streamlit sends data frames in a spec's named datasets as Arrow, the way it sends an Altair chart's.
+        # Streamlit sends a spec's named datasets as Arrow, the way it sends an Altair chart's.
         return {**spec, "datasets": dict(self.datasets)}
 
 
@@ -52,7 +55,9 @@ def spec_of(chart: alt.TopLevelMixin) -> ChartSpec:
     with _CONVERSION_LOCK, alt.data_transformers.enable("default", max_rows=None), alt.theme.enable("none"):
         spec = chart.to_dict()
     datasets = spec.pop("datasets", {})
-    return ChartSpec(json.dumps(spec), tuple((name, pd.DataFrame.from_records(rows)) for name, rows in datasets.items()))
+    # As Streamlit converts a data frame (pa.Table.from_pandas), once here instead of at every drawing.
+    tables = tuple((name, pa.Table.from_pandas(pd.DataFrame.from_records(rows))) for name, rows in datasets.items())
+    return ChartSpec(json.dumps(spec), tables)
 
 
 def draw(where, chart: ChartSpec | alt.TopLevelMixin, **options):
