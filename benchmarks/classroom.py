@@ -71,17 +71,24 @@ def query(prompt: str) -> str:
 def walk(server: StreamlitServer, prompt: str, pages=PAGES) -> dict:
     """One student: a new session, then each page in turn; step times and the longest silence."""
     client = StreamlitClient(server.url, timeout=900)
-    steps, silent, failures = [], 0.0, 0
+    steps, silent, after, failures = [], 0.0, "", 0
     try:
         for page in pages:
             steps.append(client.open(page, query(prompt)))
-            silent = max(silent, client.longest_silence)
+            if client.longest_silence > silent:
+                silent, after = client.longest_silence, f"{page or 'home'}: {client.silence_before[:70]!r}"
             failures += any("went wrong" in text or "Traceback" in text for text in client.texts)
     except Exception:  # noqa: BLE001 - a student who gets no page is a failure to count, not a crash
         failures += 1
     finally:
         client.close()
-    return {"steps": steps, "silent": silent, "failures": failures}
+    return {"steps": steps, "silent": silent, "after": after, "failures": failures}
+
+
+def longest_silence(results: list[dict]) -> dict:
+    """The longest time any student saw nothing arrive, and what their page showed last before it."""
+    worst = max(results, key=lambda r: r["silent"])
+    return {"silent": worst["silent"], "after": worst["after"]}
 
 
 def class_run(server: StreamlitServer, students: int, prompt_of, pages=PAGES) -> dict:
@@ -92,7 +99,7 @@ def class_run(server: StreamlitServer, students: int, prompt_of, pages=PAGES) ->
     steps = sorted(s for r in results for s in r["steps"])
     return {"cpu per view": cpu / max(len(steps), 1), "p50": statistics.median(steps) if steps else 0,
             "p95": steps[int(0.95 * (len(steps) - 1))] if steps else 0, "max": max(steps, default=0),
-            "silent": max(r["silent"] for r in results), "failures": sum(r["failures"] for r in results)}
+            **longest_silence(results), "failures": sum(r["failures"] for r in results)}
 
 
 def new_session_cpu(server: StreamlitServer, sessions: int, page: str = "", prompt: str | None = None,
@@ -145,7 +152,7 @@ def heavy_run(server: StreamlitServer, students: int) -> dict:
     steps = sorted(s for r in results[heavy:] for s in r["steps"]) or [0.0]
     return {"cpu": cpu_seconds(server.process.pid) - before, "cheap p50": statistics.median(steps),
             "cheap max": max(steps), "heavy max": max((s for r in results[:heavy] for s in r["steps"]), default=0),
-            "silent": max(r["silent"] for r in results), "failures": sum(r["failures"] for r in results)}
+            **longest_silence(results), "failures": sum(r["failures"] for r in results)}
 
 
 def fairness_run(server: StreamlitServer, views: int = 8) -> dict:
@@ -208,6 +215,8 @@ def main() -> None:
                 r = class_run(server, n, prompt_of)
                 print(f"{scenario:<10} {r['cpu per view']:>10.3f} {r['p50']:>7.2f} {r['p95']:>7.2f} {r['max']:>7.2f} "
                       f"{r['silent']:>9.2f} {r['failures']:>8} {peak_rss_mb(server.process.pid):>11.0f}")
+                if r["silent"] > 1:
+                    print(f"{'':<10} the longest silence came after {r['after']}")
         finally:
             server.stop()
 

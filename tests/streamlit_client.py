@@ -76,11 +76,14 @@ def _text_of(forward: ForwardMsg) -> str:
 
 
 def _shows_waiting(forward: ForwardMsg, shown: bool) -> bool:
-    """Whether a spinner (a transient element) or a progress bar is on the page after this delta."""
+    """Whether a spinner (a transient element), a progress bar or a waiting caption (the app's waiting texts
+    end in "…": "Drawing the chart, 3 students ahead of you…") is on the page after this delta."""
     delta = forward.delta
     if delta.HasField("new_transient"):
         return len(delta.new_transient.elements) > 0
     if delta.HasField("new_element") and delta.new_element.HasField("progress"):
+        return True
+    if delta.HasField("new_element") and delta.new_element.markdown.body.endswith("…"):
         return True
     if delta.HasField("new_element") and delta.new_element.HasField("empty"):  # a bar taken away
         return False

@@ -1,6 +1,7 @@
 """Chart specs that must fit a laptop's 564-px column whatever the model or prompt (issue 20.7); the browser
 check is tests/test_browser_layout.py."""
 
+import altair as alt
 import pandas as pd
 import torch
 
@@ -62,3 +63,23 @@ def test_a_long_prompts_loss_chart_counts_positions_instead_of_naming_a_thousand
     assert x["field"] == "position" and x["type"] == "quantitative"  # Vega picks a few ticks that fit
     assert x["scale"]["domain"] == [1, 1008]
     assert "token" in [tip["field"] for tip in spec["encoding"]["tooltip"]]  # hovering names the token
+
+
+def test_a_shared_spec_carries_each_layers_rows_as_altairs_own_conversion_does():
+    """``charts.spec_of`` hands the chart's data frames to Streamlit as Arrow tables; Altair's default conversion
+    (JSON records) is the reference, layer by layer, with a NaN weight and a filtered frame's index."""
+    frame, order = multiples_frame(3, 4)
+    frame.loc[1, "weight"] = float("nan")
+    frame = frame[frame.index != 2]  # a filtered frame's index must not become a column
+    chart = charts.head_multiples(frame, order, 3)
+    with alt.data_transformers.enable("default", max_rows=None), alt.theme.enable("none"):
+        reference = chart.to_dict()
+    shared = charts.spec_of(chart)
+    spec = shared.spec()
+    assert len(shared.datasets) == 2
+    for layer, expected_layer in zip(spec["layer"], reference["layer"]):
+        rows = spec["datasets"][layer["data"]["name"]].to_pylist()
+        expected = reference["datasets"][expected_layer["data"]["name"]]
+        assert pd.DataFrame(rows).equals(pd.DataFrame(expected))
+        assert {**layer, "data": None} == {**expected_layer, "data": None}
+    assert spec.keys() == reference.keys()

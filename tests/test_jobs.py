@@ -6,6 +6,8 @@ import contextlib
 import threading
 import time
 
+import altair as alt
+import pandas as pd
 import pytest
 import torch
 
@@ -275,3 +277,73 @@ def test_the_forward_cost_is_the_servers_own_speed_not_a_busy_moment():
     cost.record_forward("gpt2", token_layers=1200, seconds=0.6)  # five students at once slowed this one
     cost.record_forward("gpt2", token_layers=12, seconds=0.1)
     assert cost.per_token_layer("gpt2") == pytest.approx(1e-4)
+
+
+def test_chart_builds_take_turns_in_order_of_arrival_a_few_at_a_time():
+    turns, inside, most, order = caches.Turns(at_once=2), [0], [0], []
+    lock, release = threading.Lock(), threading.Event()
+
+    def student(name: str) -> None:
+        with turns.turn():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                order.append(name)
+            release.wait(10)
+            with lock:
+                inside[0] -= 1
+
+    threads = []
+    for number in range(6):
+        threads.append(threading.Thread(target=student, args=(f"s{number}",)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while turns.ahead() < number and time.monotonic() < deadline:  # each arrives before the next
+            time.sleep(0.005)
+    time.sleep(0.05)
+    assert order == ["s0", "s1"] and turns.ahead() == 5  # two inside, four waiting: a newcomer waits for five
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == [f"s{n}" for n in range(6)] and most[0] == 2 and turns.ahead() == 0
+
+
+def test_a_student_whose_chart_must_wait_is_told_their_place_at_once_and_a_warm_view_never_waits(monkeypatch):
+    turns = caches.Turns(at_once=1)
+    monkeypatch.setattr(caches, "_CHART_TURNS", turns)
+    captions = []
+
+    class Slot:
+        def caption(self, text):
+            captions.append(text)
+
+        def empty(self):
+            captions.append(None)
+
+    monkeypatch.setattr(caches.st, "empty", Slot)
+    builds = []
+
+    @caches.shared_chart
+    def chart(label: str):
+        builds.append(label)
+        return alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_bar().encode(x="x")
+
+    warm = chart("warm")  # built on an idle server: no caption, only Streamlit's delayed spinner
+    assert captions == []
+    held, entered = threading.Event(), threading.Event()
+
+    def another_student() -> None:
+        with turns.turn():
+            entered.set()
+            held.wait(10)
+
+    other = threading.Thread(target=another_student)
+    other.start()
+    entered.wait(10)
+    threading.Timer(0.3, held.set).start()
+    assert chart("warm") is warm  # a hit while the builder's place is taken: no wait, no caption
+    assert captions == []
+    chart("new prompt")
+    other.join(10)
+    assert captions == ["Drawing the chart, 1 student ahead of you…", "Drawing the chart…", None]
+    assert builds == ["warm", "new prompt"]
