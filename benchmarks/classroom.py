@@ -11,12 +11,13 @@ Scenarios, per N:
     same prompt (the first student's views build the shared captures; the others are warm);
   * different prompts: each student the same pages on a prompt of their own;
   * heavy jobs: five students start a head sweep on Cause and effect at once while the others open a page;
-  * fair: cheap warm views one after another, on the idle server and beside one student's head sweep.
+  * fair: cheap warm views one after another, on the idle server and beside one student's head sweep;
+  * memory: on a fresh server, each student walks every page with a prompt of their own (about 100 tokens).
 It prints, per N: server CPU-seconds per page view and per new session (beside a one-line Streamlit app's
 new session), p50/p95/max step time, the longest time any student saw nothing arrive (no message from the
 server between a click and the end of its run), failures, and the server's peak resident memory.
 
-    python benchmarks/classroom.py [--students 1 10 30] [--scenarios lesson prompts heavy]
+    python benchmarks/classroom.py [--students 1 10 30] [--scenarios lesson prompts heavy fair memory]
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ from streamlit_client import StreamlitClient  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGES = ("", "attention", "predictions", "compare")
+EVERY_PAGE = ("", "architecture", "tokens", "attention", "predictions", "generate", "cause_and_effect", "compare",
+              "inside", "flow")
 SUBJECTS = ["The cat", "Alice", "My teacher", "The dog", "Bob", "The red ball", "A bird", "The king", "Mary", "The sun"]
 
 
-def lesson_prompt(index: int = 0) -> str:
-    """About 60 tokens of plain prose; ``index`` varies the subject and the place (different prompts)."""
+def lesson_prompt(index: int = 0, repeats: int = 2) -> str:
+    """About 30 tokens of plain prose per repeat; ``index`` varies the subject and the place (different prompts)."""
     subject, place = SUBJECTS[index % len(SUBJECTS)], ["mat", "chair", "roof", "wall"][index // len(SUBJECTS) % 4]
     return (f"{subject} sat on the {place} and looked at the garden. When the rain stopped, {subject.lower()} went "
-            f"outside to play. {subject} sat on the {place} again, and the sun came out over the garden.") * 2
+            f"outside to play. {subject} sat on the {place} again, and the sun came out over the garden.") * repeats
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,11 +60,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def current_rss_mb(pid: int) -> float:
+    return peak_rss_mb(pid, "VmRSS")
 
 
 def query(prompt: str) -> str:
@@ -179,10 +186,25 @@ def fairness_run(server: StreamlitServer, views: int = 8) -> dict:
             "heavy s": time.monotonic() - heavy_start, "overlapped": heavy_running}
 
 
+def memory_run(students: int) -> dict:
+    """Issue 16, item 5: on a fresh server, ``students`` students with prompts of their own (about 100 tokens)
+    walk every page at once; the server's peak resident memory, beside its floor (the runtime and both models'
+    weights, with a one-word prompt's captures)."""
+    server = start_server(2700)
+    try:
+        walk(server, "Hello", pages=("compare",))
+        floor = current_rss_mb(server.process.pid)
+        r = class_run(server, students, lambda i: lesson_prompt(i + 1, repeats=3), pages=EVERY_PAGE)
+        return {**r, "floor": floor, "peak": peak_rss_mb(server.process.pid)}
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--students", type=int, nargs="+", default=[1, 10, 30])
-    parser.add_argument("--scenarios", nargs="+", default=["lesson", "prompts", "heavy", "fair"])
+    parser.add_argument("--scenarios", nargs="+", default=["lesson", "prompts", "heavy", "fair", "memory"],
+                        choices=["lesson", "prompts", "heavy", "fair", "memory"])
     parser.add_argument("--sessions", type=int, default=5, help="new sessions timed for the per-session figures")
     args = parser.parse_args()
     build_standins()
@@ -190,6 +212,13 @@ def main() -> None:
     floor = one_line_app_cpu(args.sessions)
     print(f"one-line Streamlit app: {floor:.3f} CPU-s per new session")
     for n in args.students:
+        if "memory" in args.scenarios:
+            r = memory_run(n)
+            print(f"\nN = {n}, memory: {n} prompts of about 100 tokens, every page: peak RSS {r['peak']:.0f} MB "
+                  f"(floor, the runtime and both models: {r['floor']:.0f} MB; limit 2700 MB); p50/p95/max step "
+                  f"{r['p50']:.2f}/{r['p95']:.2f}/{r['max']:.2f} s, silent {r['silent']:.2f} s, failures {r['failures']}")
+        if not set(args.scenarios) - {"memory"}:
+            continue
         server = start_server(2700)
         try:
             walk(server, lesson_prompt(0))  # a cold walk builds what the lesson link needs
@@ -199,6 +228,8 @@ def main() -> None:
             print(f"{'scenario':<10} {'CPU-s/view':>10} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'silent s':>9} "
                   f"{'failures':>8} {'peak RSS MB':>11}")
             for scenario in args.scenarios:
+                if scenario == "memory":
+                    continue
                 if scenario == "fair":
                     r = fairness_run(server)
                     print(f"fair: a cheap view {r['idle']:.3f} s idle, {r['busy']:.3f} s (max {r['busy max']:.3f}) beside "
