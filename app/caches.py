@@ -162,59 +162,36 @@ def shared_result(*, ttl: float | None = 3600, max_entries: int = 64, spinner=No
     return decorate
 
 
-class Turns:
-    """At most ``at_once`` threads inside ``turn()`` at a time, the others asleep until theirs, first come first
-    served. Building a chart is Python holding the GIL: thirty students' new prompts building theirs at once
-    only slowed each other down, and the server sent nothing to anyone for seconds, spinners included."""
-
-    def __init__(self, at_once: int):
-        self.at_once = at_once
-        self._changed = threading.Condition()
-        self._next = self._serving = 0  # tickets handed out, and the first not yet let in
-        self._inside = 0
-
-    def ahead(self) -> int:
-        """Students a newcomer would wait for: those inside, past the free places, and those waiting."""
-        with self._changed:
-            return max(self._inside + (self._next - self._serving) - self.at_once + 1, 0)
-
-    @contextlib.contextmanager
-    def turn(self):
-        with self._changed:
-            ticket, self._next = self._next, self._next + 1
-            self._changed.wait_for(lambda: ticket == self._serving and self._inside < self.at_once)
-            self._serving, self._inside = self._serving + 1, self._inside + 1
-            self._changed.notify_all()
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._inside -= 1
-                self._changed.notify_all()
-
-
-_CHART_TURNS = Turns(jobs.cpu_count())
+# Building a chart is Python holding the GIL: thirty students' new prompts building theirs at once only slowed
+# each other down, and the server sent nothing to anyone for seconds, spinners included. So charts are built
+# through a queue of their own, as many at once as the server has CPUs.
+_CHART_QUEUE = jobs.JobQueue(jobs.cpu_count())
 
 
 def shared_chart(function):
     """``function``'s Altair chart as a ``ChartSpec`` built once per arguments and drawn by every session
     (``charts.draw``): building and converting a chart cost more than all else a warm page does. The
     arguments must say everything the chart shows (model, prompt, view settings), never a session's state.
-    Charts are built a few at a time (``Turns``); a warm view, which builds nothing, never waits."""
+    Charts are built a few at a time (``_CHART_QUEUE``); a warm view, which builds nothing, never waits."""
     def build(*args, **kwargs) -> charts.ChartSpec:
-        # A student who must wait is told at once, and the caption stays until the chart is drawn: a spinner
-        # shows only after half a second (on a server this busy its timer fired a second late), and any
-        # element drawn after it ends it.
-        ahead = _CHART_TURNS.ahead()
-        if not ahead:
-            with st.spinner("Drawing the chart…"), _CHART_TURNS.turn():
-                return charts.spec_of(function(*args, **kwargs))
-        slot = st.empty()
-        try:
+        # A student who must wait is told at once and sees their place move; the caption stays until the chart
+        # is drawn: a spinner shows only after half a second (on a server this busy its timer fired a second
+        # late), and any element drawn after it ends it.
+        job, slot, waited = jobs.Job("Drawing the chart"), st.empty(), []
+
+        def on_wait(ahead: int) -> None:
+            waited.append(ahead)
             slot.caption(f"Drawing the chart, {ahead} {'student' if ahead == 1 else 'students'} ahead of you…")
-            with _CHART_TURNS.turn():
-                slot.caption("Drawing the chart…")
-                return charts.spec_of(function(*args, **kwargs))
+
+        try:
+            _CHART_QUEUE.wait_turn(job, on_wait)
+            try:
+                if waited:
+                    slot.caption("Drawing the chart…")
+                with contextlib.nullcontext() if waited else st.spinner("Drawing the chart…"):
+                    return charts.spec_of(function(*args, **kwargs))
+            finally:
+                _CHART_QUEUE.done(job)
         finally:
             slot.empty()
 

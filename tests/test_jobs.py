@@ -279,38 +279,41 @@ def test_the_forward_cost_is_the_servers_own_speed_not_a_busy_moment():
     assert cost.per_token_layer("gpt2") == pytest.approx(1e-4)
 
 
-def test_chart_builds_take_turns_in_order_of_arrival_a_few_at_a_time():
-    turns, inside, most, order = caches.Turns(at_once=2), [0], [0], []
-    lock, release = threading.Lock(), threading.Event()
+def test_a_queue_of_two_workers_lets_two_in_at_once_in_order_of_arrival():
+    """The chart queue's shape (``caches._CHART_QUEUE``): as many at once as CPUs, the rest in order."""
+    queue, inside, most, order = jobs.JobQueue(workers=2), [0], [0], []
+    lock, release, waiting = threading.Lock(), threading.Event(), {}
 
     def student(name: str) -> None:
-        with turns.turn():
-            with lock:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-                order.append(name)
-            release.wait(10)
-            with lock:
-                inside[0] -= 1
+        job = jobs.Job(name)
+        queue.wait_turn(job, lambda ahead: waiting.setdefault(name, ahead))
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            order.append(name)
+        release.wait(10)
+        with lock:
+            inside[0] -= 1
+        queue.done(job)
 
     threads = []
     for number in range(6):
         threads.append(threading.Thread(target=student, args=(f"s{number}",)))
         threads[-1].start()
         deadline = time.monotonic() + 5
-        while turns.ahead() < number and time.monotonic() < deadline:  # each arrives before the next
+        while queue.size() < number + 1 and time.monotonic() < deadline:  # each arrives before the next
             time.sleep(0.005)
     time.sleep(0.05)
-    assert order == ["s0", "s1"] and turns.ahead() == 5  # two inside, four waiting: a newcomer waits for five
+    assert order == ["s0", "s1"] and waiting["s5"] == 5  # two inside, three waiting before the last
     release.set()
     for thread in threads:
         thread.join(10)
-    assert order == [f"s{n}" for n in range(6)] and most[0] == 2 and turns.ahead() == 0
+    assert order == [f"s{n}" for n in range(6)] and most[0] == 2 and queue.size() == 0
 
 
 def test_a_student_whose_chart_must_wait_is_told_their_place_at_once_and_a_warm_view_never_waits(monkeypatch):
-    turns = caches.Turns(at_once=1)
-    monkeypatch.setattr(caches, "_CHART_TURNS", turns)
+    queue = jobs.JobQueue(workers=1)
+    monkeypatch.setattr(caches, "_CHART_QUEUE", queue)
     captions = []
 
     class Slot:
@@ -329,21 +332,14 @@ def test_a_student_whose_chart_must_wait_is_told_their_place_at_once_and_a_warm_
         return alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_bar().encode(x="x")
 
     warm = chart("warm")  # built on an idle server: no caption, only Streamlit's delayed spinner
-    assert captions == []
-    held, entered = threading.Event(), threading.Event()
-
-    def another_student() -> None:
-        with turns.turn():
-            entered.set()
-            held.wait(10)
-
-    other = threading.Thread(target=another_student)
-    other.start()
-    entered.wait(10)
-    threading.Timer(0.3, held.set).start()
-    assert chart("warm") is warm  # a hit while the builder's place is taken: no wait, no caption
+    assert captions == [None]  # the unused slot taken away
+    captions.clear()
+    other = jobs.Job("another student's chart")
+    queue.wait_turn(other, lambda ahead: None)
+    threading.Timer(0.3, queue.done, args=(other,)).start()
+    assert chart("warm") is warm  # a hit while the only place is taken: no wait, no caption
     assert captions == []
     chart("new prompt")
-    other.join(10)
-    assert captions == ["Drawing the chart, 1 student ahead of you…", "Drawing the chart…", None]
-    assert builds == ["warm", "new prompt"]
+    assert captions[0] == "Drawing the chart, 1 student ahead of you…"
+    assert set(captions[:-2]) == {captions[0]} and captions[-2:] == ["Drawing the chart…", None]
+    assert builds == ["warm", "new prompt"] and queue.size() == 0
