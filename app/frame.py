@@ -14,7 +14,7 @@ from app.caches import model_cache, shared_model, tokenized_prompt
 from app.navigation import app_pages, keep_sidebar_in_url, open_asked_page
 from app.state import chosen_model, chosen_prompt, sidebar
 from app.text import escape_markdown
-from opt_lens.memory import format_bytes, return_large_blocks_when_freed
+from opt_lens.memory import format_bytes, keep_no_buffers_per_thread, return_large_blocks_when_freed
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,11 @@ _inside_frame = contextvars.ContextVar("inside_frame", default=False)
 def configure_server() -> None:
     """Process-wide policy, set by the entry point on every run (each call is cheap and idempotent).
 
-    Freed model and capture buffers go back to the system rather than to a heap that only grows, and the
-    library's and the app's log goes to the server's output (Cloud: "Manage app").
+    Freed model and capture buffers go back to the system rather than to a heap that only grows, no thread
+    keeps math buffers of its own (before torch loads), and the library's and the app's log goes to the
+    server's output (Cloud: "Manage app").
     """
+    keep_no_buffers_per_thread()
     return_large_blocks_when_freed()
     for package_logger in (logging.getLogger("opt_lens"), logging.getLogger("app")):
         if not any(isinstance(handler, logging.StreamHandler) for handler in package_logger.handlers):

@@ -1,6 +1,7 @@
 """Loading: demo names, local folders, the Hub (a stand-in on 127.0.0.1, see conftest.py), and every refusal."""
 
 import errno
+import os
 import logging
 import pickle
 import subprocess
@@ -204,6 +205,26 @@ def test_freed_tensors_go_back_to_the_system(policy):
     else:
         assert kept_mb >= 15, "without the setting glibc keeps the block (else this test proves nothing)"
     assert kept_after_trim_mb <= 1, "release_freed_memory hands the heaps' free pages back"
+
+
+SERVER_START_SCRIPT = """
+import os, sys
+from app import frame
+frame.configure_server()  # what streamlit_app.py does first
+print("torch" in sys.modules, os.environ.get("MKL_DISABLE_FAST_MM"))
+"""
+
+
+@pytest.mark.parametrize("teacher_setting, expected", [(None, "1"), ("0", "0")])
+def test_server_stops_mkl_keeping_buffers_per_thread_before_torch_loads(teacher_setting, expected):
+    # MKL reads the switch when torch loads: set later, it does nothing (classroom.py's memory scenario
+    # peaked about 500 MB higher without it).
+    env = {key: value for key, value in os.environ.items() if key != "MKL_DISABLE_FAST_MM"}
+    if teacher_setting is not None:
+        env["MKL_DISABLE_FAST_MM"] = teacher_setting
+    done = subprocess.run([sys.executable, "-c", SERVER_START_SCRIPT], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120, check=True)
+    assert done.stdout.split() == ["False", expected]
 
 
 def test_hub_download_reports_progress_and_loads(hub_answering):
