@@ -222,24 +222,34 @@ def switch(page, label: str, value: int) -> dict:
             "run": t["finished"] - t["started"], "paint": t["done"] - t["finished"]}
 
 
-def interaction_speed(browser, server: StreamlitServer, n_tokens: int, samples: int) -> dict:
-    """Layer and head switches on the Attention page at ``n_tokens``, alternating, ``samples`` of each."""
+def interaction_speed(browser, server: StreamlitServer, floor: StreamlitServer, n_tokens: int, samples: int) -> dict:
+    """Layer and head switches on the Attention page at ``n_tokens``, alternating, ``samples`` of each; each
+    switch followed by the same switch in the floor app (``switch_floor_app.py``) in a tab of the same browser,
+    so that both see the same load."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    floor_page = browser.new_page(viewport={"width": 1400, "height": 1000})
     start = time.perf_counter()
     page.goto(page_url(server, "attention", model=MODEL_A, prompt=prompt_of(n_tokens)))
     first_view = settle(page) - start
+    floor_page.goto(floor.url)
+    settle(floor_page)
     note = prompt_tokens_note(page)
     assert f"The prompt is {n_tokens:,} of the" in note and f"tokens {MODEL_A} reads" in note, note
     for label, value in (("Layer", 11), ("Head", 11)):  # warm-up, not counted
         switch(page, label, value)
+        switch(floor_page, label, value)
     times = {"Layer": [], "Head": []}
+    floor_times = {"Layer": [], "Head": []}
     for step in range(samples):
         for label in times:
             times[label].append(switch(page, label, step % 12))
+            floor_times[label].append(switch(floor_page, label, step % 12))
     title = page.locator('[data-testid="stVegaLiteChart"] .role-title-text').first.text_content()
-    problems = exception_texts(page)
+    problems = exception_texts(page) + exception_texts(floor_page)
     page.close()
-    return {"first_view_s": first_view, "times": times, "last_title": title, "problems": problems}
+    floor_page.close()
+    return {"first_view_s": first_view, "times": times, "floor": floor_times, "last_title": title,
+            "problems": problems}
 
 
 def report_speed(n_tokens: int, result: dict, target_ms: float | None) -> None:
@@ -248,12 +258,15 @@ def report_speed(n_tokens: int, result: dict, target_ms: float | None) -> None:
           f"exceptions shown: {result['problems'] or 'none'}")
     every = []
     for label, switches in result["times"].items():
-        def median(part):
+        def median(part, switches=switches):
             return statistics.median(s[part] for s in switches)
 
+        floor = statistics.median(s["browser"] for s in result["floor"][label])
         every += [s["browser"] for s in switches]
-        print(f"    switch {label:5}: click -> painted page (browser) median {median('browser'):4.0f} ms; "
-              f"samples {[round(s['browser']) for s in switches]}")
+        print(f"    switch {label:5}: click -> painted page (browser) median {median('browser'):4.0f} ms, "
+              f"{median('browser') / floor:.2f}x the floor's {floor:.0f} ms (two select boxes and one small chart "
+              f"in a fragment, interleaved; target for a head switch <= 1.25x); samples "
+              f"{[round(s['browser']) for s in switches]}, floor {[round(s['browser']) for s in result['floor'][label]]}")
         print(f"    {'':13}of which, medians: click -> run requested {median('to_request'):.0f} ms, run until "
               f"finished with nothing stale {median('run'):.0f} ms, then painted {median('paint'):.0f} ms")
         print(f"    {'':13}wall time around the Playwright calls: median {median('wall'):4.0f} ms; "
@@ -407,12 +420,15 @@ def main() -> None:
         try:
             if not args.skip_speed:
                 server = start_server(args.memory_limit_mb)
+                floor = StreamlitServer("benchmarks/switch_floor_app.py")
                 try:
+                    floor.wait_healthy()
                     for n_tokens in args.lengths:
-                        report_speed(n_tokens, interaction_speed(browser, server, n_tokens, args.samples),
+                        report_speed(n_tokens, interaction_speed(browser, server, floor, n_tokens, args.samples),
                                      targets.get(n_tokens))
                 finally:
                     server.stop()
+                    floor.stop()
             if not args.skip_walk:
                 server = start_server(args.memory_limit_mb)  # a fresh server: nothing cached yet
                 try:
