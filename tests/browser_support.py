@@ -38,12 +38,13 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """``streamlit run streamlit_app.py`` in a subprocess; its output goes to ``artifacts/streamlit.log``."""
+    """``streamlit run streamlit_app.py`` in a subprocess; its output goes to ``artifacts/streamlit-<script>.log``,
+    one file per script, so that a second server beside the app's (a benchmark's floor) keeps its own."""
 
     def __init__(self, script: str = "streamlit_app.py", env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = ARTIFACTS / "streamlit.log"
+        self.log_path = ARTIFACTS / f"streamlit-{Path(script).stem}.log"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         command = [

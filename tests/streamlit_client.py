@@ -23,6 +23,7 @@ class StreamlitClient:
         self._ws = connect(url, subprotocols=["streamlit"], open_timeout=timeout, max_size=None)  # noqa: SIM115
         self.page_name = ""
         self.texts: list[str] = []  # markdown, captions, alerts and spinners the last run drew, in order
+        self._charts: dict[tuple, object] = {}  # the last run's Vega-Lite charts by place on the page
         # The last run's longest wait with nothing arriving and no spinner or progress bar saying what it waits for.
         self.longest_silence = 0.0
         self.silence_before = ""  # the last text drawn before that wait
@@ -44,7 +45,7 @@ class StreamlitClient:
     def _send_and_wait(self, message: BackMsg) -> float:
         start = last = time.monotonic()
         self._ws.send(message.SerializeToString())
-        self.texts, self.longest_silence, waiting_shown = [], 0.0, False
+        self.texts, self._charts, self.longest_silence, waiting_shown = [], {}, 0.0, False
         while True:
             remaining = self.timeout - (time.monotonic() - start)
             if remaining <= 0:
@@ -58,9 +59,24 @@ class StreamlitClient:
             kind = forward.WhichOneof("type")
             if kind == "delta":
                 self.texts.append(_text_of(forward))
+                self._keep_chart(forward)
                 waiting_shown = _shows_waiting(forward, waiting_shown)
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 return time.monotonic() - start  # a page handed over to the entry point runs again first
+
+    @property
+    def charts(self) -> list:
+        """The Vega-Lite charts the last run left on the page, top to bottom (each ``.spec`` and ``.datasets``,
+        as AppTest's ``chart.proto``)."""
+        return [self._charts[place] for place in sorted(self._charts)]
+
+    def _keep_chart(self, forward: ForwardMsg) -> None:
+        place = tuple(forward.metadata.delta_path)
+        element = forward.delta.new_element
+        if element.HasField("vega_lite_chart"):
+            self._charts[place] = element.vega_lite_chart
+        else:  # a later element in the same place (a spinner's, a placeholder's) replaces the chart
+            self._charts.pop(place, None)
 
     def close(self) -> None:
         self._ws.close()

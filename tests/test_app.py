@@ -50,13 +50,15 @@ def charts(at: AppTest) -> list:
 
 
 def chart_title(chart) -> str:
-    return json.loads(chart.proto.spec).get("title", "")
+    """The title of an AppTest chart, or of a chart proto a websocket client read."""
+    return json.loads(getattr(chart, "proto", chart).spec).get("title", "")
 
 
 def chart_rows(chart) -> list[dict]:
-    """The rows a Vega-Lite chart draws (its dataset travels as Arrow IPC)."""
-    name = json.loads(chart.proto.spec)["data"]["name"]
-    dataset = next(d for d in chart.proto.datasets if d.name == name)
+    """The rows a Vega-Lite chart draws (its dataset travels as Arrow IPC); an AppTest chart or a chart proto."""
+    proto = getattr(chart, "proto", chart)
+    name = json.loads(proto.spec)["data"]["name"]
+    dataset = next(d for d in proto.datasets if d.name == name)
     return pa.ipc.open_stream(dataset.data.data).read_pandas().to_dict("records")
 
 

@@ -394,25 +394,6 @@ def test_a_sweep_reports_its_progress_and_the_bar_is_gone_when_it_is_done(monkey
     assert not at.get("progress")
 
 
-def test_students_at_once_each_see_their_own_knock_out():
-    from concurrent.futures import ThreadPoolExecutor
-
-    knock_outs = [["L1.H1"], ["L0.H1"], ["L1.H0", "L1.H3"], ["L0.H2"]]
-
-    def student(heads):
-        at = open_page(app(prompt=REPEATED, knock_out=heads), PAGE)
-        rows = chart_rows(chart(at, "loss of each next token"))
-        return list(at.exception) + list(at.error), [r["loss"] for r in rows if r["run"] == "after"]
-
-    with ThreadPoolExecutor(max_workers=len(knock_outs)) as pool:
-        results = list(pool.map(student, knock_outs))
-    alone = opt_lens.load("demo/tiny-gpt2")
-    for heads, (problems, shown) in zip(knock_outs, results):
-        assert problems == []
-        expected = opt_lens.token_losses(opt_lens.capture(alone, REPEATED, ablate=views.parse_heads(heads, 2, 4)))
-        assert shown == pytest.approx(expected.tolist(), abs=1e-5), heads
-
-
 def test_what_the_parts_write_toward_answer_minus_wrong_is_a_fraction_of_the_clean_effect():
     answer = types.SimpleNamespace(embed=1.0, heads=torch.tensor([[1.0, 2.0]]), mlps=torch.tensor([3.0]), rest=0.5)
     wrong = types.SimpleNamespace(embed=0.5, heads=torch.tensor([[2.0, 0.0]]), mlps=torch.tensor([1.0]), rest=0.5)

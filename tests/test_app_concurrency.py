@@ -1,45 +1,93 @@
-"""Twenty students at once: AppTest sessions in threads share one cached model and each gets its own answer."""
+"""Students at once on one real ``streamlit run`` server: sessions in threads share one cached model and each
+gets its own answer, equal to what the library computes alone.
+
+A real server, not AppTest: AppTest installs one mock Streamlit runtime per run process-wide and removes it when
+the run ends, so AppTests run in threads pull it from under each other (a CI run failed that way). Each student
+here is a websocket client speaking Streamlit's own protocol, one session each, as browser tabs would be.
+"""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import pytest
 
 import opt_lens
-from app import caches
-from test_app import app, chart_rows
+from app import causal_views
+from browser_support import StreamlitServer
+from streamlit_client import StreamlitClient
+from test_app import chart_rows, chart_title
 
 STUDENTS = 20
 SUBJECTS = ["The cat", "Alice", "My teacher", "The dog", "Bob", "The red ball", "A bird", "The king", "Mary", "The sun"]
+REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
+
+
+@pytest.fixture(scope="module")
+def server():
+    running = StreamlitServer()
+    try:
+        running.wait_healthy()
+        yield running
+    finally:
+        running.stop()
 
 
 def prompt_of(student: int) -> str:
     return f"{SUBJECTS[student % len(SUBJECTS)]} sat on the {'mat' if student < 10 else 'chair'} and"
 
 
-def student(index: int) -> tuple[str, list[dict], list, list]:
-    at = app("pages/predictions.py", model="demo/tiny-gpt2", prompt=prompt_of(index)).run()
-    return prompt_of(index), chart_rows(at.get("vega_lite_chart")[0]), list(at.exception), list(at.error)
+def visit(server: StreamlitServer, page: str, **query) -> StreamlitClient:
+    """One student's session, after one run of ``page``."""
+    client = StreamlitClient(server.url)
+    try:
+        client.open(page, urlencode(query, doseq=True))
+    finally:
+        client.close()
+    return client
 
 
-def test_twenty_students_at_once_each_get_their_own_predictions():
-    model_name = "demo/tiny-gpt2"
-    with ThreadPoolExecutor(max_workers=STUDENTS) as pool:
-        futures = [pool.submit(student, index) for index in range(STUDENTS)]
-    # Every worker's exception, not just the first: one student failing fails the test, saying who and why.
+def all_at_once(student, count: int) -> list:
+    """``student(i)`` for every i in threads at once; every worker's exception, not only the first, fails."""
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(student, index) for index in range(count)]
     failures = {index: repr(future.exception()) for index, future in enumerate(futures) if future.exception()}
     assert failures == {}
-    results = [future.result() for future in futures]
+    return [future.result() for future in futures]
+
+
+def went_wrong(client: StreamlitClient) -> list[str]:
+    return [text for text in client.texts if "went wrong" in text or "Traceback" in text]
+
+
+def test_twenty_students_at_once_each_get_their_own_predictions(server):
+    model_name = "demo/tiny-gpt2"
+    results = all_at_once(lambda i: visit(server, "predictions", model=model_name, prompt=prompt_of(i)), STUDENTS)
 
     alone = opt_lens.load(model_name)  # a separate model object: what each student would get alone
     guesses = set()
-    for prompt, rows, exceptions, errors in results:
-        assert exceptions == [] and errors == [], (prompt, exceptions, errors)
-        expected = opt_lens.top_k_next(alone, opt_lens.capture(alone, prompt), k=10)
-        assert [row["token"] for row in rows] == [p.token for p in expected], prompt
+    for index, client in enumerate(results):
+        assert went_wrong(client) == [], prompt_of(index)
+        rows = chart_rows(client.charts[0])
+        expected = opt_lens.top_k_next(alone, opt_lens.capture(alone, prompt_of(index)), k=10)
+        assert [row["token"] for row in rows] == [p.token for p in expected], prompt_of(index)
         assert [row["probability"] for row in rows] == pytest.approx([p.probability for p in expected], abs=1e-5)
         guesses.add(tuple(row["token"] for row in rows))
     assert len(guesses) > 1  # the prompts really differ in what they predict
+    assert server.log().count(f"Loaded {model_name}") == 1  # one model object served everyone
 
-    assert model_name in caches.model_cache().keys()  # one cached model object served everyone
+
+def test_students_at_once_each_see_their_own_knock_out(server):
+    knock_outs = [["L1.H1"], ["L0.H1"], ["L1.H0", "L1.H3"], ["L0.H2"]]
+    results = all_at_once(
+        lambda i: visit(server, "cause_and_effect", model="demo/tiny-gpt2", prompt=REPEATED, knock_out=knock_outs[i]),
+        len(knock_outs),
+    )
+    alone = opt_lens.load("demo/tiny-gpt2")
+    for heads, client in zip(knock_outs, results):
+        assert went_wrong(client) == [], heads
+        losses = next(c for c in client.charts if "loss of each next token" in chart_title(c))
+        shown = [row["loss"] for row in chart_rows(losses) if row["run"] == "after"]
+        expected = opt_lens.token_losses(opt_lens.capture(alone, REPEATED, ablate=causal_views.parse_heads(heads, 2, 4)))
+        assert shown == pytest.approx(expected.tolist(), abs=1e-5), heads
