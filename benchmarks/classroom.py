@@ -84,7 +84,7 @@ def walk(server: StreamlitServer, prompt: str, pages=PAGES) -> dict:
             steps.append(client.open(page, query(prompt)))
             if client.longest_silence > silent:
                 silent, after = client.longest_silence, f"{page or 'home'}: {client.silence_before[:70]!r}"
-            failures += any("went wrong" in text or "Traceback" in text for text in client.texts)
+            failures += bool(client.problems())
     except Exception:  # noqa: BLE001 - a student who gets no page is a failure to count, not a crash
         failures += 1
     finally:

@@ -110,10 +110,11 @@ def keep_no_buffers_per_thread() -> None:
     Streamlit runs every script run in a thread of its own, and MKL sets aside buffers for each thread that
     multiplies. Twenty threads that each read one position through GPT-2's unembedding had 750 MB of such
     buffers mapped, 414 MB of it still after they ended (mapped address space: alone, the process's resident
-    memory barely moved); with MKL's own switch set, none (the multiply took as long). With thirty students walking every page (``benchmarks/classroom.py --scenarios memory``), glibc's
-    mapped blocks peaked at 3.0 GB without the switch and 0.36 GB with it, and the server's resident memory
-    in the first 100 s at 3,037 MB and 2,503 MB (the run's overall peak, later, stayed at about 2.9 GB). MKL
-    reads the switch when torch loads, so this must run first; a teacher's own setting is kept.
+    memory barely moved); with MKL's own switch set, none (the multiply took as long). With thirty students
+    walking every page (``benchmarks/classroom.py --scenarios memory``), glibc's mapped blocks peaked at
+    3.0 GB without the switch and 0.36 GB with it, and the server's resident memory in the first 100 s at
+    3,037 MB and 2,503 MB (the run's overall peak, later, stayed at about 2.9 GB). MKL reads the switch when
+    torch loads, so this must run first; a teacher's own setting is kept.
     """
     if "torch" in sys.modules and os.environ.get(MKL_FAST_MM_ENV) is None:
         logger.warning("torch is already loaded: %s=1 comes too late to stop MKL keeping buffers per thread",

@@ -62,6 +62,18 @@ class StreamlitServer:
             command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **offline, **(env or {})}
         )
 
+    def __enter__(self) -> StreamlitServer:
+        """``with StreamlitServer() as server``: healthy inside, stopped after (also when it never became so)."""
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")

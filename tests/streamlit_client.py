@@ -64,6 +64,10 @@ class StreamlitClient:
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 return time.monotonic() - start  # a page handed over to the entry point runs again first
 
+    def problems(self) -> list[str]:
+        """What the last run showed that reads as a failure: Streamlit's "Something went wrong", a traceback."""
+        return [text for text in self.texts if "went wrong" in text or "Traceback" in text]
+
     @property
     def charts(self) -> list:
         """The Vega-Lite charts the last run left on the page, top to bottom (each ``.spec`` and ``.datasets``,

@@ -18,20 +18,16 @@ from app import causal_views
 from browser_support import StreamlitServer
 from streamlit_client import StreamlitClient
 from test_app import chart_rows, chart_title
+from test_app_causal import REPEATED
 
 STUDENTS = 20
 SUBJECTS = ["The cat", "Alice", "My teacher", "The dog", "Bob", "The red ball", "A bird", "The king", "Mary", "The sun"]
-REPEATED = "banana violin castle purple seven river lamp, banana violin castle purple seven river lamp"
 
 
 @pytest.fixture(scope="module")
 def server():
-    running = StreamlitServer()
-    try:
-        running.wait_healthy()
+    with StreamlitServer() as running:
         yield running
-    finally:
-        running.stop()
 
 
 def prompt_of(student: int) -> str:
@@ -57,10 +53,6 @@ def all_at_once(student, count: int) -> list:
     return [future.result() for future in futures]
 
 
-def went_wrong(client: StreamlitClient) -> list[str]:
-    return [text for text in client.texts if "went wrong" in text or "Traceback" in text]
-
-
 def test_twenty_students_at_once_each_get_their_own_predictions(server):
     model_name = "demo/tiny-gpt2"
     results = all_at_once(lambda i: visit(server, "predictions", model=model_name, prompt=prompt_of(i)), STUDENTS)
@@ -68,7 +60,7 @@ def test_twenty_students_at_once_each_get_their_own_predictions(server):
     alone = opt_lens.load(model_name)  # a separate model object: what each student would get alone
     guesses = set()
     for index, client in enumerate(results):
-        assert went_wrong(client) == [], prompt_of(index)
+        assert client.problems() == [], prompt_of(index)
         rows = chart_rows(client.charts[0])
         expected = opt_lens.top_k_next(alone, opt_lens.capture(alone, prompt_of(index)), k=10)
         assert [row["token"] for row in rows] == [p.token for p in expected], prompt_of(index)
@@ -86,7 +78,7 @@ def test_students_at_once_each_see_their_own_knock_out(server):
     )
     alone = opt_lens.load("demo/tiny-gpt2")
     for heads, client in zip(knock_outs, results):
-        assert went_wrong(client) == [], heads
+        assert client.problems() == [], heads
         losses = next(c for c in client.charts if "loss of each next token" in chart_title(c))
         shown = [row["loss"] for row in chart_rows(losses) if row["run"] == "after"]
         expected = opt_lens.token_losses(opt_lens.capture(alone, REPEATED, ablate=causal_views.parse_heads(heads, 2, 4)))

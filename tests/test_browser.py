@@ -52,12 +52,8 @@ SIDEBAR, MAIN = '[data-testid="stSidebar"]', '[data-testid="stMain"]'
 
 @pytest.fixture(scope="module")
 def server():
-    srv = StreamlitServer()
-    try:
-        srv.wait_healthy()
+    with StreamlitServer() as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
