@@ -212,9 +212,7 @@ new MutationObserver(() => {
 
 
 def test_a_deep_link_to_a_fresh_server_opens_the_whole_app(page):
-    fresh = StreamlitServer()  # no script has run in it yet: the link is its first request
-    try:
-        fresh.wait_healthy()
+    with StreamlitServer() as fresh:  # no script has run in it yet: the link is its first request
         page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
         page.goto(f"{fresh.url}/attention?model=demo/tiny-opt&layer=1&head=2")
         wait_for_app(page)
@@ -226,22 +224,16 @@ def test_a_deep_link_to_a_fresh_server_opens_the_whole_app(page):
         assert sidebar.locator('[data-testid="stSidebarNav"] a', has_text="Compare two models").count() == 1
         assert sidebar.get_by_role("combobox", name="Model", exact=True).count() == 1
         assert sidebar.locator("textarea").first.input_value().startswith("Alice went to the park")
-    finally:
-        fresh.stop()
 
 
 def test_a_deep_link_to_cause_and_effect_on_a_fresh_server_shows_no_page_not_found(page):
-    fresh = StreamlitServer()
-    try:
-        fresh.wait_healthy()
+    with StreamlitServer() as fresh:
         page.add_init_script(WATCH_FOR_PAGE_NOT_FOUND)
         page.goto(f"{fresh.url}/{navigation.url_path('pages/cause_and_effect.py')}?knock_out=L1.H2")
         wait_for_app(page)
         assert title(page) == "Cause and effect"
         assert_clean(page, fresh)
         assert page.evaluate("window.pageNotFoundSeen") == 0
-    finally:
-        fresh.stop()
 
 
 def test_other_students_use_the_app_while_one_waits_for_a_hub_that_never_answers(browser):
