@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import pandas as pd
 
 from app import charts, tables
@@ -19,7 +18,7 @@ def pattern_table(name: str, prompt: str, layer: int, head: int, window: tables.
 
 
 @shared_chart
-def pattern_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow | None) -> alt.Chart:
+def pattern_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow | None) -> charts.ChartSpec:
     cap = cached_capture(name, prompt, ui=False)
     labels, table = tables.token_labels(cap), pattern_table(name, prompt, layer, head, window)
     title = f"{name} · layer {layer} · head {head}"
@@ -35,7 +34,7 @@ def focus_row(name: str, prompt: str, layer: int, head: int, query: int) -> pd.D
 
 
 @shared_chart
-def focus_chart(name: str, prompt: str, layer: int, head: int, query: int) -> alt.Chart:
+def focus_chart(name: str, prompt: str, layer: int, head: int, query: int) -> charts.ChartSpec:
     """One query's row: a bar per key, or its top keys when it has too many for a bar each."""
     row = focus_row(name, prompt, layer, head, query)
     title = f"Where “{tables.token_labels(cached_capture(name, prompt, ui=False))[query]}” looks · layer {layer} · head {head}"
@@ -51,7 +50,7 @@ def focus_top(name: str, prompt: str, layer: int, head: int, query: int) -> pd.D
 
 
 @shared_chart
-def layer_chart(name: str, prompt: str, layer: int, first: int, last: int) -> alt.Chart:
+def layer_chart(name: str, prompt: str, layer: int, first: int, last: int) -> charts.ChartSpec:
     """Every head of ``layer`` as a small map of positions ``first`` to ``last``."""
     cap = cached_capture(name, prompt, ui=False)
     n_heads = shared_model(name, ui=False).arch.n_heads
@@ -60,7 +59,7 @@ def layer_chart(name: str, prompt: str, layer: int, first: int, last: int) -> al
 
 
 @shared_chart
-def head_score_chart(name: str, prompt: str, metric: str, layer: int, head: int) -> alt.Chart:
+def head_score_chart(name: str, prompt: str, metric: str, layer: int, head: int) -> charts.ChartSpec:
     """Every head's score on ``metric``, the open head (``layer``, ``head``) outlined."""
     shown = tables.head_score_table(name, prompt).query("metric == @metric")
     # Fractions of attention share one fixed scale, so a weak head never looks strong; entropy has its own.

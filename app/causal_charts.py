@@ -50,7 +50,7 @@ def loss_chart(name: str, prompt: str, heads: tuple, mode: str, mlps: tuple, neu
 
 @shared_chart
 def attention_chart(name: str, prompt: str, layer: int, head: int, start: int, window: int, run: str,
-                    heads: tuple = (), mode: str = "zero", mlps: tuple = (), neurons: tuple = ()) -> alt.Chart:
+                    heads: tuple = (), mode: str = "zero", mlps: tuple = (), neurons: tuple = ()) -> charts.ChartSpec:
     """One head's attention over ``window`` positions from ``start``, in the run with the knock-out given
     (none: the plain run), titled with ``run`` ("before" or "after")."""
     capture = runs.ablated_capture(name, prompt, heads, mode, mlps, neurons, ui=False)

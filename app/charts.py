@@ -64,9 +64,11 @@ def _to_arrow_tables(data, tables: dict[int, tuple[str, pa.Table]]):
 alt.data_transformers.register("arrow_tables", _to_arrow_tables)
 
 
-def spec_of(chart: alt.TopLevelMixin) -> ChartSpec:
-    """``chart`` converted as Streamlit converts an Altair chart: no Altair theme (its fixed 300-px views would
-    override the page's width), no row limit, and its data frames as Arrow tables."""
+def spec_of(chart: ChartSpec | alt.TopLevelMixin) -> ChartSpec:
+    """An Altair ``chart`` converted as Streamlit converts one: no Altair theme (its fixed 300-px views would
+    override the page's width), no row limit, and its data frames as Arrow tables; a ``ChartSpec`` as it is."""
+    if isinstance(chart, ChartSpec):
+        return chart
     tables: dict[int, tuple[str, pa.Table]] = {}
     with (_CONVERSION_LOCK, alt.data_transformers.enable("arrow_tables", tables=tables),
           alt.theme.enable("none")):
@@ -81,63 +83,92 @@ def draw(where, chart: ChartSpec | alt.TopLevelMixin, **options):
     The projector setting travels with each drawing, not in Altair's process-wide theme: one teacher's
     presentation mode must not change every student's charts.
     """
-    shared = chart if isinstance(chart, ChartSpec) else spec_of(chart)
-    return where.vega_lite_chart(shared.spec(projector=teacher.presenting()), **options)
+    return where.vega_lite_chart(spec_of(chart).spec(projector=teacher.presenting()), **options)
 
 
-def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns: list[str] | None = None) -> alt.Chart:
+def vega_lite(spec: dict, **datasets: pd.DataFrame) -> ChartSpec:
+    """A chart written as Vega-Lite directly, its data frames passed by the names ``spec`` gives them
+    (``{"data": {"name": "cells"}}``).
+
+    The charts a head switch redraws are written so, not in Altair: building them in Altair (encoding
+    inference, then schema validation) was about half the server's time for a head switch on a 256-token
+    prompt (py-spy, 20 switches). ``tests/test_chart_layout.py`` validates each against Vega-Lite's schema.
+    """
+    tables = tuple((name, pa.Table.from_pandas(frame, preserve_index=False)) for name, frame in datasets.items())
+    return ChartSpec(json.dumps({**spec, "$schema": alt.SCHEMA_URL}), tables)
+
+
+def point_selection(name: str, fields: list[str]) -> dict:
+    """A selection made by clicking a mark, reported by Streamlit under ``name`` (``on_select``)."""
+    return {"name": name, "select": {"type": "point", "fields": fields, "on": "click"}}
+
+
+def _field(name: str, kind: str, **options) -> dict:
+    return {"field": name, "type": kind, **options}
+
+
+def _tooltip_weight(field: str = "weight", **options) -> dict:
+    return _field(field, "quantitative", format=".3f", **options)
+
+
+def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns: list[str] | None = None,
+                      selection: dict | None = None) -> ChartSpec:
     """One head's pattern (``tables.attention_frame``): queries down, keys across, in prompt order.
 
     ``columns`` orders the key axis when it differs from the rows (``tables.window_columns``: kept keys, a gap,
-    the window, the rest); a frame with a ``rest`` field shows it in every cell's tooltip.
+    the window, the rest); a frame with a ``rest`` field shows it in every cell's tooltip. ``selection``: a
+    ``point_selection`` a click on a cell makes.
     """
-    tooltip = ["query", "key", alt.Tooltip("weight:Q", format=".3f")]
+    tooltip = [_field("query", "nominal"), _field("key", "nominal"), _tooltip_weight()]
     if "rest" in frame.columns:
-        tooltip.append(alt.Tooltip("rest:Q", format=".3f", title="row's attention outside the shown columns"))
-    return (
-        alt.Chart(frame)
-        .mark_rect()
-        .encode(
+        tooltip.append(_tooltip_weight("rest", title="row's attention outside the shown columns"))
+    spec = {
+        "data": {"name": "cells"},
+        "mark": {"type": "rect"},
+        "encoding": {
             # Where the map is narrow (two side by side on a laptop) Vega drops the key labels that would overlap.
-            x=alt.X("key:N", title="key (the token attended to)", axis=alt.Axis(labelAngle=-60, labelOverlap="greedy"),
-                    **({"scale": alt.Scale(domain=columns)} if columns else {"sort": order})),
-            y=alt.Y("query:N", sort=order, title="query (the token attending)", axis=alt.Axis(labelOverlap=False)),
+            "x": _field("key", "nominal", title="key (the token attended to)",
+                        axis={"labelAngle": -60, "labelOverlap": "greedy"},
+                        **({"scale": {"domain": columns}} if columns else {"sort": order})),
+            "y": _field("query", "nominal", sort=order, title="query (the token attending)",
+                        axis={"labelOverlap": False}),
             # The legend above the map, not beside it: beside, it took half the width of a map on a laptop.
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="attention",
-                            legend=alt.Legend(orient="top", direction="horizontal")),
-            tooltip=tooltip,
-        )
-        .properties(title=title, height=200 + 20 * len(order))
-    )
+            "color": _field("weight", "quantitative", scale={"scheme": "blues", "domain": [0, 1]}, title="attention",
+                            legend={"orient": "top", "direction": "horizontal"}),
+            "tooltip": tooltip,
+        },
+        "title": title,
+        "height": 200 + 20 * len(order),
+    }
+    if selection is not None:
+        spec["params"] = [selection]
+    return vega_lite(spec, cells=frame)
 
 
-def focus_row_bars(row: pd.DataFrame, title: str) -> alt.Chart:
+def _bars(frame: pd.DataFrame, title: str, height: int, **encoding) -> ChartSpec:
+    """Attention bars, one per key, hovering names its position and token."""
+    tooltip = [_field("position", "quantitative"), _field("token", "nominal"), _tooltip_weight()]
+    spec = {"data": {"name": "keys"}, "mark": {"type": "bar", "color": "#4c78a8"},
+            "encoding": {**encoding, "tooltip": tooltip}, "title": title, "height": height}
+    return vega_lite(spec, keys=frame)
+
+
+_ATTENTION_SCALE = {"title": "attention", "scale": {"domain": [0, 1]}}
+
+
+def focus_row_bars(row: pd.DataFrame, title: str) -> ChartSpec:
     """One query's attention on every key up to itself (``tables.attention_row``), in prompt order."""
-    return (
-        alt.Chart(row)
-        .mark_bar(color="#4c78a8")
-        .encode(
-            x=alt.X("position:O", title="key position (the token attended to; hover for the token)",
-                    axis=alt.Axis(labelOverlap=True, labelAngle=0)),
-            y=alt.Y("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(title=title, height=220)
-    )
+    return _bars(row, title, 220,
+                 x=_field("position", "ordinal", title="key position (the token attended to; hover for the token)",
+                          axis={"labelOverlap": True, "labelAngle": 0}),
+                 y=_field("weight", "quantitative", **_ATTENTION_SCALE))
 
 
-def top_keys_bars(top: pd.DataFrame, title: str) -> alt.Chart:
+def top_keys_bars(top: pd.DataFrame, title: str) -> ChartSpec:
     """A long row's top keys (``tables.top_keys``) as horizontal bars, most attention on top."""
-    return (
-        alt.Chart(top)
-        .mark_bar(color="#4c78a8")
-        .encode(
-            y=alt.Y("key:N", sort="-x", title="key (position and token)", axis=alt.Axis(labelOverlap=False)),
-            x=alt.X("weight:Q", title="attention", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["position", "token", alt.Tooltip("weight:Q", format=".3f")],
-        )
-        .properties(title=title, height=40 + 22 * len(top))
-    )
+    return _bars(top, title, 40 + 22 * len(top),
+                 y=_field("key", "nominal", sort="-x", title="key (position and token)", axis={"labelOverlap": False}),
+                 x=_field("weight", "quantitative", **_ATTENTION_SCALE))
 
 
 # Small maps to a row in ``head_multiples``: four fit a 564-px column (the Attention page at 1024x768) at ~130 px.
@@ -145,7 +176,7 @@ SMALL_MAPS_PER_ROW = 4
 SMALL_MAP_ROW_HEIGHT = 150  # px: a map and its title
 
 
-def head_multiples(frame: pd.DataFrame, order: list[str], n_heads: int) -> alt.Chart:
+def head_multiples(frame: pd.DataFrame, order: list[str], n_heads: int) -> ChartSpec:
     """Every head of a layer as a small map (``tables.attention_frame``, queries and keys in ``order``), placed
     in rows of ``SMALL_MAPS_PER_ROW`` in one chart as wide as its column.
 
@@ -158,51 +189,56 @@ def head_multiples(frame: pd.DataFrame, order: list[str], n_heads: int) -> alt.C
     header = (n + gap) * 0.15  # room above each map for its title, in cells
     place = {label: i for i, label in enumerate(order)}
     width, height = per_row * (n + gap) - gap, -(-n_heads // per_row) * (n + gap + header) - gap
-    x = alt.Scale(domain=[0, width], nice=False, zero=False)
-    y = alt.Scale(domain=[0, height], nice=False, zero=False, reverse=True)  # the first row on top
+    x = _field("x", "quantitative", scale={"domain": [0, width], "nice": False, "zero": False}, axis=None)
+    y = _field("y", "quantitative", axis=None,  # the first row on top
+               scale={"domain": [0, height], "nice": False, "zero": False, "reverse": True})
 
     def corner(heads: pd.Series) -> tuple[pd.Series, pd.Series]:  # where each head's map starts
         return heads % per_row * (n + gap), heads // per_row * (n + gap + header) + header
 
     left, top = corner(frame["head"])
     cells = frame.assign(x=left + frame["key"].map(place), y=top + frame["query"].map(place))
-    maps = alt.Chart(cells.assign(x2=cells.x + 1, y2=cells.y + 1)).mark_rect().encode(
-        x=alt.X("x:Q", scale=x, axis=None), x2="x2:Q", y=alt.Y("y:Q", scale=y, axis=None), y2="y2:Q",
-        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=None),
-        tooltip=["head", "query", "key", alt.Tooltip("weight:Q", format=".3f")],
-    )
+    maps = {"data": {"name": "cells"}, "mark": {"type": "rect"}, "encoding": {
+        "x": x, "x2": {"field": "x2"}, "y": y, "y2": {"field": "y2"},
+        "color": _field("weight", "quantitative", scale={"scheme": "blues", "domain": [0, 1]}, legend=None),
+        "tooltip": [_field("head", "quantitative"), _field("query", "nominal"), _field("key", "nominal"),
+                    _tooltip_weight()],
+    }}
     heads = pd.Series(range(n_heads))
     left, top = corner(heads)
     names = pd.DataFrame({"x": left + n / 2, "y": top - header / 2, "name": "head " + heads.astype(str)})
-    titles = alt.Chart(names).mark_text(fontSize=11).encode(
-        x=alt.X("x:Q", scale=x, axis=None), y=alt.Y("y:Q", scale=y, axis=None), text="name:N")
-    return (maps + titles).properties(height=-(-n_heads // per_row) * SMALL_MAP_ROW_HEIGHT).configure_view(stroke=None)
+    titles = {"data": {"name": "names"}, "mark": {"type": "text", "fontSize": 11},
+              "encoding": {"x": x, "y": y, "text": _field("name", "nominal")}}
+    spec = {"layer": [maps, titles], "height": -(-n_heads // per_row) * SMALL_MAP_ROW_HEIGHT,
+            "config": {"view": {"stroke": None}}}
+    return vega_lite(spec, cells=cells.assign(x2=cells.x + 1, y2=cells.y + 1), names=names)
 
 
 def head_score_map(shown: pd.DataFrame, metric: str, domain: list[float], open_head: tuple[int, int],
-                   n_layers: int) -> alt.Chart:
+                   n_layers: int) -> ChartSpec:
     """Every head's score on one metric (``tables.head_score_table`` rows), the open head outlined in red and
     clickable (selection ``picked``)."""
-    picked = alt.selection_point(name="picked", fields=["layer", "head"], on="click")
     layer, head = open_head
-    is_open = (alt.datum.layer == layer) & (alt.datum.head == head)
-    return (
-        alt.Chart(shown)
-        .mark_rect()
-        .encode(
+    is_open = f"datum.layer === {int(layer)} && datum.head === {int(head)}"
+    spec = {
+        "data": {"name": "scores"},
+        "mark": {"type": "rect"},
+        "encoding": {
             **layer_head_axes(),
-            color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis", domain=domain), title=metric),
-            tooltip=["layer", "head", alt.Tooltip("score:Q", format=".3f")],
-            opacity=alt.condition(picked, alt.value(1.0), alt.value(0.6)),
-            stroke=alt.condition(is_open, alt.value("#e45756"), alt.value("white")),
-            strokeWidth=alt.condition(is_open, alt.value(3), alt.value(1)),
-        )
-        .add_params(picked)
-        .properties(height=max(160, 28 * n_layers))
-    )
+            "color": _field("score", "quantitative", scale={"scheme": "viridis", "domain": domain}, title=metric),
+            "tooltip": [_field("layer", "quantitative"), _field("head", "quantitative"), _tooltip_weight("score")],
+            "opacity": {"condition": {"param": "picked", "value": 1.0}, "value": 0.6},
+            "stroke": {"condition": {"test": is_open, "value": "#e45756"}, "value": "white"},
+            "strokeWidth": {"condition": {"test": is_open, "value": 3}, "value": 1},
+        },
+        "params": [point_selection("picked", ["layer", "head"])],
+        "height": max(160, 28 * n_layers),
+    }
+    return vega_lite(spec, scores=shown)
 
 
 def layer_head_axes() -> dict:
-    """The encodings of a layers x heads map: heads across, the last layer on top."""
-    return {"x": alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
-            "y": alt.Y("layer:O", title="layer", sort="descending")}
+    """The encodings of a layers x heads map (Vega-Lite, which Altair's ``encode`` also takes): heads across,
+    the last layer on top."""
+    return {"x": _field("head", "ordinal", title="head", axis={"labelAngle": 0}),
+            "y": _field("layer", "ordinal", title="layer", sort="descending")}

@@ -67,15 +67,14 @@ def query_map_window(seq_len: int, query: int) -> tables.AttentionWindow:
 
 
 @shared_chart
-def query_map_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow) -> alt.Chart:
+def query_map_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow) -> charts.ChartSpec:
     """Head L.H's map in ``window``, with each row's rest, so that every row sums to 1 as the steps do; a click
     on a row selects its query (selection ``row``)."""
     cap = cached_capture(name, prompt, ui=False)
     pattern = tables.attention_window_frame(cap, layer, head, window)
-    picked = alt.selection_point(name="row", fields=["query"], on="click")
     return charts.attention_heatmap(pattern, token_labels(cap)[window.first : window.last + 1],
                                     f"{name} · L{layer}.H{head}: click a row to pick the query",
-                                    tables.window_columns(cap, window)).add_params(picked)
+                                    tables.window_columns(cap, window), charts.point_selection("row", ["query"]))
 
 
 def refusal(lm, name: str, error: Exception, why: str) -> str:

@@ -97,21 +97,22 @@ def window_columns(cap: opt_lens.Capture, window: AttentionWindow) -> list[str]:
 def attention_window_frame(cap: opt_lens.Capture, layer: int, head: int, window: AttentionWindow) -> pd.DataFrame:
     """One head's attention in ``window``, one row per shown cell, plus a ``REST_KEY`` cell per query holding its
     attention on every key not shown (also in each cell's ``rest``): shown weights + rest sum to the row's 1."""
+    import numpy as np
     import torch  # loaded with the model: the first page stays free of it
 
-    labels = token_labels(cap)
-    queries = torch.tensor(window.queries)
-    weights = cap.attention_rows(layer, queries, heads=slice(head, head + 1))[0]  # [query, key]
-    shown = torch.zeros(weights.shape[1], dtype=torch.bool)  # [key]
-    shown[window.keys] = True
-    rest = weights[:, ~shown].sum(dim=1)  # [query]
-    rows = []
-    for row, query in enumerate(window.queries):
-        for key in window.keys:
-            if key <= query:  # causal: the future above the diagonal is not drawn
-                rows.append((labels[query], labels[key], float(weights[row, key]), float(rest[row])))
-        rows.append((labels[query], REST_KEY, float(rest[row]), float(rest[row])))
-    return pd.DataFrame(rows, columns=["query", "key", "weight", "rest"])
+    labels = np.array(token_labels(cap), dtype=object)
+    queries, keys = np.array(window.queries), np.array(window.keys)
+    weights = cap.attention_rows(layer, torch.from_numpy(queries), heads=slice(head, head + 1))[0]  # [query, key]
+    weights = weights.double().numpy()
+    shown = np.zeros(weights.shape[1], dtype=bool)  # [key]
+    shown[keys] = True
+    rest = weights[:, ~shown].sum(axis=1)  # [query]
+    cells = np.concatenate([weights[:, keys], rest[:, None]], axis=1)  # [query, shown key + rest]
+    # Causal: the future above the diagonal is not drawn; every row ends with its rest.
+    drawn = np.concatenate([keys[None, :] <= queries[:, None], np.ones((len(queries), 1), bool)], axis=1)
+    row, column = np.nonzero(drawn)  # query by query, keys in order, as the map reads
+    return pd.DataFrame({"query": labels[queries][row], "key": np.append(labels[keys], REST_KEY)[column],
+                         "weight": cells[row, column], "rest": rest[row]})
 
 
 def attention_row(cap: opt_lens.Capture, layer: int, head: int, query: int) -> pd.DataFrame:

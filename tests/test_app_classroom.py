@@ -409,9 +409,7 @@ def open_in_chromium():
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    server = StreamlitServer()
-    try:
-        server.wait_healthy()
+    with StreamlitServer() as server:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
 
@@ -428,8 +426,6 @@ def open_in_chromium():
                 yield open_tab
             finally:
                 browser.close()
-    finally:
-        server.stop()
 
 
 def test_a_presentation_link_in_chromium_folds_the_sidebar_enlarges_the_type_and_shows_the_note_as_text(
@@ -569,7 +565,7 @@ def test_an_attention_map_keeps_its_width_when_two_stand_side_by_side():
 
     order = [f"{i} t{i}" for i in range(26)]
     frame = pd.DataFrame({"query": order, "key": order, "weight": 1.0})
-    spec = charts.attention_heatmap(frame, order, "L0.H0 before").to_dict()
+    spec = charts.attention_heatmap(frame, order, "L0.H0 before").spec()
     assert spec["encoding"]["color"]["legend"]["orient"] == "top"
     assert spec["encoding"]["x"]["axis"]["labelOverlap"] == "greedy"
     assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False  # rows have room for every label
@@ -581,9 +577,7 @@ def test_a_clients_clear_cache_message_reloads_no_model_and_loses_no_result():
     from browser_support import StreamlitServer
     from streamlit_client import StreamlitClient
 
-    server = StreamlitServer()
-    try:
-        server.wait_healthy()
+    with StreamlitServer() as server:
         student, other = StreamlitClient(server.url), StreamlitClient(server.url)
         student.open("attention", "model=demo/tiny-gpt2&prompt=one+two+three+one+two+three")
         loads = server.log().count("Loaded demo/tiny-gpt2")
@@ -594,8 +588,6 @@ def test_a_clients_clear_cache_message_reloads_no_model_and_loses_no_result():
         assert server.log().count("Loaded demo/tiny-gpt2") == loads  # the model was not loaded again
         assert "Scoring every head…" not in student.texts  # nor were the head scores computed again
         student.close(), other.close()
-    finally:
-        server.stop()
     assert warm < 30
 
 
@@ -634,13 +626,21 @@ def test_a_warm_page_view_runs_no_model_function_and_rebuilds_nothing_shared(mon
                                   "pages/generate.py"])
 def test_a_warm_page_view_builds_no_chart(monkeypatch, page):
     """Charts are built once per (model, prompt, view settings) and shared: a second student's view of the
-    same page converts no Altair chart to Vega-Lite, yet draws as many charts, with the same specs."""
+    same page converts no Altair chart to Vega-Lite and writes no Vega-Lite spec, yet draws as many charts, with
+    the same specs."""
     query = {"model": "demo/tiny-gpt2", "model_b": "demo/tiny-opt", "prompt": "Mary and John went to the shop. Mary"}
     first = app(page, **query).run()
     assert_clean(first)
     built = []
-    original = app_charts.spec_of
-    monkeypatch.setattr(app_charts, "spec_of", lambda chart: (built.append(chart), original(chart))[1])
+    converted, written = app_charts.spec_of, app_charts.vega_lite
+
+    def convert(chart):
+        if not isinstance(chart, app_charts.ChartSpec):  # a shared spec passes through on its way to the page
+            built.append(chart)
+        return converted(chart)
+
+    monkeypatch.setattr(app_charts, "spec_of", convert)
+    monkeypatch.setattr(app_charts, "vega_lite", lambda spec, **data: (built.append(spec), written(spec, **data))[1])
     second = app(page, **query).run()
     assert_clean(second)
     assert built == []
