@@ -21,37 +21,43 @@ def open_clicked_head():
         st.session_state[keys.LAYER], st.session_state[keys.HEAD] = clicked
 
 
-def pattern_map(layer: int, head: int, labels: list[str]) -> tables.AttentionWindow:
-    """The chosen head's map; a long prompt's a window of it at a time. Returns the window shown."""
-    window_size = 32
-    if cap.seq_len <= window_size:
-        charts.draw(st, views.pattern_chart(name, prompt, layer, head, None), width="stretch")
-        csv_of_pattern(layer, head, None)
+WINDOW_SIZE = 32
+
+
+def window_controls(labels: list[str]) -> tables.AttentionWindow:
+    """A long prompt's window (the slider, the pinned keys and what the map then shows); a short prompt is
+    shown whole."""
+    if cap.seq_len <= WINDOW_SIZE:
         return tables.attention_window(0, cap.seq_len - 1, [])
     last = st.slider(
-        "Window: last position shown (positions count from 0, as in the labels)", window_size - 1,
+        "Window: last position shown (positions count from 0, as in the labels)", WINDOW_SIZE - 1,
         cap.seq_len - 1, cap.seq_len - 1, key="window", bind="query-params",
-        help=f"Long prompts are shown {window_size} positions at a time so the labels stay readable: the "
-             f"map's rows are the {window_size} positions ending at this one.")
+        help=f"Long prompts are shown {WINDOW_SIZE} positions at a time so the labels stay readable: the "
+             f"map's rows are the {WINDOW_SIZE} positions ending at this one.")
     pinned = st.multiselect(
         "Keep key columns in view", range(cap.seq_len), key="pinned", bind="query-params",
         format_func=labels.__getitem__, placeholder="Pin a token from before the window",
         help="Pinned tokens from before the window stay as columns next to the first token, so you can "
              "follow how much every row of the window reads from them.")
-    window = tables.attention_window(last - window_size + 1, last, pinned)
-    charts.draw(st, views.pattern_chart(name, prompt, layer, head, window), width="stretch")
+    window = tables.attention_window(last - WINDOW_SIZE + 1, last, pinned)
     kept = ", ".join(map(str, window.kept_keys))
     later = ", ".join(str(p) for p in pinned if p > last)
     st.caption(
-        f"Rows: positions {window.first}–{last}. Columns: "
+        f"The map's rows: positions {window.first}–{last}. Its columns: "
         + (f"{kept} from before the window, kept in view (0 is the first token, where idle heads rest), then "
            if window.kept_keys else "")
         + f"the window's positions {window.first}–{last}, then **rest**: how much of each row's attention goes "
         "to the keys not shown, so that every row adds up to 1."
         + (f" Pinned {later}: after the window, where no row here can look." if later else "")
     )
-    csv_of_pattern(layer, head, window)
     return window
+
+
+def pattern_map(layer: int, head: int, window: tables.AttentionWindow) -> None:
+    """The chosen head's map, of a long prompt's window."""
+    shown = None if cap.seq_len <= WINDOW_SIZE else window  # a short prompt's map is the whole pattern
+    charts.draw(st, views.pattern_chart(name, prompt, layer, head, shown), width="stretch")
+    csv_of_pattern(layer, head, shown)
 
 
 def csv_of_pattern(layer: int, head: int, window: tables.AttentionWindow | None) -> None:
@@ -123,17 +129,39 @@ def every_head(layer: int, head: int) -> None:
 
 
 @st.fragment
-def head_views():
-    """Everything that shows the chosen head: changing layer or head reruns this, not the page."""
+def layer_views():
+    """Everything that depends on the layer or the window: changing either reruns this, not the page.
+
+    The views of the chosen head are a fragment of their own inside it (``head_views``), writing into the
+    places kept for them here: a change of head redraws them and leaves the layer's small multiples, its
+    largest chart, alone.
+    """
     left, right = st.columns(2)
     # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
     layer = left.selectbox("Layer", range(n_layers), key=keys.LAYER, bind="query-params")
-    head = right.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
+    head_box = right.container()
     labels = tables.token_labels(cap)
-    window = pattern_map(layer, head, labels)
-    focus_row(layer, head, labels, window)
-    layer_multiples(layer, window)
-    every_head(layer, head)
+    window = window_controls(labels)
+    map_box, focus_box = st.container(), st.container()
+    with st.container(key="layer_heads"):
+        layer_multiples(layer, window)
+    scores_box = st.container()
+    head_views(layer, window, labels, head_box, map_box, focus_box, scores_box)
 
 
-head_views()
+@st.fragment
+def head_views(layer: int, window: tables.AttentionWindow, labels: list[str], head_box, map_box, focus_box, scores_box):
+    """The chosen head's map, one row of it and the map of every head's score: a change of head, focus token
+    or score reruns only this."""
+    head = head_box.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
+    if st.session_state[keys.LAYER] != layer:  # a click on the score map opened a head in another layer
+        st.rerun()
+    with map_box:
+        pattern_map(layer, head, window)
+    with focus_box:
+        focus_row(layer, head, labels, window)
+    with scores_box:
+        every_head(layer, head)
+
+
+layer_views()

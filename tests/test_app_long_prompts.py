@@ -65,8 +65,8 @@ def test_the_window_keeps_the_first_token_and_pinned_keys_and_each_row_sums_to_o
         assert rest == pytest.approx(float(pattern[query, hidden].sum()), abs=1e-6)
         assert all(r["rest"] == rest for r in cells)  # every cell's tooltip says it too
         assert sum(shown.values()) + rest == pytest.approx(1.0, abs=1e-5), query
-    caption = next(c.value for c in at.caption if c.value.startswith("Rows:"))
-    assert "Columns: 0, 7, 30 from before the window" in caption and "Pinned 110: after the window" in caption
+    caption = next(c.value for c in at.caption if c.value.startswith("The map's rows:"))
+    assert "Its columns: 0, 7, 30 from before the window" in caption and "Pinned 110: after the window" in caption
 
 
 def test_pinned_keys_come_from_the_link_and_a_bad_one_is_dropped(reference):
@@ -92,7 +92,7 @@ def test_one_numbering_for_the_slider_the_labels_and_the_focus_token(reference):
     queries = json.loads(heatmap(at).proto.spec)["encoding"]["y"]["sort"]
     assert queries == [cap_label(cap, p) for p in range(9, 41)]
     assert at.select_slider(key="focus").value == cap_label(cap, 40)  # the window's last row
-    assert any(c.value.startswith("Rows: positions 9–40.") for c in at.caption)
+    assert any(c.value.startswith("The map's rows: positions 9–40.") for c in at.caption)
     assert any("positions 17–40, the last 24 rows of the map above" in c.value for c in at.caption)
 
 
