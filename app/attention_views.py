@@ -18,7 +18,8 @@ def pattern_table(name: str, prompt: str, layer: int, head: int, window: tables.
 
 
 @shared_chart
-def pattern_chart(name: str, prompt: str, layer: int, head: int, window: tables.AttentionWindow | None) -> charts.ChartSpec:
+def pattern_chart(name: str, prompt: str, layer: int, head: int,
+                  window: tables.AttentionWindow | None) -> charts.ChartSpec:
     cap = cached_capture(name, prompt, ui=False)
     labels, table = tables.token_labels(cap), pattern_table(name, prompt, layer, head, window)
     title = f"{name} · layer {layer} · head {head}"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -35,7 +36,6 @@ def token_table(tokenized: Tokenized) -> pd.DataFrame:
 def attention_frame(cap: opt_lens.Capture, layer: int, heads: list[int], window: tuple[int, int]) -> pd.DataFrame:
     """Long table of one layer's attention for the given heads, restricted to a window of positions
     (``start`` included, ``end`` not), as rows and as columns."""
-    import numpy as np
     import torch  # loaded with the model: the first page stays free of it
 
     start, end = window
@@ -97,7 +97,6 @@ def window_columns(cap: opt_lens.Capture, window: AttentionWindow) -> list[str]:
 def attention_window_frame(cap: opt_lens.Capture, layer: int, head: int, window: AttentionWindow) -> pd.DataFrame:
     """One head's attention in ``window``, one row per shown cell, plus a ``REST_KEY`` cell per query holding its
     attention on every key not shown (also in each cell's ``rest``): shown weights + rest sum to the row's 1."""
-    import numpy as np
     import torch  # loaded with the model: the first page stays free of it
 
     labels = np.array(token_labels(cap), dtype=object)

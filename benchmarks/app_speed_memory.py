@@ -8,8 +8,9 @@ Two measurements (issue 9's app targets); each prints figures, none is a pass/fa
       and the head's a fragment inside it, so only that fragment reruns), and each switch is timed in the
       page, with ``performance.now()``: from the pointer going down on the option to the redrawn page, i.e.
       the script run finished, no element left stale (what ``tests/browser_support.wait_for_app`` waits for)
-      and the new head's map drawn, plus two animation frames so it is painted. That is what a student waits for; the wall time around the Playwright calls is printed beside
-      it. Targets: median <= 300 ms at 256 tokens, <= 600 ms at 1000 tokens.
+      and the new head's map drawn, plus two animation frames so it is painted. That is what a student
+      waits for; the wall time around the Playwright calls is printed beside it. Targets: median <= 300 ms
+      at 256 tokens, <= 600 ms at 1000 tokens.
   (b) memory walk: every page of ``app/navigation.py``'s PAGES opened at a 1000-token prompt with
       model=gpt2 and model_b=facebook/opt-125m in the URL, each until its script run has finished and no
       spinner or progress bar is left (on Cause and effect, its "Run ..." buttons are clicked too), while
@@ -205,6 +206,7 @@ WATCH_SWITCH = """(title) => {
     });
     // Elements are also removed at the end of a run (a spinner, a caption left empty), and the last stale one
     // may go that way rather than by losing its mark: without childList the observer missed that run's end.
+    // characterData: a redrawn title may change only its text.
     observer.observe(app, {attributes: true, childList: true, subtree: true, characterData: true,
                            attributeFilter: ['data-test-script-state', 'data-stale']});
     document.addEventListener('pointerdown', () => { t.clicked = performance.now(); }, {capture: true, once: true});
