@@ -195,8 +195,19 @@ def shared_chart(function):
         finally:
             slot.empty()
 
-    return shared_result(size_of=lambda spec: spec.nbytes, budget=lambda: int(memory_limit()[0] * CHART_SHARE))(
+    cached = shared_result(size_of=lambda spec: spec.nbytes, budget=lambda: int(memory_limit()[0] * CHART_SHARE))(
         functools.wraps(function)(build))
+
+    @functools.wraps(function)
+    def chart(*args, **kwargs) -> charts.ChartSpec:
+        # The wait is shown in one place that a cache hit keeps too (empty): a chart drawn after a build would
+        # otherwise sit further down the page than after a hit, and the browser would build a new view for it
+        # rather than update the data of the one it has.
+        with st.empty():
+            return cached(*args, **kwargs)
+
+    chart.clear = cached.clear
+    return chart
 
 
 @server_wide

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import pyarrow as pa  # Streamlit's own dependency, the form it sends chart data in
 
@@ -86,16 +87,29 @@ def draw(where, chart: ChartSpec | alt.TopLevelMixin, **options):
     return where.vega_lite_chart(spec_of(chart).spec(projector=teacher.presenting()), **options)
 
 
-def vega_lite(spec: dict, **datasets: pd.DataFrame) -> ChartSpec:
+TITLE_FIELD = "chart_title"
+
+
+def vega_lite(spec: dict, title: str | None = None, **datasets: pd.DataFrame) -> ChartSpec:
     """A chart written as Vega-Lite directly, its data frames passed by the names ``spec`` gives them
     (``{"data": {"name": "cells"}}``).
 
     The charts a head switch redraws are written so, not in Altair: building them in Altair (encoding
     inference, then schema validation) was about half the server's time for a head switch on a 256-token
     prompt (py-spy, 20 switches). ``tests/test_chart_layout.py`` validates each against Vega-Lite's schema.
+
+    ``title`` travels in the first dataset (its ``TITLE_FIELD``, one category), not in the spec: charts that
+    differ from one head to the next only in their data and title then share one spec, and the browser
+    updates a drawn chart's data in place rather than building a new Vega view for it.
     """
-    tables = tuple((name, pa.Table.from_pandas(frame, preserve_index=False)) for name, frame in datasets.items())
-    return ChartSpec(json.dumps({**spec, "$schema": alt.SCHEMA_URL}), tables)
+    tables = {name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in datasets.items()}
+    if title is not None:
+        first = next(iter(tables))
+        titles = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(tables[first]), np.int8)), pa.array([title]))
+        tables[first] = tables[first].append_column(TITLE_FIELD, titles)
+        rows = f"data({json.dumps(first)})"
+        spec = {**spec, "title": {"text": {"expr": f"length({rows}) ? {rows}[0].{TITLE_FIELD} : ''"}}}
+    return ChartSpec(json.dumps({**spec, "$schema": alt.SCHEMA_URL}), tuple(tables.items()))
 
 
 def point_selection(name: str, fields: list[str]) -> dict:
@@ -137,20 +151,19 @@ def attention_heatmap(frame: pd.DataFrame, order: list[str], title: str, columns
                             legend={"orient": "top", "direction": "horizontal"}),
             "tooltip": tooltip,
         },
-        "title": title,
         "height": 200 + 20 * len(order),
     }
     if selection is not None:
         spec["params"] = [selection]
-    return vega_lite(spec, cells=frame)
+    return vega_lite(spec, title, cells=frame)
 
 
 def _bars(frame: pd.DataFrame, title: str, height: int, **encoding) -> ChartSpec:
     """Attention bars, one per key, hovering names its position and token."""
     tooltip = [_field("position", "quantitative"), _field("token", "nominal"), _tooltip_weight()]
     spec = {"data": {"name": "keys"}, "mark": {"type": "bar", "color": "#4c78a8"},
-            "encoding": {**encoding, "tooltip": tooltip}, "title": title, "height": height}
-    return vega_lite(spec, keys=frame)
+            "encoding": {**encoding, "tooltip": tooltip}, "height": height}
+    return vega_lite(spec, title, keys=frame)
 
 
 _ATTENTION_SCALE = {"title": "attention", "scale": {"domain": [0, 1]}}
@@ -217,9 +230,11 @@ def head_multiples(frame: pd.DataFrame, order: list[str], n_heads: int) -> Chart
 def head_score_map(shown: pd.DataFrame, metric: str, domain: list[float], open_head: tuple[int, int],
                    n_layers: int) -> ChartSpec:
     """Every head's score on one metric (``tables.head_score_table`` rows), the open head outlined in red and
-    clickable (selection ``picked``)."""
+    clickable (selection ``picked``).
+
+    Which head is open is a field of the data (``open``), so that opening another head changes the chart's
+    data alone, which the browser updates in place (see ``vega_lite``)."""
     layer, head = open_head
-    is_open = f"datum.layer === {int(layer)} && datum.head === {int(head)}"
     spec = {
         "data": {"name": "scores"},
         "mark": {"type": "rect"},
@@ -228,13 +243,13 @@ def head_score_map(shown: pd.DataFrame, metric: str, domain: list[float], open_h
             "color": _field("score", "quantitative", scale={"scheme": "viridis", "domain": domain}, title=metric),
             "tooltip": [_field("layer", "quantitative"), _field("head", "quantitative"), _tooltip_weight("score")],
             "opacity": {"condition": {"param": "picked", "value": 1.0}, "value": 0.6},
-            "stroke": {"condition": {"test": is_open, "value": "#e45756"}, "value": "white"},
-            "strokeWidth": {"condition": {"test": is_open, "value": 3}, "value": 1},
+            "stroke": {"condition": {"test": "datum.open", "value": "#e45756"}, "value": "white"},
+            "strokeWidth": {"condition": {"test": "datum.open", "value": 3}, "value": 1},
         },
         "params": [point_selection("picked", ["layer", "head"])],
         "height": max(160, 28 * n_layers),
     }
-    return vega_lite(spec, scores=shown)
+    return vega_lite(spec, scores=shown.assign(open=(shown["layer"] == layer) & (shown["head"] == head)))
 
 
 def layer_head_axes() -> dict:

@@ -66,7 +66,6 @@ def csv_of_pattern(layer: int, head: int, window: tables.AttentionWindow | None)
 
 
 def focus_row(layer: int, head: int, labels: list[str], window: tables.AttentionWindow) -> None:
-    st.subheader("Where one token looks")
     focus = st.select_slider("Focus token (query)", options=labels, value=labels[window.last], key="focus",
                              bind="query-params")
     query = labels.index(focus)
@@ -108,24 +107,18 @@ SCORE_CAPTIONS = {
 
 
 def every_head(layer: int, head: int) -> None:
-    st.subheader("What every head does")
-    if cap.seq_len < 2:
-        st.info("Head scores need a prompt of at least two tokens.")
-        return
-    scores = tables.head_score_table(name, prompt)
     metric = st.radio("Score", list(SCORE_CAPTIONS), horizontal=True, key=keys.HEAD_METRIC, bind="query-params",
                       help="Induction is measured on random tokens repeated once; the others on your prompt.")
-    st.caption(SCORE_CAPTIONS[metric] + " Click a cell to open that head above.")
+    st.caption(f"{SCORE_CAPTIONS[metric]} Click a cell to open that head above; the head outlined in red is the "
+               f"one open (layer {layer}, head {head}).")
     charts.draw(st, views.head_score_chart(name, prompt, metric, layer, head), width="stretch",
                 on_select=open_clicked_head, key="head_map")
-    st.caption(f"The head outlined in red is the one shown above (layer {layer}, head {head}).")
     if st.button(f"Knock this head out (L{layer}.H{head})", icon=":material/science:",
                  help="Open Cause and effect with this head removed from the run, to see what the model needs it for."):
         chosen = causal_views.head_label(layer, head)
         settings = {keys.KNOCK_OUT: [chosen], keys.LOOK_AT: chosen}
         st.session_state.update(settings)  # the boxes of Cause and effect, not drawn here
         navigation.open_page("pages/cause_and_effect.py", settings)
-    tables.csv_button(scores, "Download all head scores as CSV", "head_scores.csv")
 
 
 @st.fragment
@@ -133,8 +126,8 @@ def layer_views():
     """Everything that depends on the layer or the window: changing either reruns this, not the page.
 
     The views of the chosen head are a fragment of their own inside it (``head_views``), writing into the
-    places kept for them here: a change of head redraws them and leaves the layer's small multiples, its
-    largest chart, alone.
+    places kept for them here, between headings and buttons that no head changes: a change of head redraws
+    only what shows the head, and leaves the layer's small multiples, its largest chart, alone.
     """
     left, right = st.columns(2)
     # Bound to the URL: a value outside this model's range (a link, another model) falls back to 0.
@@ -142,17 +135,25 @@ def layer_views():
     head_box = right.container()
     labels = tables.token_labels(cap)
     window = window_controls(labels)
-    map_box, focus_box = st.container(), st.container()
+    map_box = st.container()
+    st.subheader("Where one token looks")
+    focus_box = st.container()
     with st.container(key="layer_heads"):
         layer_multiples(layer, window)
-    scores_box = st.container()
+    st.subheader("What every head does")
+    if cap.seq_len < 2:
+        scores_box = None
+        st.info("Head scores need a prompt of at least two tokens.")
+    else:
+        scores_box = st.container()
+        tables.csv_button(tables.head_score_table(name, prompt), "Download all head scores as CSV", "head_scores.csv")
     head_views(layer, window, labels, head_box, map_box, focus_box, scores_box)
 
 
 @st.fragment
 def head_views(layer: int, window: tables.AttentionWindow, labels: list[str], head_box, map_box, focus_box, scores_box):
-    """The chosen head's map, one row of it and the map of every head's score: a change of head, focus token
-    or score reruns only this."""
+    """The chosen head's map, one row of it and the map of every head's score (``scores_box`` None: no scores
+    for a one-token prompt): a change of head, focus token or score reruns only this."""
     head = head_box.selectbox("Head", range(n_heads), key=keys.HEAD, bind="query-params")
     if st.session_state[keys.LAYER] != layer:  # a click on the score map opened a head in another layer
         st.rerun()
@@ -160,8 +161,9 @@ def head_views(layer: int, window: tables.AttentionWindow, labels: list[str], he
         pattern_map(layer, head, window)
     with focus_box:
         focus_row(layer, head, labels, window)
-    with scores_box:
-        every_head(layer, head)
+    if scores_box is not None:
+        with scores_box:
+            every_head(layer, head)
 
 
 layer_views()

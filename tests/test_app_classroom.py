@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import caches, experiments, navigation, teacher
 from app import charts as app_charts
-from test_app import ROOT, app, assert_clean, charts, open_page
+from test_app import ROOT, app, assert_clean, chart_title, charts, open_page
 from test_lesson_walk import entry
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/tokens.py", "pages/attention.py",
@@ -386,15 +386,13 @@ def test_with_nothing_cached_and_no_hub_the_demo_models_are_the_defaults(hub_unr
 
 
 def test_the_attention_views_a_teacher_points_at_open_from_the_url():
-    import json
-
     long_prompt = " ".join(["The cat sat on the mat."] * 8)
     at = open_page(app(prompt=long_prompt, window="40", focus="4 ␣the", head_metric="induction"), "pages/attention.py")
     assert_clean(at)
     assert at.slider(key="window").value == 40
     assert at.select_slider(key="focus").value == "4 ␣the"
     assert at.radio(key="head_metric").value == "induction"
-    titles = [json.loads(c.proto.spec).get("title", "") for c in at.get("vega_lite_chart")]
+    titles = [chart_title(c) for c in at.get("vega_lite_chart")]
     assert any(title.startswith("Where “4 ␣the” looks") for title in titles), titles
 
 

@@ -368,6 +368,25 @@ def test_a_change_of_head_leaves_the_layers_small_multiples_alone(page, server):
     assert "All 4 heads of layer 1" in page.locator(".st-key-layer_heads").inner_text()
 
 
+CHART_VIEWS = '[data-testid="stMain"] .vega-embed > .marks'  # the svg or canvas each Vega view draws in
+
+
+def test_a_change_of_head_updates_the_charts_data_in_place(page, server):
+    """The head's charts keep one spec from head to head (titles and the outline are in their data), so the
+    browser updates the data of the views it has instead of building new ones; also when a chart was built in
+    this run (a wait shown before it) and the last was not."""
+    open_app(page, server, path="attention")
+    page.locator(CHART_VIEWS).nth(3).wait_for()  # the map, the focus row, the small maps, the score map
+    page.locator(CHART_VIEWS).evaluate_all("views => views.forEach((view, i) => { view.__drawnBefore = i; })")
+    for head in ("2", "0", "2"):  # head 2 is built for the first time, head 0 was built on opening the page
+        choose(page, "Head", head)
+        assert f"demo/tiny-gpt2 · layer 0 · head {head}" in chart_titles(page)
+        assert f"Where “25 ␣the” looks · layer 0 · head {head}" in chart_titles(page)
+        kept = page.locator(CHART_VIEWS).evaluate_all("views => views.map((view) => view.__drawnBefore ?? null)")
+        assert kept == [0, 1, 2, 3], kept  # titles in the specs: [None, None, 2, 3]
+    assert_clean(page, server)
+
+
 def test_a_click_on_the_score_map_opens_a_head_of_another_layer(page, server):
     open_app(page, server, {"layer": "0", "head": "1"}, path="attention")
     cell = page.locator('[data-testid="stVegaLiteChart"] g.mark-rect path[aria-label^="head: 3; layer: 1;"]').first

@@ -1,6 +1,8 @@
 """Chart specs that must fit a laptop's 564-px column whatever the model or prompt (issue 20.7); the browser
 check is tests/test_browser_layout.py."""
 
+import json
+
 import altair as alt
 import pandas as pd
 import torch
@@ -127,6 +129,28 @@ def test_the_open_head_is_outlined_and_a_click_on_a_cell_selects_its_head():
     spec = hand_written_charts()["head scores"].spec()
     assert spec["params"] == [{"name": "picked", "select": {"type": "point", "fields": ["layer", "head"], "on": "click"}}]
     stroke = spec["encoding"]["stroke"]
-    assert stroke["condition"]["value"] == "#e45756" and stroke["value"] == "white"
-    # The test is Vega's expression: it must hold for layer 1, head 0, and for no other cell.
-    assert stroke["condition"]["test"].replace(" ", "") == "datum.layer===1&&datum.head===0"
+    assert stroke["condition"] == {"test": "datum.open", "value": "#e45756"} and stroke["value"] == "white"
+    scores = spec["datasets"]["scores"].to_pandas()  # the open head, layer 1 head 0, is the third row
+    assert scores["open"].tolist() == [False, False, True, False]
+
+
+def test_a_head_switch_changes_the_data_of_its_charts_not_their_specs():
+    """The browser updates a drawn chart's data in place when its spec is unchanged; a new spec builds a new view."""
+    frame, order = multiples_frame(3, 4)
+    row = pd.DataFrame({"position": [0, 1, 2], "token": ["a", "b", "c"], "weight": [0.5, 0.25, 0.25]})
+    scores = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "score": [0.1, 0.9, 0.4, 0.2]})
+
+    def head_charts(head: int) -> list[charts.ChartSpec]:
+        return [charts.attention_heatmap(frame[frame["head"] == head].drop(columns="head"), order, f"L0.H{head}"),
+                charts.focus_row_bars(row.assign(weight=row.weight[::-1 if head else 1].values), f"H{head} looks"),
+                charts.head_score_map(scores, "induction", [0, 1], (0, head), 2)]
+
+    before, after = head_charts(0), head_charts(1)
+    assert [chart.spec_json for chart in after] == [chart.spec_json for chart in before]
+    for old, new in zip(before, after):
+        assert old.datasets[0][1] != new.datasets[0][1]
+    # Each title is read from its chart's data by a Vega expression in the spec.
+    title = json.loads(after[0].spec_json)["title"]["text"]["expr"]
+    assert title == "length(data(\"cells\")) ? data(\"cells\")[0].chart_title : ''"
+    assert set(after[0].datasets[0][1].column(charts.TITLE_FIELD).to_pylist()) == {"L0.H1"}
+    assert set(after[1].datasets[0][1].column(charts.TITLE_FIELD).to_pylist()) == {"H1 looks"}
