@@ -284,22 +284,24 @@ def report_speed(n_tokens: int, result: dict, target_ms: float | None) -> None:
           f"{result['first_view_s']:.1f} s (load, capture, head scores); last chart: {result['last_title']!r}; "
           f"exceptions shown: {result['problems'] or 'none'}")
     every = []
-    for label, switches in result["times"].items():
-        def median(part, switches=switches):
-            seen = [s[part] for s in switches if s[part] is not None]
-            return statistics.median(seen) if seen else float("nan")
+    def median(part, switches):
+        seen = [s[part] for s in switches if s[part] is not None]
+        return statistics.median(seen) if seen else float("nan")
 
+    for label, switches in result["times"].items():
         floor = statistics.median(s["browser"] for s in result["floor"][label])
         every += [s["browser"] for s in switches]
-        print(f"    switch {label:5}: click -> painted page (browser) median {median('browser'):4.0f} ms, "
-              f"{median('browser') / floor:.2f}x the floor's {floor:.0f} ms (two select boxes and one small chart "
+        typical = median("browser", switches)
+        print(f"    switch {label:5}: click -> painted page (browser) median {typical:4.0f} ms, "
+              f"{typical / floor:.2f}x the floor's {floor:.0f} ms (two select boxes and one small chart "
               f"in a fragment, interleaved; target for a head switch <= 1.25x); samples "
               f"{[round(s['browser']) for s in switches]}, floor {[round(s['browser']) for s in result['floor'][label]]}")
-        print(f"    {'':13}of which, medians: click -> run requested {median('to_request'):.0f} ms, run until "
-              f"finished with nothing stale and the new map drawn {median('run'):.0f} ms, then painted "
-              f"{median('paint'):.0f} ms (the first two over the {sum(s['run'] is not None for s in switches)} "
-              "switches whose run was seen starting)")
-        print(f"    {'':13}wall time around the Playwright calls: median {median('wall'):4.0f} ms; "
+        for who, parts in (("", switches), ("floor's ", result["floor"][label])):
+            print(f"    {'':13}{who}medians: click -> run requested {median('to_request', parts):.0f} ms, run until "
+                  f"finished with nothing stale and the new map drawn {median('run', parts):.0f} ms, then painted "
+                  f"{median('paint', parts):.0f} ms (the first two over the {sum(s['run'] is not None for s in parts)} "
+                  "switches whose run was seen starting)")
+        print(f"    {'':13}wall time around the Playwright calls: median {median('wall', switches):4.0f} ms; "
               f"samples {[round(s['wall']) for s in switches]}")
     target = f" (target <= {target_ms:.0f} ms)" if target_ms else ""
     print(f"    all {len(every)} switches: median {statistics.median(every):.0f} ms{target}, "
