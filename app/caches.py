@@ -15,6 +15,7 @@ import logging
 import pickle
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,14 @@ HEAD_MATCH_TOKENS = 128
 
 class BudgetCache:
     """A least-recently-used cache bounded by bytes (or entries, each of size 1), shared by all sessions; one
-    build per key at a time; entries older than ``ttl`` seconds, when given, are built again."""
+    build per key at a time; entries older than ``ttl`` seconds, when given, are built again.
+
+    An evicted value that a session still holds (a page still drawing from a capture) is handed out again
+    rather than built again, and goes back into the cache: it takes memory anyway, and a second copy of it
+    would take as much again. Thirty students with prompts of their own evict each other's captures while
+    they use them; at the peak of such a class, memray counted more than twice the capture budget in
+    captures' buffers and states.
+    """
 
     def __init__(self, budget_bytes: int, ttl: float | None = None):
         self.budget_bytes = budget_bytes
@@ -51,6 +59,7 @@ class BudgetCache:
         self._born: dict = {}
         self._lock = threading.Lock()
         self._building: dict = {}
+        self._evicted: dict = {}  # key: (a weak reference to the value, its size), for values that allow one
 
     def get(self, key, build, size_of, still_valid=lambda value: True, waiting=None):
         """The value for ``key``, built once; an entry that is no longer ``still_valid`` is built again.
@@ -61,6 +70,7 @@ class BudgetCache:
         with self._lock:
             if key in self._items and (not still_valid(self._items[key]) or self._expired(key)):
                 del self._items[key], self._sizes[key]
+            self._take_back(key, still_valid)
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
@@ -96,15 +106,33 @@ class BudgetCache:
 
     def _make_room(self, size: int) -> None:
         while self._items and sum(self._sizes.values()) + size > self.budget_bytes:
-            evicted, _ = self._items.popitem(last=False)
+            evicted, value = self._items.popitem(last=False)
             logger.info("Evicting %s to stay within %s", evicted, format_bytes(self.budget_bytes))
-            self._sizes.pop(evicted), self._born.pop(evicted, None)
+            size_evicted = self._sizes.pop(evicted)
+            self._born.pop(evicted, None)
+            if self.ttl is None:  # an entry that expires is built again anyway
+                with contextlib.suppress(TypeError):  # values like tuples and bools take no weak reference
+                    self._evicted[evicted] = (weakref.ref(value), size_evicted)
+        for key in [key for key, (ref, _) in self._evicted.items() if ref() is None]:
+            del self._evicted[key]
+
+    def _take_back(self, key, still_valid) -> None:
+        """Put an evicted value that is still alive back into the cache (the lock held)."""
+        if key in self._items or key not in self._evicted:
+            return
+        ref, size = self._evicted.pop(key)
+        value = ref()
+        if value is not None and still_valid(value):
+            self._make_room(size)
+            self._items[key], self._sizes[key], self._born[key] = value, size, time.monotonic()
 
     def _expired(self, key) -> bool:
         return self.ttl is not None and time.monotonic() - self._born.get(key, 0.0) > self.ttl
 
     def __contains__(self, key) -> bool:
         with self._lock:
+            if key in self._evicted:
+                return self._evicted[key][0]() is not None
             return key in self._items and not self._expired(key)
 
     def keys(self) -> list:

@@ -354,6 +354,24 @@ def test_the_budget_cache_evicts_the_least_recently_used_before_going_over():
     assert cache.keys() == ["a", "c"] and built == ["a", "b", "c"]
 
 
+def test_an_evicted_value_a_session_still_holds_is_handed_out_again_not_built_again():
+    class Capture:  # any value that takes a weak reference, as captures and models do
+        pass
+
+    cache = caches.BudgetCache(budget_bytes=10)
+    built = []
+
+    def get(key):
+        return cache.get(key, lambda: built.append(key) or Capture(), lambda _: 6)
+
+    held = get("a")
+    get("b")  # evicts "a", which a page still draws from; nobody holds "b"
+    assert cache.keys() == ["b"] and "a" in cache
+    assert get("a") is held and built == ["a", "b"]  # the same object, not a second copy
+    assert cache.keys() == ["a"]  # back in the cache, "b" out again
+    assert "b" not in cache and get("b") is not None and built == ["a", "b", "b"]  # gone: built again
+
+
 def test_a_typed_model_id_is_quoted_as_text_not_as_markdown():
     at = with_model("[click me](javascript:alert(1)) $x$")
     assert not at.exception
