@@ -316,12 +316,18 @@ def test_a_student_whose_chart_must_wait_is_told_their_place_at_once_and_a_warm_
     monkeypatch.setattr(caches, "_CHART_QUEUE", queue)
     captions = []
 
-    class Slot:
+    class Slot:  # Streamlit's placeholder, as shared_chart uses it: a place to write in, and a context
         def caption(self, text):
             captions.append(text)
 
         def empty(self):
             captions.append(None)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
 
     monkeypatch.setattr(caches.st, "empty", Slot)
     builds = []
