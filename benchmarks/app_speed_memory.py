@@ -283,13 +283,13 @@ def report_speed(n_tokens: int, result: dict, target_ms: float | None) -> None:
     print(f"\n(a) Attention page, {MODEL_A} stand-in (GPT2Config(), 124M), {n_tokens} tokens: first view "
           f"{result['first_view_s']:.1f} s (load, capture, head scores); last chart: {result['last_title']!r}; "
           f"exceptions shown: {result['problems'] or 'none'}")
-    every = []
     def median(part, switches):
         seen = [s[part] for s in switches if s[part] is not None]
         return statistics.median(seen) if seen else float("nan")
 
+    every = []
     for label, switches in result["times"].items():
-        floor = statistics.median(s["browser"] for s in result["floor"][label])
+        floor = median("browser", result["floor"][label])
         every += [s["browser"] for s in switches]
         typical = median("browser", switches)
         print(f"    switch {label:5}: click -> painted page (browser) median {typical:4.0f} ms, "

@@ -382,7 +382,7 @@ def test_a_typed_model_id_is_quoted_as_text_not_as_markdown():
 def test_predictions_after_an_earlier_token_and_the_focus_token_view():
     at = open_page(app(prompt="The cat sat on the mat"), "pages/predictions.py")
     slider = next(s for s in at.select_slider if s.label == "Guess what follows")
-    before = chart_rows(charts(at)[0])
+    before = charts(at)[0].proto.spec
     slider.set_value(1).run()  # options are positions, shown as "1 ␣cat"
     assert_clean(at)
     assert charts(at)[0].proto.spec != before
